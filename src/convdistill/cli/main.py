@@ -1,0 +1,39 @@
+"""The `convdistill` command: one typer app, one module per command group, each thin."""
+
+from __future__ import annotations
+
+import typer
+
+from convdistill import __version__
+from convdistill.cli import pairs, paths
+
+app = typer.Typer(
+    name="convdistill",
+    help="Distil multi-turn chat ability from conversation trees into small models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(paths.app, name="paths")
+app.add_typer(pairs.app, name="pairs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convdistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Distil multi-turn chat ability from conversation trees into small models."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

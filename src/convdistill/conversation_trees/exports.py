@@ -1,0 +1,187 @@
+"""The jobs behind ``convdistill paths export`` and ``convdistill pairs export``, as functions.
+
+Each reads one export (streaming), selects paths or pairs, and writes records; the returned
+summary carries the read counts (read = kept + rejected) and what was written where.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+import networkx as nx
+
+from convdistill.conversation_trees.ingest_report import IngestReport, OnError, RejectSink
+from convdistill.conversation_trees.oasst_compat import (
+    DEFAULT_LANGS,
+    compat_rm_prefixes,
+    compat_sft_threads,
+)
+from convdistill.conversation_trees.pairs import Pairing, PreferencePair, pair_up, tree_pairs
+from convdistill.conversation_trees.paths import DialogPath, PathSampler, Strategy, tree_paths
+from convdistill.conversation_trees.readers import ProgressCallback, TreeReader
+from convdistill.conversation_trees.record_output import (
+    PAIR_SCHEMA,
+    PATH_SCHEMA,
+    OutputFormat,
+    RecordSink,
+    split_path,
+)
+from convdistill.conversation_trees.records import pair_record, path_record
+from convdistill.conversation_trees.scoring import ScoreWeights, path_score
+from convdistill.conversation_trees.selection import Selection
+from convdistill.conversation_trees.splits import split_of
+from convdistill.conversation_trees.tree_graph import tree_id
+
+
+@dataclass
+class ExportSummary:
+    report: IngestReport
+    written: Counter = field(default_factory=Counter)  # split -> records
+    outputs: list[str] = field(default_factory=list)
+    prefixes: int = 0  # pairs only: prompts with two or more ranked replies
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{n} {split}" for split, n in sorted(self.written.items()))
+        total = sum(self.written.values())
+        text = f"wrote {total} records ({parts or 'none'}) to {', '.join(self.outputs)}"
+        if self.prefixes:
+            text += f" from {self.prefixes} prefixes"
+        return text
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    on_error: OnError = "skip"
+    on_reject: RejectSink | None = None
+    progress: ProgressCallback | None = None
+
+
+def _reader(path: str | Path, read: ReadOptions) -> TreeReader:
+    return TreeReader(path, on_error=read.on_error, on_reject=read.on_reject, progress=read.progress)
+
+
+def iter_paths(
+    trees: Iterator[nx.DiGraph],
+    selection: Selection,
+    strategy: Strategy,
+    weights: ScoreWeights,
+    oasst_compat: bool,
+) -> Iterator[DialogPath]:
+    for graph in trees:
+        if oasst_compat:
+            langs = selection.langs or DEFAULT_LANGS
+            for ids in compat_sft_threads(graph, selection.top_k, langs):
+                yield DialogPath(graph, ids, path_score(graph, ids, weights))
+        else:
+            yield from tree_paths(graph, selection, strategy, weights)
+
+
+def export_paths(
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    selection: Selection | None = None,
+    strategy: Strategy = "all",
+    weights: ScoreWeights | None = None,
+    oasst_compat: bool = False,
+    validation_fraction: float | None = None,
+    seed: int = 0,
+    sample_n: int | None = None,
+    temperature: float = 1.0,
+    fmt: OutputFormat | None = None,
+    read: ReadOptions | None = None,
+) -> ExportSummary:
+    selection = selection or Selection()
+    weights = weights or ScoreWeights()
+    reader = _reader(input_path, read or ReadOptions())
+    paths = iter_paths(iter(reader), selection, strategy, weights, oasst_compat)
+    if strategy == "sample" and not oasst_compat:
+        sampler = PathSampler(sample_n or 1000, seed=seed, temperature=temperature)
+        for path in paths:
+            sampler.offer(path)
+        paths = iter(sampler.result())
+    summary = ExportSummary(reader.report)
+    split = validation_fraction is not None and validation_fraction > 0
+    with RecordSink(out, PATH_SCHEMA, fmt, split=split) as sink:
+        for path in paths:
+            side = split_of(tree_id(path.tree), validation_fraction, seed) if split else "train"
+            sink.write(path_record(path), side)
+    summary.written = sink.counts
+    summary.outputs = _outputs(sink)
+    return summary
+
+
+def export_pairs(
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    selection: Selection | None = None,
+    pairing: Pairing = "all",
+    oasst_compat: bool = False,
+    validation_fraction: float | None = None,
+    seed: int = 0,
+    fmt: OutputFormat | None = None,
+    read: ReadOptions | None = None,
+) -> ExportSummary:
+    selection = selection or Selection()
+    reader = _reader(input_path, read or ReadOptions())
+    summary = ExportSummary(reader.report)
+    split = validation_fraction is not None and validation_fraction > 0
+    with RecordSink(out, PAIR_SCHEMA, fmt, split=split) as sink:
+        for pair in iter_pairs(iter(reader), selection, pairing, oasst_compat, summary):
+            side = split_of(tree_id(pair.tree), validation_fraction, seed) if split else "train"
+            sink.write(pair_record(pair), side)
+    summary.written = sink.counts
+    summary.outputs = _outputs(sink)
+    return summary
+
+
+def iter_pairs(
+    trees: Iterator[nx.DiGraph],
+    selection: Selection,
+    pairing: Pairing,
+    oasst_compat: bool,
+    summary: ExportSummary | None = None,
+) -> Iterator[PreferencePair]:
+    for graph in trees:
+        if oasst_compat:
+            langs = selection.langs or DEFAULT_LANGS
+            for prefix in compat_rm_prefixes(graph, selection.top_k, langs):
+                if summary is not None:
+                    summary.prefixes += 1
+                yield from pair_up(prefix, pairing)
+        else:
+            seen_prefix = None
+            for pair in tree_pairs(graph, selection, pairing):
+                if summary is not None and pair.prefix_ids != seen_prefix:
+                    summary.prefixes += 1
+                    seen_prefix = pair.prefix_ids
+                yield pair
+
+
+def _outputs(sink: RecordSink) -> list[str]:
+    if sink.fmt == "datasets" or not sink.split:
+        return [str(sink.out)]
+    return [str(split_path(sink.out, s)) for s in sorted(sink.counts or {"train": 0})]
+
+
+def sample_paths(
+    input_path: str | Path,
+    n: int,
+    *,
+    selection: Selection | None = None,
+    strategy: Strategy = "all",
+    weights: ScoreWeights | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    read: ReadOptions | None = None,
+) -> tuple[list[DialogPath], IngestReport]:
+    """n paths drawn by score (see PathSampler) from the paths a strategy gives."""
+    reader = _reader(input_path, read or ReadOptions())
+    base: Strategy = "all" if strategy == "sample" else strategy
+    sampler = PathSampler(n, seed=seed, temperature=temperature)
+    for path in iter_paths(iter(reader), selection or Selection(), base, weights or ScoreWeights(), False):
+        sampler.offer(path)
+    return sampler.result(), reader.report

@@ -1,0 +1,72 @@
+"""What a read kept and rejected: every record is counted once, and the counts add up."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+OnError = Literal["skip", "fail"]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One record (a line of the file) that was not kept, and why."""
+
+    file: str
+    line: int
+    kind: str  # a short category for the summary: malformed_json, schema, orphan, cycle, ...
+    reason: str
+    tree_id: str | None = None
+    message_id: str | None = None
+
+    def describe(self) -> str:
+        where = f"{self.file}:{self.line}"
+        ids = ", ".join(
+            f"{k} {v}" for k, v in (("tree", self.tree_id), ("message", self.message_id)) if v
+        )
+        return f"{where}: {self.reason}" + (f" ({ids})" if ids else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class InputError(Exception):
+    """Raised with ``on_error='fail'`` at the first bad record; the message names file and line."""
+
+    def __init__(self, reject: Reject):
+        super().__init__(reject.describe())
+        self.reject = reject
+
+
+@dataclass
+class IngestReport:
+    """Counts of one read. ``records`` are lines: trees in a nested file, messages in a flat one."""
+
+    file: str
+    format: str = "unknown"
+    records_read: int = 0
+    records_kept: int = 0
+    records_rejected: int = 0
+    trees_kept: int = 0
+    messages_kept: int = 0
+    reasons: Counter = field(default_factory=Counter)  # reject kind -> records
+
+    @property
+    def balanced(self) -> bool:
+        return self.records_read == self.records_kept + self.records_rejected
+
+    def summary(self) -> str:
+        unit = {"trees": "tree lines", "messages": "message lines"}.get(self.format, "lines")
+        text = (
+            f"{self.file}: read {self.records_read} {unit}, kept {self.records_kept}, "
+            f"rejected {self.records_rejected} ({self.trees_kept} trees, "
+            f"{self.messages_kept} messages kept)"
+        )
+        for kind, n in self.reasons.most_common():
+            text += f"\n  rejected {n} x {kind}"
+        return text
+
+
+RejectSink = Callable[[Reject], None]

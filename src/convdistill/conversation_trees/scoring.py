@@ -1,0 +1,65 @@
+"""Scores of assistant turns and of whole paths.
+
+A turn's score comes from the human ranking of the reply among its siblings:
+
+    rank_score = 1 - rank / (n - 1)      n ranked siblings, rank 0 best: 1.0 best ... 0.0 worst
+    rank_score = 1.0                     the only reply (nothing to compare with)
+    rank_score = 0.5                     an unranked reply among several (unknown)
+
+Optional weights add label and emoji evidence (labels hold averages in [0, 1]):
+
+    turn_score = rank_score + sum(w_label * labels[label].value) + w_emoji * (up - down) / (up + down + 1)
+
+where ``up``/``down`` count the ``+1``/``-1`` emojis. A path's score is the mean of its assistant
+turns' scores, so paths of different lengths compare fairly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+
+@dataclass(frozen=True)
+class ScoreWeights:
+    labels: dict[str, float] = field(default_factory=dict)  # e.g. {"quality": 1.0, "toxicity": -1.0}
+    emojis: float = 0.0
+
+
+def rank_score(graph: nx.DiGraph, mid: str, parent: str) -> float:
+    rank = graph._node[mid].get("rank")
+    siblings = graph._succ[parent]
+    if rank is None:
+        return 1.0 if len(siblings) == 1 else 0.5
+    ranked = sum(1 for s in siblings if graph._node[s].get("rank") is not None)
+    if ranked <= 1:
+        return 1.0
+    return max(0.0, 1.0 - rank / (ranked - 1))
+
+
+def turn_score(graph: nx.DiGraph, mid: str, parent: str, weights: ScoreWeights) -> float:
+    score = rank_score(graph, mid, parent)
+    msg = graph._node[mid]
+    if weights.labels:
+        labels = msg.get("labels") or {}
+        for name, weight in weights.labels.items():
+            value = (labels.get(name) or {}).get("value")
+            if value is not None:
+                score += weight * value
+    if weights.emojis:
+        emojis = msg.get("emojis") or {}
+        up, down = emojis.get("+1", 0), emojis.get("-1", 0)
+        score += weights.emojis * (up - down) / (up + down + 1)
+    return score
+
+
+def path_score(graph: nx.DiGraph, message_ids: Sequence[str], weights: ScoreWeights) -> float:
+    nodes = graph._node
+    scores = [
+        turn_score(graph, mid, message_ids[i - 1], weights)
+        for i, mid in enumerate(message_ids)
+        if i > 0 and nodes[mid]["role"] == "assistant"
+    ]
+    return sum(scores) / len(scores) if scores else 0.0

@@ -1,0 +1,167 @@
+"""One conversation tree as a networkx DiGraph, built and checked without recursion.
+
+Nodes are message ids; a node's attributes are the message's export fields (all of them, unknown
+ones too, ``replies`` excepted); edges go parent -> reply. Graph attributes hold the tree's own
+fields (``message_tree_id``, ``tree_state``, ``origin``, ...) and ``root``, the prompt's id.
+
+Successors are kept in *export order* (the order of ``replies`` in a nested file; created date,
+then row order, in a flat file) because Open-Assistant's own selection depends on it (see
+``oasst_compat``). Our own strategies sort siblings by rank instead (``ranked_replies``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from convdistill.conversation_trees.schema import (
+    ASSISTANT,
+    PROMPTER,
+    message_type_error,
+    tree_type_error,
+)
+
+Message = dict[str, Any]
+
+
+class TreeError(ValueError):
+    """A tree that breaks the schema. ``message_id`` names the offending message when known."""
+
+    def __init__(self, reason: str, message_id: str | None = None, kind: str = "schema"):
+        super().__init__(reason)
+        self.reason = reason
+        self.message_id = message_id
+        self.kind = kind
+
+
+def _check_message(msg: Any, parent: Message | None) -> Message:
+    if not isinstance(msg, dict):
+        raise TreeError(f"a message must be an object, got {type(msg).__name__}")
+    problem = message_type_error(msg)
+    if problem:
+        raise TreeError(problem, msg.get("message_id") if isinstance(msg, dict) else None)
+    if parent is not None:
+        if msg["role"] == parent["role"]:
+            raise TreeError(
+                f"roles do not alternate: a {msg['role']} message replies to a {parent['role']}",
+                msg["message_id"],
+                kind="roles",
+            )
+    elif msg["role"] != PROMPTER:
+        raise TreeError(
+            "the root message must have role 'prompter'", msg["message_id"], kind="roles"
+        )
+    return msg
+
+
+def tree_from_nested(obj: dict[str, Any]) -> nx.DiGraph:
+    """Build the DiGraph of one nested-tree export object; raise TreeError on any problem."""
+    problem = tree_type_error(obj)
+    if problem:
+        raise TreeError(problem)
+    prompt = obj["prompt"]
+    graph = nx.DiGraph(**{k: v for k, v in obj.items() if k != "prompt"})
+    root = _check_message(prompt, None)
+    tree_id = obj.get("message_tree_id")
+    if tree_id is not None and root["message_id"] != tree_id:
+        # In Open-Assistant the tree id is the prompt's id; a mismatch means a damaged record.
+        raise TreeError(
+            f"message_tree_id {tree_id!r} differs from the prompt's message_id", root["message_id"]
+        )
+    graph.graph["root"] = root["message_id"]
+    nodes = graph._node  # direct access: this loop is the hot path of every reader
+    # An explicit stack instead of recursion: a tree may be hundreds of levels deep.
+    stack: list[tuple[Message, Message | None]] = [(root, None)]
+    while stack:
+        msg, parent = stack.pop()
+        mid = msg["message_id"]
+        if mid in nodes:
+            raise TreeError(f"duplicate message_id {mid!r}", mid, kind="duplicate_id")
+        replies = msg.get("replies")
+        attrs = {k: v for k, v in msg.items() if k != "replies"}
+        graph.add_node(mid, **attrs)
+        if parent is not None:
+            pid = parent["message_id"]
+            if msg.get("parent_id") not in (None, pid):
+                raise TreeError(
+                    f"parent_id {msg['parent_id']!r} does not match the enclosing message {pid!r}",
+                    mid,
+                )
+            graph.add_edge(pid, mid)
+        if replies:
+            if not isinstance(replies, list):
+                raise TreeError("field 'replies' must be a list", mid)
+            # Reversed so that popping visits replies in export order: each parent's edges are
+            # then added in that order, which is the successor order networkx keeps.
+            for reply in reversed(replies):
+                stack.append((_check_message(reply, msg), msg))
+    return graph
+
+
+def tree_from_messages(
+    tree_fields: dict[str, Any], root: Message, children: dict[str, list[Message]]
+) -> nx.DiGraph:
+    """Build the DiGraph of a tree given as a root and a parent id -> ordered replies map.
+
+    Used by the flat reader, which has already grouped rows and resolved orphans and cycles.
+    """
+    obj = dict(tree_fields)
+    # A shallow nested view, built iteratively, so both formats go through one validator.
+    view_root = dict(root)
+    stack = [view_root]
+    while stack:
+        node = stack.pop()
+        kids = [dict(c) for c in children.get(node["message_id"], ())]
+        if kids:
+            node["replies"] = kids
+            stack.extend(kids)
+    obj["prompt"] = view_root
+    return tree_from_nested(obj)
+
+
+def root_id(graph: nx.DiGraph) -> str:
+    return graph.graph["root"]
+
+
+def tree_id(graph: nx.DiGraph) -> str:
+    return graph.graph.get("message_tree_id") or graph.graph["root"]
+
+
+def message(graph: nx.DiGraph, mid: str) -> Message:
+    return graph._node[mid]
+
+
+def replies(graph: nx.DiGraph, mid: str) -> list[str]:
+    """Reply ids in export order."""
+    return list(graph._succ[mid])
+
+
+def _sibling_key(msg: Message) -> tuple[int, str, str]:
+    rank = msg.get("rank")
+    return (rank if isinstance(rank, int) else 1 << 30, msg.get("created_date") or "", msg["message_id"])
+
+
+def ranked_replies(graph: nx.DiGraph, mid: str) -> list[str]:
+    """Reply ids best first: by rank (unranked last), then creation date, then id.
+
+    This order does not depend on how the file was written, so every strategy built on it gives
+    the same paths for a nested file and for the same trees as shuffled flat messages.
+    """
+    nodes = graph._node
+    return sorted(graph._succ[mid], key=lambda c: _sibling_key(nodes[c]))
+
+
+def subtree(graph: nx.DiGraph, mid: str) -> Iterable[str]:
+    """Ids of ``mid`` and all its descendants, without recursion."""
+    stack = [mid]
+    succ = graph._succ
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(succ[node])
+
+
+def is_assistant(msg: Message) -> bool:
+    return msg["role"] == ASSISTANT

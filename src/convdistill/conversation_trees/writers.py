@@ -1,0 +1,78 @@
+"""Write DiGraph trees back as Open-Assistant exports (nested trees or flat messages, gz or not).
+
+What a reader kept, a writer gives back: read -> write -> read yields the same trees, fields,
+unknown keys and reply order included.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import networkx as nx
+import orjson
+
+from convdistill.conversation_trees.tree_graph import replies, root_id
+
+ExportFormat = Literal["trees", "messages"]
+
+
+def open_for_write(path: str | Path) -> IO[bytes]:
+    """A binary stream; gzipped when the name ends in .gz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        return gzip.open(path, "wb")  # type: ignore[return-value]
+    return open(path, "wb")  # noqa: SIM115 - returned to the caller, who closes it
+
+
+def tree_to_nested(graph: nx.DiGraph) -> dict[str, Any]:
+    """The nested export object of a tree, built without recursion."""
+    nodes = graph._node
+    root = root_id(graph)
+    views: dict[str, dict[str, Any]] = {}
+    stack = [root]
+    while stack:
+        mid = stack.pop()
+        view = dict(nodes[mid])
+        kids = replies(graph, mid)
+        views[mid] = view
+        # Leaves get an empty list, as Open-Assistant's exporter writes them.
+        view["replies"] = kids  # ids for now, replaced by their views below
+        stack.extend(kids)
+    for view in views.values():
+        view["replies"] = [views[c] for c in view["replies"]]
+    tree = {k: v for k, v in graph.graph.items() if k != "root"}
+    tree["prompt"] = views[root]
+    return tree
+
+
+def tree_to_messages(graph: nx.DiGraph) -> list[dict[str, Any]]:
+    """Flat rows of a tree, parents before replies, each carrying the tree's id and state."""
+    tree_fields = {
+        k: graph.graph[k] for k in ("message_tree_id", "tree_state") if graph.graph.get(k) is not None
+    }
+    rows = []
+    stack = [root_id(graph)]
+    while stack:
+        mid = stack.pop()
+        rows.append({**graph._node[mid], **tree_fields})
+        stack.extend(reversed(replies(graph, mid)))
+    return rows
+
+
+def write_trees(path: str | Path, trees: Iterable[nx.DiGraph], fmt: ExportFormat = "trees") -> int:
+    """Write trees to ``path`` in the given export format; returns the number of lines written."""
+    lines = 0
+    with open_for_write(path) as out:
+        for graph in trees:
+            if fmt == "trees":
+                out.write(orjson.dumps(tree_to_nested(graph)) + b"\n")
+                lines += 1
+            else:
+                for row in tree_to_messages(graph):
+                    out.write(orjson.dumps(row) + b"\n")
+                    lines += 1
+    return lines
