@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,7 +140,7 @@ class TreeReader:
                     )
             if flat_rows:
                 yield from self._flat_trees(flat_rows)
-        except OSError as exc:  # a truncated gzip stream, for one
+        except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip stream, for one
             self.report.records_read += 1
             self._reject(self.report.records_read, "unreadable", f"file cannot be read further: {exc}")
         finally:

@@ -63,13 +63,41 @@ def tree_to_messages(graph: nx.DiGraph) -> list[dict[str, Any]]:
     return rows
 
 
+def nested_tree_bytes(graph: nx.DiGraph) -> bytes:
+    """One line of a nested-trees file, serialised without recursion.
+
+    orjson (like most JSON writers) stops at a nesting depth of a few hundred, and a tree nests
+    two JSON levels per message; so each message is serialised flat and its replies are spliced
+    in by hand.
+    """
+    nodes, succ = graph._node, graph._succ
+    head = orjson.dumps({k: v for k, v in graph.graph.items() if k != "root"})
+    parts = [head[:-1] + (b"," if len(head) > 2 else b"") + b'"prompt":']
+    stack: list[str | bytes] = [root_id(graph)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            parts.append(item)
+            continue
+        attrs = orjson.dumps(nodes[item])
+        parts.append(attrs[:-1] + (b"," if len(attrs) > 2 else b"") + b'"replies":[')
+        stack.append(b"]}")
+        kids = list(succ[item])
+        for i in range(len(kids) - 1, -1, -1):
+            stack.append(kids[i])
+            if i:
+                stack.append(b",")
+    parts.append(b"}")
+    return b"".join(parts)
+
+
 def write_trees(path: str | Path, trees: Iterable[nx.DiGraph], fmt: ExportFormat = "trees") -> int:
     """Write trees to ``path`` in the given export format; returns the number of lines written."""
     lines = 0
     with open_for_write(path) as out:
         for graph in trees:
             if fmt == "trees":
-                out.write(orjson.dumps(tree_to_nested(graph)) + b"\n")
+                out.write(nested_tree_bytes(graph) + b"\n")
                 lines += 1
             else:
                 for row in tree_to_messages(graph):
