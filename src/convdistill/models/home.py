@@ -24,7 +24,7 @@ def user_cache_dir() -> Path:
 
 
 def convdistill_home() -> Path:
-    """`$CONVDISTILL_HOME` if set, else `<user cache dir>/convdistill` (e.g. ~/.cache/convdistill)."""
+    """`$CONVDISTILL_HOME` if set, else `<user cache dir>/convdistill` (~/.cache/convdistill)."""
     value = os.environ.get(ENV_VAR)
     return Path(value).expanduser() if value else user_cache_dir() / "convdistill"
 
