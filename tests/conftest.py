@@ -31,7 +31,9 @@ def sample_trees() -> list[dict[str, Any]]:
 _ids = itertools.count()
 
 
-def msg(role: str, text: str | None = None, replies: list | None = None, **fields: Any) -> dict[str, Any]:
+def msg(
+    role: str, text: str | None = None, replies: list | None = None, **fields: Any
+) -> dict[str, Any]:
     """A nested export message; ids are fresh unless given."""
     mid = fields.pop("message_id", None) or f"m{next(_ids)}"
     out = {"message_id": mid, "role": role, "text": text or f"{role} {mid}", **fields}
@@ -43,7 +45,12 @@ def msg(role: str, text: str | None = None, replies: list | None = None, **field
 
 
 def tree(prompt: dict[str, Any], state: str = "ready_for_export", **fields: Any) -> dict[str, Any]:
-    return {"message_tree_id": prompt["message_id"], "tree_state": state, "prompt": prompt, **fields}
+    return {
+        "message_tree_id": prompt["message_id"],
+        "tree_state": state,
+        "prompt": prompt,
+        **fields,
+    }
 
 
 def write_jsonl(path: Path, objects: list[Any]) -> Path:
@@ -54,5 +61,10 @@ def write_jsonl(path: Path, objects: list[Any]) -> Path:
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
     )

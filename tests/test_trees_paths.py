@@ -9,8 +9,8 @@ import datasets
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from conftest import SHARED_SAMPLE, msg, run_cli, tree, write_jsonl
 
+from conftest import SHARED_SAMPLE, msg, run_cli, tree, write_jsonl
 from convdistill.conversation_trees import (
     PathSampler,
     ScoreWeights,
@@ -28,21 +28,55 @@ from convdistill.conversation_trees.writers import tree_to_messages
 
 def _branchy():
     """p0 -> a_best(rank 0) -> p1 -> a1
-                              -> p2 (leaf)
-         -> a_mid(rank 1)  -> p3 (leaf)
-         -> a_bad(rank 2, deleted) -> p4 -> a4
+                         -> p2 (leaf)
+    -> a_mid(rank 1)  -> p3 (leaf)
+    -> a_bad(rank 2, deleted) -> p4 -> a4
     """
     return tree(
-        msg("prompter", "p0", message_id="p0", lang="pt-BR", replies=[
-            msg("assistant", "a_mid", message_id="a_mid", rank=1, replies=[msg("prompter", message_id="p3")]),
-            msg("assistant", "a_best", message_id="a_best", rank=0, labels={"quality": {"value": 0.9, "count": 3}},
-                replies=[
-                    msg("prompter", message_id="p1", replies=[msg("assistant", message_id="a1", synthetic=True, model_name="t")]),
-                    msg("prompter", message_id="p2"),
-                ]),
-            msg("assistant", "a_bad", message_id="a_bad", rank=2, deleted=True,
-                replies=[msg("prompter", message_id="p4", replies=[msg("assistant", message_id="a4")])]),
-        ])
+        msg(
+            "prompter",
+            "p0",
+            message_id="p0",
+            lang="pt-BR",
+            replies=[
+                msg(
+                    "assistant",
+                    "a_mid",
+                    message_id="a_mid",
+                    rank=1,
+                    replies=[msg("prompter", message_id="p3")],
+                ),
+                msg(
+                    "assistant",
+                    "a_best",
+                    message_id="a_best",
+                    rank=0,
+                    labels={"quality": {"value": 0.9, "count": 3}},
+                    replies=[
+                        msg(
+                            "prompter",
+                            message_id="p1",
+                            replies=[
+                                msg("assistant", message_id="a1", synthetic=True, model_name="t")
+                            ],
+                        ),
+                        msg("prompter", message_id="p2"),
+                    ],
+                ),
+                msg(
+                    "assistant",
+                    "a_bad",
+                    message_id="a_bad",
+                    rank=2,
+                    deleted=True,
+                    replies=[
+                        msg(
+                            "prompter", message_id="p4", replies=[msg("assistant", message_id="a4")]
+                        )
+                    ],
+                ),
+            ],
+        )
     )
 
 
@@ -61,10 +95,21 @@ def test_all_paths_ranked_trimmed_without_duplicates():
 def test_best_top_k_and_filters():
     g = tree_from_nested(_branchy())
     assert _ids(tree_paths(g, Selection(), "best")) == [("p0", "a_best", "p1", "a1")]
-    assert _ids(tree_paths(g, Selection(top_k=1), "top-k")) == [("p0", "a_best", "p1", "a1"), ("p0", "a_best")]
-    assert _ids(tree_paths(g, Selection(drop_synthetic=True), "all")) == [("p0", "a_best"), ("p0", "a_mid")]
-    assert _ids(tree_paths(g, Selection(min_assistant_turns=2), "all")) == [("p0", "a_best", "p1", "a1")]
-    assert _ids(tree_paths(g, Selection(max_assistant_turns=1), "all")) == [("p0", "a_best"), ("p0", "a_mid")]
+    assert _ids(tree_paths(g, Selection(top_k=1), "top-k")) == [
+        ("p0", "a_best", "p1", "a1"),
+        ("p0", "a_best"),
+    ]
+    assert _ids(tree_paths(g, Selection(drop_synthetic=True), "all")) == [
+        ("p0", "a_best"),
+        ("p0", "a_mid"),
+    ]
+    assert _ids(tree_paths(g, Selection(min_assistant_turns=2), "all")) == [
+        ("p0", "a_best", "p1", "a1")
+    ]
+    assert _ids(tree_paths(g, Selection(max_assistant_turns=1), "all")) == [
+        ("p0", "a_best"),
+        ("p0", "a_mid"),
+    ]
     # a1 and a_mid have no quality label: only the path whose every assistant has one is left.
     assert _ids(tree_paths(g, Selection(min_labels={"quality": 0.5}), "all")) == [("p0", "a_best")]
     assert _ids(tree_paths(g, Selection(max_labels={"quality": 0.5}), "all")) == [("p0", "a_mid")]
@@ -73,8 +118,17 @@ def test_best_top_k_and_filters():
         list(tree_paths(g, Selection(), "top-k"))
 
 
-@pytest.mark.parametrize(("wanted", "kept"), [(("pt",), True), (("PT-br",), True), (("pt_BR",), True),
-                                              (("p",), False), (("en", "pt"), True), (("en",), False)])
+@pytest.mark.parametrize(
+    ("wanted", "kept"),
+    [
+        (("pt",), True),
+        (("PT-br",), True),
+        (("pt_BR",), True),
+        (("p",), False),
+        (("en", "pt"), True),
+        (("en",), False),
+    ],
+)
 def test_language_prefix_matching(wanted, kept):
     g = tree_from_nested(_branchy())
     assert bool(list(tree_paths(g, Selection(langs=wanted), "all"))) is kept
@@ -87,36 +141,65 @@ def test_scores_from_ranks_labels_and_emojis():
     assert scores[("p0", "a_best")] == 1.0
     assert scores[("p0", "a_mid")] == 0.5
     assert scores[("p0", "a_best", "p1", "a1")] == 1.0
-    weighted = {p.message_ids: p.score for p in tree_paths(g, Selection(), "all", ScoreWeights(labels={"quality": 1.0}))}
+    weighted = {
+        p.message_ids: p.score
+        for p in tree_paths(g, Selection(), "all", ScoreWeights(labels={"quality": 1.0}))
+    }
     assert weighted[("p0", "a_best")] == pytest.approx(1.9)
 
 
 def test_pairs_by_pairing():
-    t = tree(msg("prompter", message_id="q", replies=[
-        msg("assistant", message_id=f"r{i}", rank=i) for i in (2, 0, 3, 1)
-    ] + [msg("assistant", message_id="unranked")]))
+    t = tree(
+        msg(
+            "prompter",
+            message_id="q",
+            replies=[msg("assistant", message_id=f"r{i}", rank=i) for i in (2, 0, 3, 1)]
+            + [msg("assistant", message_id="unranked")],
+        )
+    )
     g = tree_from_nested(t)
-    pairs = {p: [(x.chosen_id, x.rejected_id) for x in tree_pairs(g, Selection(), p)]
-             for p in ("all", "adjacent", "best-vs-rest")}
+    pairs = {
+        p: [(x.chosen_id, x.rejected_id) for x in tree_pairs(g, Selection(), p)]
+        for p in ("all", "adjacent", "best-vs-rest")
+    }
     assert len(pairs["all"]) == 6 and ("r0", "r3") in pairs["all"]
     assert pairs["adjacent"] == [("r0", "r1"), ("r1", "r2"), ("r2", "r3")]
     assert pairs["best-vs-rest"] == [("r0", "r1"), ("r0", "r2"), ("r0", "r3")]
 
 
 def test_pair_prompt_is_the_whole_history(tmp_path):
-    t = tree(msg("prompter", "hi", message_id="q0", replies=[
-        msg("assistant", "hello", message_id="a0", replies=[
-            msg("prompter", "and then?", message_id="q1", replies=[
-                msg("assistant", "good", message_id="g", rank=0), msg("assistant", "bad", message_id="b", rank=1)
-            ])
-        ])
-    ]))
+    t = tree(
+        msg(
+            "prompter",
+            "hi",
+            message_id="q0",
+            replies=[
+                msg(
+                    "assistant",
+                    "hello",
+                    message_id="a0",
+                    replies=[
+                        msg(
+                            "prompter",
+                            "and then?",
+                            message_id="q1",
+                            replies=[
+                                msg("assistant", "good", message_id="g", rank=0),
+                                msg("assistant", "bad", message_id="b", rank=1),
+                            ],
+                        )
+                    ],
+                )
+            ],
+        )
+    )
     path = write_jsonl(tmp_path / "t.jsonl", [t])
     out = tmp_path / "pairs.jsonl"
     export_pairs(path, out)
     [record] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert record["prompt"] == [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
         {"role": "user", "content": "and then?"},
     ]
     assert record["chosen"] == [{"role": "assistant", "content": "good"}]
@@ -176,7 +259,9 @@ def test_nested_flat_shuffled_and_gzipped_give_identical_output(tmp_path, sample
     stamp = 0
     for g in trees:
         for row in tree_to_messages(g):
-            g.nodes[row["message_id"]]["created_date"] = f"2023-02-01T{stamp // 3600:02d}:{stamp // 60 % 60:02d}:{stamp % 60:02d}+00:00"
+            g.nodes[row["message_id"]]["created_date"] = (
+                f"2023-02-01T{stamp // 3600:02d}:{stamp // 60 % 60:02d}:{stamp % 60:02d}+00:00"
+            )
             stamp += 1
     nested = tmp_path / "trees.jsonl"
     write_trees(nested, trees, "trees")
@@ -189,13 +274,19 @@ def test_nested_flat_shuffled_and_gzipped_give_identical_output(tmp_path, sample
     shuffled_gz.write_bytes(gzip.compress(shuffled.read_bytes()))
 
     jobs = {
-        "all": dict(strategy="all"), "best": dict(strategy="best"),
-        "top2": dict(strategy="top-k", selection=Selection(top_k=2)), "compat": dict(oasst_compat=True),
+        "all": dict(strategy="all"),
+        "best": dict(strategy="best"),
+        "top2": dict(strategy="top-k", selection=Selection(top_k=2)),
+        "compat": dict(oasst_compat=True),
     }
     for name, kwargs in jobs.items():
         outputs = {}
-        for label, src in (("nested", nested), ("nested_gz", nested_gz), ("shuffled", shuffled),
-                           ("shuffled_gz", shuffled_gz)):
+        for label, src in (
+            ("nested", nested),
+            ("nested_gz", nested_gz),
+            ("shuffled", shuffled),
+            ("shuffled_gz", shuffled_gz),
+        ):
             outputs[label] = tmp_path / f"{name}_{label}.jsonl"
             export_paths(src, outputs[label], **kwargs)
         reference = _lines(outputs["nested"])
@@ -230,7 +321,13 @@ def test_outputs_parquet_datasets_and_split(tmp_path, sample_path):
     export_pairs(sample_path, tmp_path / "pairs_ds", validation_fraction=0.2, seed=5)
     dd = datasets.load_from_disk(str(tmp_path / "pairs_ds"))
     assert set(dd) == {"train", "validation"}
-    assert set(dd["train"].column_names) >= {"prompt", "chosen", "rejected", "chosen_rank", "rejected_rank"}
+    assert set(dd["train"].column_names) >= {
+        "prompt",
+        "chosen",
+        "rejected",
+        "chosen_rank",
+        "rejected_rank",
+    }
     assert {r for r in dd["train"]["tree_id"]}.isdisjoint(set(dd["validation"]["tree_id"]))
 
 
@@ -239,7 +336,16 @@ def test_cli_export_stats_and_sample(tmp_path, sample_path):
     r = run_cli("paths", "export", sample_path, "--oasst-compat", "-o", out)
     assert r.returncode == 0, r.stderr
     assert len(_lines(out)) == 538 and "wrote 538 records" in r.stderr
-    r = run_cli("pairs", "export", sample_path, "--oasst-compat", "--pairing", "all", "-o", tmp_path / "rm.jsonl")
+    r = run_cli(
+        "pairs",
+        "export",
+        sample_path,
+        "--oasst-compat",
+        "--pairing",
+        "all",
+        "-o",
+        tmp_path / "rm.jsonl",
+    )
     assert r.returncode == 0 and "wrote 732 records" in r.stderr and "207 prefixes" in r.stderr
     r = run_cli("paths", "stats", sample_path, "--json")
     stats = orjson.loads(r.stdout)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import msg, run_cli, tree, write_jsonl
 
+from conftest import msg, run_cli, tree, write_jsonl
 from convdistill.conversation_trees import InputError, TreeReader, read_trees, write_trees
 from convdistill.conversation_trees.writers import tree_to_messages, tree_to_nested
 
@@ -18,7 +18,11 @@ def test_sample_reads_with_every_field_kept(sample_path, sample_trees):
     reader = TreeReader(sample_path)
     trees = list(reader)
     assert reader.report.format == "trees"
-    assert (reader.report.records_read, reader.report.records_kept, reader.report.records_rejected) == (100, 100, 0)
+    assert (
+        reader.report.records_read,
+        reader.report.records_kept,
+        reader.report.records_rejected,
+    ) == (100, 100, 0)
     assert reader.report.messages_kept == 1167
     # Writing back gives the exact objects of the file, field for field, reply order included.
     assert [tree_to_nested(g) for g in trees] == sample_trees
@@ -86,7 +90,13 @@ BAD_NESTED = {
     "rank_not_int": orjson.dumps(tree(msg("prompter", replies=[msg("assistant", rank="first")]))),
     "rank_bool": orjson.dumps(tree(msg("prompter", replies=[msg("assistant", rank=True)]))),
     "duplicate_id": orjson.dumps(
-        tree(msg("prompter", message_id="d0", replies=[msg("assistant", message_id="d1"), msg("assistant", message_id="d1")]))
+        tree(
+            msg(
+                "prompter",
+                message_id="d0",
+                replies=[msg("assistant", message_id="d1"), msg("assistant", message_id="d1")],
+            )
+        )
     ),
     "roles": orjson.dumps(tree(msg("prompter", replies=[msg("prompter")]))),
     "bad_role": orjson.dumps(tree(msg("prompter", replies=[msg("robot")]))),
@@ -126,8 +136,20 @@ def test_fail_mode_stops_at_first_bad_line(tmp_path):
 def test_flat_orphans_cycles_and_duplicates(tmp_path):
     rows = [
         {"message_id": "a", "role": "prompter", "text": "hi", "message_tree_id": "a"},
-        {"message_id": "b", "parent_id": "a", "role": "assistant", "text": "hello", "message_tree_id": "a"},
-        {"message_id": "b", "parent_id": "a", "role": "assistant", "text": "dup", "message_tree_id": "a"},
+        {
+            "message_id": "b",
+            "parent_id": "a",
+            "role": "assistant",
+            "text": "hello",
+            "message_tree_id": "a",
+        },
+        {
+            "message_id": "b",
+            "parent_id": "a",
+            "role": "assistant",
+            "text": "dup",
+            "message_tree_id": "a",
+        },
         {"message_id": "o", "parent_id": "missing", "role": "assistant", "text": "lost"},
         {"message_id": "o2", "parent_id": "o", "role": "prompter", "text": "lost too"},
         {"message_id": "c1", "parent_id": "c2", "role": "prompter", "text": "x"},
@@ -142,7 +164,14 @@ def test_flat_orphans_cycles_and_duplicates(tmp_path):
     r = reader.report
     assert (r.records_read, r.records_kept, r.records_rejected) == (8, 2, 6)
     by_line = {x.line: x.kind for x in rejects}
-    assert by_line == {3: "duplicate_id", 4: "orphan", 5: "orphan", 6: "cycle", 7: "cycle", 8: "schema"}
+    assert by_line == {
+        3: "duplicate_id",
+        4: "orphan",
+        5: "orphan",
+        6: "cycle",
+        7: "cycle",
+        8: "schema",
+    }
 
 
 def test_a_tree_450_levels_deep(tmp_path):
@@ -198,7 +227,9 @@ def _dump_deep(obj) -> str:
 def test_cli_bad_input_exit_codes_without_traceback(tmp_path):
     good = [orjson.dumps(_good_tree()) for _ in range(3)]
     path = tmp_path / "mixed.jsonl"
-    path.write_bytes(b"\n".join([good[0], b"{not json", good[1], BAD_NESTED["rank_not_int"], good[2]]) + b"\n")
+    path.write_bytes(
+        b"\n".join([good[0], b"{not json", good[1], BAD_NESTED["rank_not_int"], good[2]]) + b"\n"
+    )
     rejects = tmp_path / "rejects.jsonl"
     skip = run_cli("paths", "export", path, "-o", tmp_path / "out.jsonl", "--rejects", rejects)
     assert skip.returncode == 0, skip.stderr

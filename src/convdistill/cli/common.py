@@ -27,58 +27,91 @@ err_console = Console(stderr=True, highlight=False)
 InputFile = Annotated[
     Path,
     typer.Argument(
-        exists=True, dir_okay=False, readable=True,
+        exists=True,
+        dir_okay=False,
+        readable=True,
         help="Open-Assistant export: nested trees or flat messages JSONL, gzipped or not.",
     ),
 ]
 LangOpt = Annotated[
     list[str] | None,
-    typer.Option("--lang", "-l", help="Keep trees whose prompt language starts with this code "
-                 "(pt matches pt-BR). Repeat or comma-separate for several."),
+    typer.Option(
+        "--lang",
+        "-l",
+        help="Keep trees whose prompt language starts with this code "
+        "(pt matches pt-BR). Repeat or comma-separate for several.",
+    ),
 ]
 StateOpt = Annotated[
     list[str] | None,
-    typer.Option("--tree-state", help="Keep trees in this state (repeatable; 'any' for all). "
-                 "Default: ready_for_export."),
+    typer.Option(
+        "--tree-state",
+        help="Keep trees in this state (repeatable; 'any' for all). Default: ready_for_export.",
+    ),
 ]
 TopKOpt = Annotated[
     int | None, typer.Option("--top-k", min=1, help="Keep only assistant replies of rank < K.")
 ]
 DropSyntheticOpt = Annotated[
-    bool, typer.Option("--drop-synthetic", help="Drop synthetic (e.g. teacher-written) messages "
-                       "and their replies. Kept by default.")
+    bool,
+    typer.Option(
+        "--drop-synthetic",
+        help="Drop synthetic (e.g. teacher-written) messages and their replies. Kept by default.",
+    ),
 ]
 ReviewOpt = Annotated[
-    str, typer.Option("--review", help="not-failed: drop messages whose review failed; "
-                      "passed: keep only reviewed-and-passed ones; any: no review filter.")
+    str,
+    typer.Option(
+        "--review",
+        help="not-failed: drop messages whose review failed; "
+        "passed: keep only reviewed-and-passed ones; any: no review filter.",
+    ),
 ]
 MinTurnsOpt = Annotated[
     int, typer.Option("--min-assistant-turns", min=1, help="Drop paths with fewer assistant turns.")
 ]
 MaxTurnsOpt = Annotated[
-    int | None, typer.Option("--max-assistant-turns", min=1, help="Drop paths with more assistant turns.")
+    int | None,
+    typer.Option("--max-assistant-turns", min=1, help="Drop paths with more assistant turns."),
 ]
 MinLabelOpt = Annotated[
-    list[str] | None, typer.Option("--min-label", help="LABEL=VALUE: every assistant turn of a "
-                                   "path needs this label >= VALUE (e.g. quality=0.5).")
+    list[str] | None,
+    typer.Option(
+        "--min-label",
+        help="LABEL=VALUE: every assistant turn of a "
+        "path needs this label >= VALUE (e.g. quality=0.5).",
+    ),
 ]
 MaxLabelOpt = Annotated[
-    list[str] | None, typer.Option("--max-label", help="LABEL=VALUE: no assistant turn may have "
-                                   "this label > VALUE (e.g. toxicity=0.3).")
+    list[str] | None,
+    typer.Option(
+        "--max-label",
+        help="LABEL=VALUE: no assistant turn may have this label > VALUE (e.g. toxicity=0.3).",
+    ),
 ]
 LabelWeightOpt = Annotated[
-    list[str] | None, typer.Option("--label-weight", help="LABEL=WEIGHT added to each turn's "
-                                   "score (e.g. quality=1 toxicity=-1).")
+    list[str] | None,
+    typer.Option(
+        "--label-weight",
+        help="LABEL=WEIGHT added to each turn's score (e.g. quality=1 toxicity=-1).",
+    ),
 ]
 EmojiWeightOpt = Annotated[
     float, typer.Option("--emoji-weight", help="Weight of (+1 - -1 emojis) in each turn's score.")
 ]
 OnErrorOpt = Annotated[
-    str, typer.Option("--on-error", help="skip: report bad records and go on; fail: stop at the first (exit 1).")
+    str,
+    typer.Option(
+        "--on-error", help="skip: report bad records and go on; fail: stop at the first (exit 1)."
+    ),
 ]
 RejectsOpt = Annotated[
-    Path | None, typer.Option("--rejects", dir_okay=False, help="Write each rejected record "
-                              "(file, line, tree, message, reason) to this JSONL file.")
+    Path | None,
+    typer.Option(
+        "--rejects",
+        dir_okay=False,
+        help="Write each rejected record (file, line, tree, message, reason) to this JSONL file.",
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling and splits.")]
 
@@ -100,7 +133,9 @@ def parse_assignments(values: list[str] | None, option: str) -> dict[str, float]
                 raise ValueError
             result[name] = float(number)
         except ValueError:
-            raise typer.BadParameter(f"expected LABEL=NUMBER, got {item!r}", param_hint=option) from None
+            raise typer.BadParameter(
+                f"expected LABEL=NUMBER, got {item!r}", param_hint=option
+            ) from None
     return result
 
 
@@ -136,7 +171,9 @@ def build_selection(
 
 
 def build_weights(label_weight: list[str] | None, emoji_weight: float) -> ScoreWeights:
-    return ScoreWeights(labels=parse_assignments(label_weight, "--label-weight"), emojis=emoji_weight)
+    return ScoreWeights(
+        labels=parse_assignments(label_weight, "--label-weight"), emojis=emoji_weight
+    )
 
 
 def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
@@ -165,7 +202,9 @@ class RejectLog:
             self.stream.write(orjson.dumps(reject.to_dict()) + b"\n")
         if self.shown < self.SHOW:
             self.shown += 1
-            err_console.print(f"[yellow]rejected[/] {reject.describe()}", markup=True, soft_wrap=True)
+            err_console.print(
+                f"[yellow]rejected[/] {reject.describe()}", markup=True, soft_wrap=True
+            )
 
     def close(self) -> None:
         if self.path is not None and self.stream is None:
@@ -186,8 +225,12 @@ def read_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
         yield None
         return
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
     ) as progress:
         task = progress.add_task(label, total=None)
 

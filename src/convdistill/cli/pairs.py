@@ -29,27 +29,49 @@ from convdistill.conversation_trees.exports import ReadOptions, export_pairs
 from convdistill.conversation_trees.pairs import PAIRINGS
 from convdistill.conversation_trees.record_output import OUTPUT_FORMATS
 
-app = typer.Typer(help="Ranked sibling pairs (DPO data) from conversation trees.", no_args_is_help=True)
+app = typer.Typer(
+    help="Ranked sibling pairs (DPO data) from conversation trees.", no_args_is_help=True
+)
 
 
 @app.command("export")
 def export_command(
     input_file: InputFile,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output: .jsonl[.gz], .parquet, or a folder "
-                                      "(Hugging Face datasets save_to_disk).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output: .jsonl[.gz], .parquet, or a folder (Hugging Face datasets save_to_disk).",
+        ),
+    ],
     pairing: Annotated[str, typer.Option("--pairing", help=f"{', '.join(PAIRINGS)}.")] = "all",
     top_k: TopKOpt = None,
     lang: LangOpt = None,
     tree_state: StateOpt = None,
     drop_synthetic: DropSyntheticOpt = False,
     review: ReviewOpt = "not-failed",
-    oasst_compat: Annotated[bool, typer.Option("--oasst-compat", help="Open-Assistant's own RM "
-                            "selection, exactly (prefixes with two or more ranked replies).")] = False,
-    split: Annotated[float | None, typer.Option("--split", min=0.0, max=0.99, help="Fraction of "
-                     "trees for a validation split (by tree).")] = None,
+    oasst_compat: Annotated[
+        bool,
+        typer.Option(
+            "--oasst-compat",
+            help="Open-Assistant's own RM "
+            "selection, exactly (prefixes with two or more ranked replies).",
+        ),
+    ] = False,
+    split: Annotated[
+        float | None,
+        typer.Option(
+            "--split", min=0.0, max=0.99, help="Fraction of trees for a validation split (by tree)."
+        ),
+    ] = None,
     seed: SeedOpt = 0,
-    fmt: Annotated[str | None, typer.Option("--format", help="jsonl, parquet or datasets "
-                   "(default: from the output name).")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="jsonl, parquet or datasets (default: from the output name)."
+        ),
+    ] = None,
     rejects: RejectsOpt = None,
     on_error: OnErrorOpt = "skip",
 ) -> None:
@@ -69,8 +91,13 @@ def export_command(
     with friendly_errors(), read_progress("reading") as progress:
         try:
             summary = export_pairs(
-                input_file, out, selection=selection, pairing=pairing,  # type: ignore[arg-type]
-                oasst_compat=oasst_compat, validation_fraction=split, seed=seed,
+                input_file,
+                out,
+                selection=selection,
+                pairing=pairing,  # type: ignore[arg-type]
+                oasst_compat=oasst_compat,
+                validation_fraction=split,
+                seed=seed,
                 fmt=fmt,  # type: ignore[arg-type]
                 read=ReadOptions(on_error, log, progress),  # type: ignore[arg-type]
             )

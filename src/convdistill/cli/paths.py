@@ -43,7 +43,9 @@ from convdistill.conversation_trees.record_output import OUTPUT_FORMATS
 from convdistill.conversation_trees.records import CHAT_ROLE, path_record
 from convdistill.conversation_trees.stats import collect_stats
 
-app = typer.Typer(help="Ranked dialog paths (SFT data) from conversation trees.", no_args_is_help=True)
+app = typer.Typer(
+    help="Ranked dialog paths (SFT data) from conversation trees.", no_args_is_help=True
+)
 console = Console(highlight=False)
 
 StrategyOpt = Annotated[
@@ -95,15 +97,20 @@ def _print_stats(data: dict) -> None:
         f"{data['assistants_ranked']} assistant replies ranked ({data['ranked_fraction']:.1%}); "
         f"{data['synthetic']} synthetic, {data['deleted']} deleted"
     )
-    for title, key in (("trees by language", "trees_by_lang"), ("trees by state", "trees_by_state")):
+    for title, key in (
+        ("trees by language", "trees_by_lang"),
+        ("trees by state", "trees_by_state"),
+    ):
         table = Table(title=title, title_justify="left")
         table.add_column(title.split()[-1])
         table.add_column("trees", justify="right")
         for name, n in list(data[key].items())[:15]:
             table.add_row(name, str(n))
         console.print(table)
-    for title, key in (("depth (messages on the longest thread)", "depth_histogram"),
-                       ("branching (replies per answered message)", "branching_histogram")):
+    for title, key in (
+        ("depth (messages on the longest thread)", "depth_histogram"),
+        ("branching (replies per answered message)", "branching_histogram"),
+    ):
         table = Table(title=title, title_justify="left")
         table.add_column("value", justify="right")
         table.add_column("count", justify="right")
@@ -127,12 +134,16 @@ def sample_command(
     n: Annotated[int, typer.Option("-n", min=1, help="How many paths to draw.")] = 5,
     strategy: StrategyOpt = "all",
     seed: SeedOpt = 0,
-    temperature: Annotated[float, typer.Option(min=0.01, help="Sampling temperature on scores.")] = 1.0,
+    temperature: Annotated[
+        float, typer.Option(min=0.01, help="Sampling temperature on scores.")
+    ] = 1.0,
     lang: LangOpt = None,
     tree_state: StateOpt = None,
     top_k: TopKOpt = None,
     drop_synthetic: DropSyntheticOpt = False,
-    fmt: Annotated[str, typer.Option("--format", help="pretty (a terminal view) or jsonl.")] = "pretty",
+    fmt: Annotated[
+        str, typer.Option("--format", help="pretty (a terminal view) or jsonl.")
+    ] = "pretty",
     on_error: OnErrorOpt = "skip",
 ) -> None:
     """Draw N paths, weighted by score, and show them turn by turn with roles and ranks.
@@ -149,8 +160,13 @@ def sample_command(
     with friendly_errors(), read_progress("reading") as progress:
         read = ReadOptions(on_error, log, progress)  # type: ignore[arg-type]
         paths, report = sample_paths(
-            input_file, n, selection=selection, strategy=strategy,  # type: ignore[arg-type]
-            seed=seed, temperature=temperature, read=read,
+            input_file,
+            n,
+            selection=selection,
+            strategy=strategy,  # type: ignore[arg-type]
+            seed=seed,
+            temperature=temperature,
+            read=read,
         )
         log.close()
     if fmt == "jsonl":
@@ -187,8 +203,14 @@ def _print_path(index: int, path: DialogPath) -> None:
 @app.command("export")
 def export_command(
     input_file: InputFile,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output: .jsonl[.gz], .parquet, or a folder "
-                                      "(Hugging Face datasets save_to_disk).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output: .jsonl[.gz], .parquet, or a folder (Hugging Face datasets save_to_disk).",
+        ),
+    ],
     strategy: StrategyOpt = "all",
     top_k: TopKOpt = None,
     lang: LangOpt = None,
@@ -201,14 +223,33 @@ def export_command(
     max_label: MaxLabelOpt = None,
     label_weight: LabelWeightOpt = None,
     emoji_weight: EmojiWeightOpt = 0.0,
-    oasst_compat: Annotated[bool, typer.Option("--oasst-compat", help="Open-Assistant's own SFT "
-                            "selection, exactly (their load_oasst_export; language: exact match, default en).")] = False,
-    n: Annotated[int, typer.Option("-n", min=1, help="Paths to draw with --strategy sample.")] = 1000,
-    split: Annotated[float | None, typer.Option("--split", min=0.0, max=0.99, help="Fraction of "
-                     "trees for a validation split (by tree: no tree on both sides).")] = None,
+    oasst_compat: Annotated[
+        bool,
+        typer.Option(
+            "--oasst-compat",
+            help="Open-Assistant's own SFT "
+            "selection, exactly (their load_oasst_export; language: exact match, default en).",
+        ),
+    ] = False,
+    n: Annotated[
+        int, typer.Option("-n", min=1, help="Paths to draw with --strategy sample.")
+    ] = 1000,
+    split: Annotated[
+        float | None,
+        typer.Option(
+            "--split",
+            min=0.0,
+            max=0.99,
+            help="Fraction of trees for a validation split (by tree: no tree on both sides).",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
-    fmt: Annotated[str | None, typer.Option("--format", help="jsonl, parquet or datasets "
-                   "(default: from the output name).")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="jsonl, parquet or datasets (default: from the output name)."
+        ),
+    ] = None,
     rejects: RejectsOpt = None,
     on_error: OnErrorOpt = "skip",
 ) -> None:
@@ -225,16 +266,30 @@ def export_command(
     if strategy == "top-k" and top_k is None:
         raise typer.BadParameter("strategy top-k needs --top-k K", param_hint="--strategy")
     selection = build_selection(
-        lang, tree_state, top_k, drop_synthetic, review, min_assistant_turns, max_assistant_turns,
-        min_label, max_label,
+        lang,
+        tree_state,
+        top_k,
+        drop_synthetic,
+        review,
+        min_assistant_turns,
+        max_assistant_turns,
+        min_label,
+        max_label,
     )
     log = RejectLog(rejects)
     with friendly_errors(), read_progress("reading") as progress:
         try:
             summary = export_paths(
-                input_file, out, selection=selection, strategy=strategy,  # type: ignore[arg-type]
-                weights=build_weights(label_weight, emoji_weight), oasst_compat=oasst_compat,
-                validation_fraction=split, seed=seed, sample_n=n, fmt=fmt,  # type: ignore[arg-type]
+                input_file,
+                out,
+                selection=selection,
+                strategy=strategy,  # type: ignore[arg-type]
+                weights=build_weights(label_weight, emoji_weight),
+                oasst_compat=oasst_compat,
+                validation_fraction=split,
+                seed=seed,
+                sample_n=n,
+                fmt=fmt,  # type: ignore[arg-type]
                 read=ReadOptions(on_error, log, progress),  # type: ignore[arg-type]
             )
         finally:

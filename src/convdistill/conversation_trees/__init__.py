@@ -20,7 +20,12 @@ from convdistill.conversation_trees.exports import (
 )
 from convdistill.conversation_trees.ingest_report import IngestReport, InputError, Reject
 from convdistill.conversation_trees.oasst_compat import compat_rm_prefixes, compat_sft_threads
-from convdistill.conversation_trees.pairs import PreferencePair, RankedPrefix, ranked_prefixes, tree_pairs
+from convdistill.conversation_trees.pairs import (
+    PreferencePair,
+    RankedPrefix,
+    ranked_prefixes,
+    tree_pairs,
+)
 from convdistill.conversation_trees.paths import DialogPath, PathSampler, tree_paths
 from convdistill.conversation_trees.readers import TreeReader, read_trees
 from convdistill.conversation_trees.records import pair_record, path_record

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import networkx as nx
 
 from convdistill.conversation_trees.ingest_report import IngestReport, OnError, RejectSink
@@ -59,7 +60,9 @@ class ReadOptions:
 
 
 def _reader(path: str | Path, read: ReadOptions) -> TreeReader:
-    return TreeReader(path, on_error=read.on_error, on_reject=read.on_reject, progress=read.progress)
+    return TreeReader(
+        path, on_error=read.on_error, on_reject=read.on_reject, progress=read.progress
+    )
 
 
 def iter_paths(
@@ -182,6 +185,8 @@ def sample_paths(
     reader = _reader(input_path, read or ReadOptions())
     base: Strategy = "all" if strategy == "sample" else strategy
     sampler = PathSampler(n, seed=seed, temperature=temperature)
-    for path in iter_paths(iter(reader), selection or Selection(), base, weights or ScoreWeights(), False):
+    for path in iter_paths(
+        iter(reader), selection or Selection(), base, weights or ScoreWeights(), False
+    ):
         sampler.offer(path)
     return sampler.result(), reader.report

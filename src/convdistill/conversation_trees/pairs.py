@@ -74,13 +74,16 @@ def ranked_prefixes(graph: nx.DiGraph, selection: Selection) -> Iterator[RankedP
         kids = [c for c in succ[mid] if c in kept]
         if nodes[mid]["role"] == "prompter":
             ranked = sorted(
-                (c for c in kids if nodes[c].get("rank") is not None), key=lambda c: nodes[c]["rank"]
+                (c for c in kids if nodes[c].get("rank") is not None),
+                key=lambda c: nodes[c]["rank"],
             )
             if len(ranked) >= 2:
                 yield RankedPrefix(graph, tuple(thread), tuple(ranked))
         stack.extend((c, depth + 1) for c in reversed(kids))
 
 
-def tree_pairs(graph: nx.DiGraph, selection: Selection, pairing: Pairing = "all") -> Iterator[PreferencePair]:
+def tree_pairs(
+    graph: nx.DiGraph, selection: Selection, pairing: Pairing = "all"
+) -> Iterator[PreferencePair]:
     for prefix in ranked_prefixes(graph, selection):
         yield from pair_up(prefix, pairing)

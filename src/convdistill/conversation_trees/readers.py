@@ -34,7 +34,11 @@ from convdistill.conversation_trees.schema import (
     is_tree_object,
     message_type_error,
 )
-from convdistill.conversation_trees.tree_graph import TreeError, tree_from_messages, tree_from_nested
+from convdistill.conversation_trees.tree_graph import (
+    TreeError,
+    tree_from_messages,
+    tree_from_nested,
+)
 
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, total bytes)
 GZIP_MAGIC = b"\x1f\x8b"
@@ -59,9 +63,13 @@ def parse_line(line: bytes) -> tuple[Any, str | None, str | None]:
         return orjson.loads(line), None, None
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc) or "recursion" in str(exc):
-            return None, "too_deep", (
-                "nesting too deep to parse: more than 1024 JSON levels (about 500 turns); "
-                "write such a tree as flat messages instead"
+            return (
+                None,
+                "too_deep",
+                (
+                    "nesting too deep to parse: more than 1024 JSON levels (about 500 turns); "
+                    "write such a tree as flat messages instead"
+                ),
             )
         return None, "malformed_json", f"malformed JSON: {exc}"
 
@@ -124,7 +132,11 @@ class TreeReader:
                     continue
                 if self.report.format == "unknown":
                     self.report.format = (
-                        "trees" if is_tree_object(obj) else "messages" if is_message_object(obj) else "unknown"
+                        "trees"
+                        if is_tree_object(obj)
+                        else "messages"
+                        if is_message_object(obj)
+                        else "unknown"
                     )
                 if self.report.format == "trees":
                     tree = self._nested_line(line_no, obj)
@@ -136,13 +148,16 @@ class TreeReader:
                     self._reject(
                         line_no,
                         "unknown_object",
-                        "neither a message tree (message_tree_id, prompt) nor a message (message_id)",
+                        "neither a message tree (message_tree_id, prompt) "
+                        "nor a message (message_id)",
                     )
             if flat_rows:
                 yield from self._flat_trees(flat_rows)
         except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip stream, for one
             self.report.records_read += 1
-            self._reject(self.report.records_read, "unreadable", f"file cannot be read further: {exc}")
+            self._reject(
+                self.report.records_read, "unreadable", f"file cannot be read further: {exc}"
+            )
         finally:
             stream.close()
             raw.close()
@@ -157,7 +172,9 @@ class TreeReader:
                 line_no,
                 "unknown_object",
                 "a message row in a nested-trees file (the first record was a tree)",
-                message_id=obj.get("message_id") if isinstance(obj.get("message_id"), str) else None,
+                message_id=obj.get("message_id")
+                if isinstance(obj.get("message_id"), str)
+                else None,
             )
             return None
         try:
@@ -178,10 +195,21 @@ class TreeReader:
             return
         problem = message_type_error(obj)
         if problem:
-            self._reject(line_no, "schema", problem, _as_id(obj.get("message_tree_id")), _as_id(obj.get("message_id")))
+            self._reject(
+                line_no,
+                "schema",
+                problem,
+                _as_id(obj.get("message_tree_id")),
+                _as_id(obj.get("message_id")),
+            )
             return
         if "replies" in obj:
-            self._reject(line_no, "schema", "a flat message must not hold 'replies'", message_id=obj["message_id"])
+            self._reject(
+                line_no,
+                "schema",
+                "a flat message must not hold 'replies'",
+                message_id=obj["message_id"],
+            )
             return
         rows.append((line_no, obj))
 
@@ -192,8 +220,11 @@ class TreeReader:
             if mid in by_id:
                 first = by_id[mid][0]
                 self._reject(
-                    line_no, "duplicate_id", f"duplicate message_id (first seen on line {first})",
-                    _as_id(row.get("message_tree_id")), mid,
+                    line_no,
+                    "duplicate_id",
+                    f"duplicate message_id (first seen on line {first})",
+                    _as_id(row.get("message_tree_id")),
+                    mid,
                 )
                 continue
             by_id[mid] = (line_no, row)
@@ -208,29 +239,33 @@ class TreeReader:
             else:
                 children[pid].append(mid)
 
-        def order(mid: str) -> tuple[str, int]:
-            line_no, row = by_id[mid]
-            return (row.get("created_date") or "", line_no)
+        def in_export_order(ids: list[str]) -> list[str]:
+            # Rows may be in any order: creation dates restore the export's order when every
+            # sibling has one (real exports do); otherwise the file's row order is all we have.
+            if all(by_id[m][1].get("created_date") for m in ids):
+                return sorted(ids, key=lambda m: (by_id[m][1]["created_date"], by_id[m][0]))
+            return sorted(ids, key=lambda m: by_id[m][0])
 
+        for parent, kids in children.items():
+            children[parent] = in_export_order(kids)
         placed: set[str] = set()
-        roots.sort(key=order)
-        for root in roots:
+        for root in in_export_order(roots):
             tree_ids = [root]
             stack = [root]
             while stack:
                 node = stack.pop()
-                kids = sorted(children.get(node, ()), key=order)
+                kids = children.get(node, [])
                 tree_ids.extend(kids)
                 stack.extend(kids)
             placed.update(tree_ids)
-            tree = self._flat_tree(root, tree_ids, children, by_id, order)
+            tree = self._flat_tree(root, tree_ids, children, by_id)
             if tree is not None:
                 yield tree
         for mid in by_id:
             if mid not in placed:
                 self._reject_unplaced(mid, by_id)
 
-    def _flat_tree(self, root, tree_ids, children, by_id, order) -> nx.DiGraph | None:
+    def _flat_tree(self, root, tree_ids, children, by_id) -> nx.DiGraph | None:
         root_row = by_id[root][1]
         fields = {
             "message_tree_id": root_row.get("message_tree_id") or root,
@@ -238,22 +273,32 @@ class TreeReader:
         }
         fields = {k: v for k, v in fields.items() if v is not None}
         strip = ("message_tree_id", "tree_state")  # tree fields repeated on each flat row
-        messages = {mid: {k: v for k, v in by_id[mid][1].items() if k not in strip} for mid in tree_ids}
-        kids = {mid: [messages[c] for c in sorted(children.get(mid, ()), key=order)] for mid in tree_ids}
+        messages = {
+            mid: {k: v for k, v in by_id[mid][1].items() if k not in strip} for mid in tree_ids
+        }
+        kids = {mid: [messages[c] for c in children.get(mid, ())] for mid in tree_ids}
         try:
             graph = tree_from_messages(fields, messages[root], kids)
         except TreeError as exc:
             for mid in tree_ids:
-                self._reject(by_id[mid][0], exc.kind, exc.reason, fields["message_tree_id"], exc.message_id or mid)
+                self._reject(
+                    by_id[mid][0],
+                    exc.kind,
+                    exc.reason,
+                    fields["message_tree_id"],
+                    exc.message_id or mid,
+                )
             return None
         for mid in tree_ids:
             row_tree = by_id[mid][1].get("message_tree_id")
             if row_tree is not None and row_tree != fields["message_tree_id"]:
                 for m in tree_ids:
                     self._reject(
-                        by_id[m][0], "schema",
+                        by_id[m][0],
+                        "schema",
                         f"message {mid} says tree {row_tree} but hangs under root {root}",
-                        fields["message_tree_id"], m,
+                        fields["message_tree_id"],
+                        m,
                     )
                 return None
         return self._keep(graph, len(tree_ids))
@@ -269,11 +314,16 @@ class TreeReader:
             if pid not in by_id:
                 reason = f"orphan: parent {pid!r} is not in the file (or was rejected)"
                 if node != mid:
-                    reason = f"orphan: ancestor {node!r} has parent {pid!r}, not in the file (or rejected)"
+                    reason = (
+                        f"orphan: ancestor {node!r} has parent {pid!r}, "
+                        "not in the file (or rejected)"
+                    )
                 self._reject(line_no, "orphan", reason, tree_id, mid)
                 return
             if pid in seen:
-                self._reject(line_no, "cycle", f"cycle: the parent chain returns to {pid!r}", tree_id, mid)
+                self._reject(
+                    line_no, "cycle", f"cycle: the parent chain returns to {pid!r}", tree_id, mid
+                )
                 return
             seen.add(pid)
             node = pid

@@ -110,11 +110,19 @@ class _ParquetFile:
 class RecordSink:
     """Context manager: ``sink.write(record, split)``; ``counts`` says how many went where."""
 
-    def __init__(self, out: str | Path, schema: pa.Schema, fmt: OutputFormat | None = None, split: bool = False):
+    def __init__(
+        self,
+        out: str | Path,
+        schema: pa.Schema,
+        fmt: OutputFormat | None = None,
+        split: bool = False,
+    ):
         self.out = Path(out)
         self.fmt: OutputFormat = fmt or infer_format(self.out)
         if self.fmt not in OUTPUT_FORMATS:
-            raise ValueError(f"unknown output format {self.fmt!r}; choose from {', '.join(OUTPUT_FORMATS)}")
+            raise ValueError(
+                f"unknown output format {self.fmt!r}; choose from {', '.join(OUTPUT_FORMATS)}"
+            )
         self.schema = schema
         self.split = split
         self.counts: Counter[str] = Counter()

@@ -8,7 +8,9 @@ A turn's score comes from the human ranking of the reply among its siblings:
 
 Optional weights add label and emoji evidence (labels hold averages in [0, 1]):
 
-    turn_score = rank_score + sum(w_label * labels[label].value) + w_emoji * (up - down) / (up + down + 1)
+    turn_score = rank_score
+                 + sum(w_label * labels[label].value)
+                 + w_emoji * (up - down) / (up + down + 1)
 
 where ``up``/``down`` count the ``+1``/``-1`` emojis. A path's score is the mean of its assistant
 turns' scores, so paths of different lengths compare fairly.
@@ -24,7 +26,9 @@ import networkx as nx
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    labels: dict[str, float] = field(default_factory=dict)  # e.g. {"quality": 1.0, "toxicity": -1.0}
+    labels: dict[str, float] = field(
+        default_factory=dict
+    )  # e.g. {"quality": 1.0, "toxicity": -1.0}
     emojis: float = 0.0
 
 

@@ -140,7 +140,11 @@ def replies(graph: nx.DiGraph, mid: str) -> list[str]:
 
 def _sibling_key(msg: Message) -> tuple[int, str, str]:
     rank = msg.get("rank")
-    return (rank if isinstance(rank, int) else 1 << 30, msg.get("created_date") or "", msg["message_id"])
+    return (
+        rank if isinstance(rank, int) else 1 << 30,
+        msg.get("created_date") or "",
+        msg["message_id"],
+    )
 
 
 def ranked_replies(graph: nx.DiGraph, mid: str) -> list[str]:

@@ -25,7 +25,7 @@ def open_for_write(path: str | Path) -> IO[bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gz":
         return gzip.open(path, "wb")  # type: ignore[return-value]
-    return open(path, "wb")  # noqa: SIM115 - returned to the caller, who closes it
+    return open(path, "wb")
 
 
 def tree_to_nested(graph: nx.DiGraph) -> dict[str, Any]:
@@ -52,7 +52,9 @@ def tree_to_nested(graph: nx.DiGraph) -> dict[str, Any]:
 def tree_to_messages(graph: nx.DiGraph) -> list[dict[str, Any]]:
     """Flat rows of a tree, parents before replies, each carrying the tree's id and state."""
     tree_fields = {
-        k: graph.graph[k] for k in ("message_tree_id", "tree_state") if graph.graph.get(k) is not None
+        k: graph.graph[k]
+        for k in ("message_tree_id", "tree_state")
+        if graph.graph.get(k) is not None
     }
     rows = []
     stack = [root_id(graph)]
