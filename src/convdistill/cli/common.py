@@ -21,7 +21,7 @@ from convdistill.conversation_trees.ingest_report import IngestReport, InputErro
 from convdistill.conversation_trees.scoring import ScoreWeights
 from convdistill.conversation_trees.selection import Selection
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # summaries stay one line
 
 # -- options used by several commands ---------------------------------------------------------
 InputFile = Annotated[
