@@ -26,8 +26,7 @@ def chatml_template(default_system: str | None = None) -> str:
             "{%- endif -%}"
         )
     return (
-        default
-        + "{%- for message in messages -%}"
+        default + "{%- for message in messages -%}"
         "{%- if message['role'] == 'assistant' -%}"
         f"{{{{ '{IM_START}assistant\\n' }}}}"
         "{%- generation -%}"

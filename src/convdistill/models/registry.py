@@ -51,12 +51,20 @@ def model_table() -> list[dict[str, Any]]:
             problem = None
         except smollm2.ModelNotAvailable as exc:
             available, problem = False, str(exc)
-        rows.append({
-            "name": model.name, "family": model.family, "parameters": model.parameters,
-            "license": model.license, "description": model.description, "source": model.source,
-            "source_installed": available, "prepared": model.is_prepared(),
-            "folder": str(model.folder()), **({"problem": problem} if problem else {}),
-        })
+        rows.append(
+            {
+                "name": model.name,
+                "family": model.family,
+                "parameters": model.parameters,
+                "license": model.license,
+                "description": model.description,
+                "source": model.source,
+                "source_installed": available,
+                "prepared": model.is_prepared(),
+                "folder": str(model.folder()),
+                **({"problem": problem} if problem else {}),
+            }
+        )
     return rows
 
 
@@ -66,14 +74,16 @@ def resolve_model(name_or_path: str | Path, prepare: bool = True) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(f"{path} is a folder but not a transformers checkpoint "
-                             "(no config.json)")
+            raise ValueError(
+                f"{path} is a folder but not a transformers checkpoint (no config.json)"
+            )
         return path
     model = EMBEDDED.get(str(name_or_path))
     if model is None:
         names = ", ".join(EMBEDDED)
-        raise ValueError(f"model {str(name_or_path)!r}: no such folder and not an embedded "
-                         f"model ({names})")
+        raise ValueError(
+            f"model {str(name_or_path)!r}: no such folder and not an embedded model ({names})"
+        )
     if model.is_prepared() or not prepare:
         return model.folder()
     return model.prepare(False)

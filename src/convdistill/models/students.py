@@ -25,14 +25,26 @@ SIZES: tuple[str, ...] = ("tiny", "small")
 
 # Shapes per (family, size). Feed-forward widths are 4x (T5: gated, so 3 matrices like Llama).
 _SHAPES: dict[tuple[str, str], dict[str, Any]] = {
-    ("llama", "tiny"): dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4,
-                            num_attention_heads=4, num_key_value_heads=2),
-    ("llama", "small"): dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
-                             num_attention_heads=6, num_key_value_heads=2),
-    ("t5", "tiny"): dict(d_model=96, d_kv=24, d_ff=256, num_layers=2, num_decoder_layers=2,
-                         num_heads=4),
-    ("t5", "small"): dict(d_model=384, d_kv=64, d_ff=768, num_layers=4, num_decoder_layers=4,
-                          num_heads=6),
+    ("llama", "tiny"): dict(
+        hidden_size=96,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    ("llama", "small"): dict(
+        hidden_size=384,
+        intermediate_size=1024,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+    ),
+    ("t5", "tiny"): dict(
+        d_model=96, d_kv=24, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4
+    ),
+    ("t5", "small"): dict(
+        d_model=384, d_kv=64, d_ff=768, num_layers=4, num_decoder_layers=4, num_heads=6
+    ),
 }
 
 # Parameter counts with the SmolLM2 tokenizer (embedding 49,152 x width, tied, counted once),
@@ -66,14 +78,24 @@ def student_config(family: str, size: str, tokenizer: Any, max_positions: int = 
     eos = tokenizer.eos_token_id
     if family == "llama":
         return LlamaConfig(
-            vocab_size=vocab, max_position_embeddings=max_positions, tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=pad,
-            rope_theta=10000.0, **shape,
+            vocab_size=vocab,
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            rope_theta=10000.0,
+            **shape,
         )
     # T5 convention: the decoder starts from the pad token. Gated GELU as in T5 v1.1 / Flan-T5.
     return T5Config(
-        vocab_size=vocab, feed_forward_proj="gated-gelu", eos_token_id=eos, pad_token_id=pad,
-        decoder_start_token_id=pad, dropout_rate=0.0, **shape,
+        vocab_size=vocab,
+        feed_forward_proj="gated-gelu",
+        eos_token_id=eos,
+        pad_token_id=pad,
+        decoder_start_token_id=pad,
+        dropout_rate=0.0,
+        **shape,
     )
 
 
@@ -127,9 +149,20 @@ def init_student(
     model.save_pretrained(out)
     tok.save_pretrained(out)
     info = StudentInfo(out, family, size, count_parameters(model), len(tok))
-    (out / "convdistill.json").write_text(json.dumps({
-        "name": f"{family}-{size}", "family": family, "size": size, "parameters": info.parameters,
-        "vocab_size": info.vocab_size, "tokenizer_source": str(source), "seed": seed,
-        "initialised": "random",
-    }, indent=2) + "\n")
+    (out / "convdistill.json").write_text(
+        json.dumps(
+            {
+                "name": f"{family}-{size}",
+                "family": family,
+                "size": size,
+                "parameters": info.parameters,
+                "vocab_size": info.vocab_size,
+                "tokenizer_source": str(source),
+                "seed": seed,
+                "initialised": "random",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return info

@@ -47,8 +47,9 @@ def train_tokenizer(base: Any, texts_file: Path, vocab_size: int) -> Any:
     texts = list(iter_texts(texts_file))
     if not texts:
         raise ValueError(f"{texts_file}: no message texts found to train a tokenizer on")
-    return base.train_new_from_iterator(texts, vocab_size=vocab_size,
-                                        new_special_tokens=list(SPECIAL_TOKENS))
+    return base.train_new_from_iterator(
+        texts, vocab_size=vocab_size, new_special_tokens=list(SPECIAL_TOKENS)
+    )
 
 
 def load_student_tokenizer(source: Path, vocab_size: int = 8000) -> Any:
@@ -64,8 +65,11 @@ def load_student_tokenizer(source: Path, vocab_size: int = 8000) -> Any:
         tok = train_tokenizer(base, source, vocab_size)
     else:
         raise ValueError(f"tokenizer {source}: no such folder or file")
-    missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)
-               and t != tok.unk_token]
+    missing = [
+        t
+        for t in SPECIAL_TOKENS
+        if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != tok.unk_token
+    ]
     if missing:
         raise ValueError(f"tokenizer {source} lacks the ChatML tokens {missing}")
     tok.pad_token = PAD_TOKEN

@@ -1,0 +1,196 @@
+"""A loaded checkpoint that can prompt itself and run one batch of jobs to completion.
+
+Decoder-only and encoder-decoder models share one loop: sample a token per live row, release
+text, drop finished rows from the batch (and from the KV cache, so they cost nothing more),
+run one more step. Each row keeps its own sampling settings, seed and stop strings.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convdistill.models import seq2seq_format
+from convdistill.serve.events import Delta, Failed, Finished, Job
+from convdistill.serve.sampling import next_tokens, row_generator
+from convdistill.serve.text_stream import TextStream
+
+Message = dict[str, str]
+
+
+@dataclass
+class _Row:
+    job: Job
+    stream: TextStream
+    generator: torch.Generator
+    count: int = 0
+
+
+class ChatModel:
+    def __init__(self, path: str | Path, name: str | None = None):
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
+
+        self.path = Path(path)
+        self.name = name or self.path.name
+        config = AutoConfig.from_pretrained(self.path)
+        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        auto = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{self.path}: the tokenizer has no chat template; cannot serve chat")
+        self.model = auto.from_pretrained(self.path, dtype=torch.float32).eval()
+        self.pad_id = _first_int(config.pad_token_id, self.tokenizer.pad_token_id, 0)
+        eos = [*_as_list(self.model.generation_config.eos_token_id), self.tokenizer.eos_token_id]
+        self.eos_ids = {i for i in eos if i is not None}
+        # Encoder-decoder: relative positions, no hard limit (the server's limits apply).
+        self.context_length: int | None = (
+            None if self.is_encoder_decoder else getattr(config, "max_position_embeddings", None)
+        )
+        if self.is_encoder_decoder:
+            self.decoder_start = _first_int(config.decoder_start_token_id, self.pad_id)
+        forward = inspect.signature(self.model.forward).parameters
+        self._keep_last_logits = "logits_to_keep" in forward
+
+    # -- prompts ---------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        if self.is_encoder_decoder:
+            return seq2seq_format.encode_source(messages, self.tokenizer)
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- generation ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, jobs: list[Job]) -> None:
+        """Run `jobs` as one batch until every row has finished, emitting events as it goes."""
+        rows = [
+            _Row(j, TextStream(self.tokenizer, j.params.stop), row_generator(j.seed)) for j in jobs
+        ]
+        logits, state = self._prefill([j.prompt_ids for j in jobs])
+        live = list(range(len(rows)))  # batch position -> row
+        while live:
+            tokens = next_tokens(
+                logits, [rows[r].job.params for r in live], [rows[r].generator for r in live]
+            )
+            keep: list[int] = []
+            for position, (r, token) in enumerate(zip(live, tokens, strict=True)):
+                if self._advance(rows[r], token):
+                    keep.append(position)
+            if not keep:
+                break
+            if len(keep) < len(live):
+                state = self._select(state, torch.tensor(keep))
+            live = [live[p] for p in keep]
+            logits, state = self._step(torch.tensor([[tokens[p]] for p in keep]), state)
+
+    def _advance(self, row: _Row, token: int) -> bool:
+        """Take a row's new token; True while the row goes on."""
+        job = row.job
+        if job.cancelled:
+            return False
+        row.count += 1
+        reason = None
+        if token in self.eos_ids:
+            reason = "stop"
+        else:
+            row.stream.add(token)
+            if row.stream.stopped:
+                reason = "stop"
+            elif row.count >= job.params.max_tokens:
+                reason = "length"
+        text = row.stream.delta(final=reason is not None)
+        if text:
+            job.emit(Delta(job.index, text))
+        if reason is not None:
+            job.emit(Finished(job.index, reason, row.count))
+            return False
+        return True
+
+    def fail(self, jobs: list[Job], message: str) -> None:
+        for job in jobs:
+            job.emit(Failed(job.index, message))
+
+    # -- model plumbing --------------------------------------------------------------------
+    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, dict[str, Any]]:
+        width = max(map(len, prompts))
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            if self.is_encoder_decoder:  # the encoder sees the whole input: pad on the right
+                ids[i, : len(prompt)] = torch.tensor(prompt)
+                mask[i, : len(prompt)] = 1
+            else:  # the next token follows the last prompt token: pad on the left
+                ids[i, width - len(prompt) :] = torch.tensor(prompt)
+                mask[i, width - len(prompt) :] = 1
+        if self.is_encoder_decoder:
+            encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask)
+            start = torch.full((len(prompts), 1), self.decoder_start, dtype=torch.long)
+            state = {"encoder": encoded.last_hidden_state, "mask": mask, "cache": None}
+            return self._step(start, state)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        extra = {"logits_to_keep": 1} if self._keep_last_logits else {}
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
+        )
+        state = {"cache": out.past_key_values, "mask": mask, "positions": positions[:, -1:]}
+        return out.logits[:, -1], state
+
+    def _step(
+        self, tokens: torch.Tensor, state: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if self.is_encoder_decoder:
+            from transformers.modeling_outputs import BaseModelOutput
+
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=state["encoder"]),
+                attention_mask=state["mask"],
+                decoder_input_ids=tokens,
+                past_key_values=state["cache"],
+                use_cache=True,
+            )
+            state["cache"] = out.past_key_values
+            return out.logits[:, -1], state
+        mask = torch.cat([state["mask"], torch.ones((tokens.shape[0], 1), dtype=torch.long)], dim=1)
+        positions = state["positions"] + 1
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=state["cache"],
+            use_cache=True,
+        )
+        state.update(cache=out.past_key_values, mask=mask, positions=positions)
+        return out.logits[:, -1], state
+
+    def _select(self, state: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+        """Drop finished rows from every batched tensor and from the KV cache."""
+        state["cache"].batch_select_indices(keep)
+        for key in ("mask", "positions", "encoder"):
+            if key in state:
+                state[key] = state[key][keep]
+        return state
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _first_int(*values: Any) -> int:
+    for value in values:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, list | tuple) and value:
+            return int(value[0])
+    raise ValueError("no usable token id")
