@@ -276,3 +276,31 @@ def test_writer_output_reads_back_with_other_tools(tmp_path: Path, sample_path):
     first = orjson.loads(out.read_bytes().splitlines()[0])
     assert first["message_tree_id"] and first["tree_state"] == "ready_for_export"
     assert "replies" not in first
+
+
+def test_graph_built_directly_equals_networkx_api_build(sample_path):
+    import networkx as nx
+
+    for g in read_trees(sample_path)[:20]:
+        ref = nx.DiGraph(**g.graph)
+        for mid, attrs in g.nodes(data=True):
+            ref.add_node(mid, **attrs)
+        for u, v in g.edges:
+            ref.add_edge(u, v)
+        assert nx.utils.graphs_equal(g, ref)
+        assert g._pred == ref._pred and list(g._succ) == list(ref._succ)
+        assert all(list(g._succ[n]) == list(ref._succ[n]) for n in g)
+        assert nx.is_arborescence(g)
+
+
+def test_cached_type_check_still_catches_a_bad_role_and_emojis(tmp_path):
+    good = _good_tree()
+    bad_role = _good_tree()
+    bad_role["prompt"]["replies"][0]["role"] = "robot"  # same field types as a good message
+    bad_emoji = _good_tree()
+    bad_emoji["prompt"]["emojis"] = {"+1": "many"}
+    good["prompt"]["emojis"] = {"+1": 2}
+    path = write_jsonl(tmp_path / "t.jsonl", [good, bad_role, bad_emoji])
+    rejects = []
+    assert len(read_trees(path, on_reject=rejects.append)) == 1
+    assert ["role" in rejects[0].reason, "emojis" in rejects[1].reason] == [True, True]

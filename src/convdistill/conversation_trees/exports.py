@@ -29,8 +29,8 @@ from convdistill.conversation_trees.record_output import (
     RecordSink,
     split_path,
 )
-from convdistill.conversation_trees.records import pair_record, path_record
-from convdistill.conversation_trees.scoring import ScoreWeights, path_score
+from convdistill.conversation_trees.records import PathRecordEncoder, pair_record, path_record
+from convdistill.conversation_trees.scoring import ScoreWeights, TreeScorer
 from convdistill.conversation_trees.selection import Selection
 from convdistill.conversation_trees.splits import split_of
 from convdistill.conversation_trees.tree_graph import tree_id
@@ -75,8 +75,9 @@ def iter_paths(
     for graph in trees:
         if oasst_compat:
             langs = selection.langs or DEFAULT_LANGS
+            scorer = TreeScorer(graph, weights)
             for ids in compat_sft_threads(graph, selection.top_k, langs):
-                yield DialogPath(graph, ids, path_score(graph, ids, weights))
+                yield DialogPath(graph, ids, scorer.path_score(ids))
         else:
             yield from tree_paths(graph, selection, strategy, weights)
 
@@ -107,10 +108,14 @@ def export_paths(
         paths = iter(sampler.result())
     summary = ExportSummary(reader.report)
     split = validation_fraction is not None and validation_fraction > 0
+    encoder = PathRecordEncoder()
     with RecordSink(out, PATH_SCHEMA, fmt, split=split) as sink:
         for path in paths:
             side = split_of(tree_id(path.tree), validation_fraction, seed) if split else "train"
-            sink.write(path_record(path), side)
+            if sink.fmt == "jsonl":
+                sink.write_json_line(encoder.encode(path), side)
+            else:
+                sink.write(path_record(path), side)
     summary.written = sink.counts
     summary.outputs = _outputs(sink)
     return summary

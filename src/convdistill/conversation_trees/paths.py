@@ -22,7 +22,7 @@ from typing import Literal
 
 import networkx as nx
 
-from convdistill.conversation_trees.scoring import ScoreWeights, path_score
+from convdistill.conversation_trees.scoring import ScoreWeights, TreeScorer
 from convdistill.conversation_trees.selection import Selection, kept_messages
 from convdistill.conversation_trees.tree_graph import ranked_replies, root_id
 
@@ -112,6 +112,7 @@ def tree_paths(
     else:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     nodes = graph._node
+    scorer = TreeScorer(graph, weights)
     for ids in threads:
         turns = sum(1 for m in ids if nodes[m]["role"] == "assistant")
         if turns < selection.min_assistant_turns:
@@ -122,7 +123,7 @@ def tree_paths(
             selection.keeps_labels(nodes[m]) for m in ids if nodes[m]["role"] == "assistant"
         ):
             continue
-        yield DialogPath(graph, tuple(ids), path_score(graph, ids, weights))
+        yield DialogPath(graph, tuple(ids), scorer.path_score(ids))
 
 
 class PathSampler:

@@ -16,7 +16,6 @@ from typing import IO, Any, Literal
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 OutputFormat = Literal["jsonl", "parquet", "datasets"]
 OUTPUT_FORMATS = ("jsonl", "parquet", "datasets")
@@ -79,6 +78,9 @@ class _JsonlFile:
     def write(self, record: dict[str, Any]) -> None:
         self.stream.write(orjson.dumps(record) + b"\n")
 
+    def write_line(self, line: bytes) -> None:
+        self.stream.write(line)
+
     def close(self) -> None:
         self.stream.close()
 
@@ -87,6 +89,8 @@ class _ParquetFile:
     ROW_GROUP = 2048
 
     def __init__(self, path: Path, schema: pa.Schema):
+        import pyarrow.parquet as pq  # slow to import; JSONL output does not need it
+
         path.parent.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.writer = pq.ParquetWriter(path, schema)
@@ -148,6 +152,14 @@ class RecordSink:
         self._file_for(key).write(record)
         self.counts[key] += 1
 
+    def write_json_line(self, line: bytes, split: str = "train") -> None:
+        """A record already encoded as one JSON line (JSONL output only)."""
+        key = split if self.split else "train"
+        target = self._file_for(key)
+        assert isinstance(target, _JsonlFile), "write_json_line is for JSONL output"
+        target.write_line(line)
+        self.counts[key] += 1
+
     def __enter__(self) -> RecordSink:
         return self
 
@@ -171,6 +183,7 @@ class RecordSink:
 
     def _save_dataset_folder(self) -> None:
         import datasets  # slow to import; only this output needs it
+        import pyarrow.parquet as pq
 
         assert self._staging is not None
         parts = {

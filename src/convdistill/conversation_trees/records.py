@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import networkx as nx
+import orjson
 
 from convdistill.conversation_trees.pairs import PreferencePair
 from convdistill.conversation_trees.paths import DialogPath
@@ -33,16 +34,48 @@ def _provenance(graph: nx.DiGraph, ids: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def path_record(path: DialogPath) -> dict[str, Any]:
+def path_record(path: DialogPath, with_messages: bool = True) -> dict[str, Any]:
     graph = path.tree
-    return {
-        "messages": chat_messages(graph, path.message_ids),
+    record: dict[str, Any] = (
+        {"messages": chat_messages(graph, path.message_ids)} if with_messages else {}
+    )
+    return record | {
         "tree_id": tree_id(graph),
         "message_ids": list(path.message_ids),
         "score": round(path.score, 6),
         "lang": graph._node[path.message_ids[0]].get("lang"),
         **_provenance(graph, path.message_ids),
     }
+
+
+class PathRecordEncoder:
+    """JSON lines of path records, byte for byte ``orjson.dumps(path_record(path))``, faster.
+
+    The paths of a tree share their prefixes, so each message is serialised once per tree and
+    records are assembled from those pieces: the text of a long thread is not re-encoded for
+    every branch below it.
+    """
+
+    def __init__(self) -> None:
+        self._graph: nx.DiGraph | None = None
+        self._pieces: dict[str, bytes] = {}
+
+    def encode(self, path: DialogPath) -> bytes:
+        graph = path.tree
+        if graph is not self._graph:
+            self._graph, self._pieces = graph, {}
+        pieces, nodes = self._pieces, graph._node
+        parts = []
+        for mid in path.message_ids:
+            piece = pieces.get(mid)
+            if piece is None:
+                msg = nodes[mid]
+                piece = pieces[mid] = orjson.dumps(
+                    {"role": CHAT_ROLE[msg["role"]], "content": msg["text"]}
+                )
+            parts.append(piece)
+        rest = path_record(path, with_messages=False)
+        return b'{"messages":[' + b",".join(parts) + b"]," + orjson.dumps(rest)[1:] + b"\n"
 
 
 def pair_record(pair: PreferencePair) -> dict[str, Any]:

@@ -60,10 +60,27 @@ def turn_score(graph: nx.DiGraph, mid: str, parent: str, weights: ScoreWeights) 
 
 
 def path_score(graph: nx.DiGraph, message_ids: Sequence[str], weights: ScoreWeights) -> float:
-    nodes = graph._node
-    scores = [
-        turn_score(graph, mid, message_ids[i - 1], weights)
-        for i, mid in enumerate(message_ids)
-        if i > 0 and nodes[mid]["role"] == "assistant"
-    ]
-    return sum(scores) / len(scores) if scores else 0.0
+    return TreeScorer(graph, weights).path_score(message_ids)
+
+
+class TreeScorer:
+    """Path scores of one tree, each turn scored once: paths of a tree share most of their turns."""
+
+    def __init__(self, graph: nx.DiGraph, weights: ScoreWeights):
+        self.graph = graph
+        self.weights = weights
+        self._turns: dict[str, float] = {}
+
+    def path_score(self, message_ids: Sequence[str]) -> float:
+        nodes, turns = self.graph._node, self._turns
+        total, count = 0.0, 0
+        for i in range(1, len(message_ids)):
+            mid = message_ids[i]
+            if nodes[mid]["role"] != "assistant":
+                continue
+            score = turns.get(mid)
+            if score is None:
+                score = turns[mid] = turn_score(self.graph, mid, message_ids[i - 1], self.weights)
+            total += score
+            count += 1
+        return total / count if count else 0.0

@@ -71,32 +71,39 @@ def tree_from_nested(obj: dict[str, Any]) -> nx.DiGraph:
             f"message_tree_id {tree_id!r} differs from the prompt's message_id", root["message_id"]
         )
     graph.graph["root"] = root["message_id"]
-    nodes = graph._node  # direct access: this loop is the hot path of every reader
+    # networkx's add_node/add_edge check and copy on every call; here, the hot path of every
+    # reader, the adjacency dicts are filled directly, with the structure those calls build
+    # (one edge-data dict shared by _succ[u][v] and _pred[v][u]). A test checks the equality.
+    nodes, succ, pred = graph._node, graph._succ, graph._pred
     # An explicit stack instead of recursion: a tree may be hundreds of levels deep.
-    stack: list[tuple[Message, Message | None]] = [(root, None)]
+    stack: list[tuple[Message, str | None]] = [(root, None)]
     while stack:
-        msg, parent = stack.pop()
+        msg, pid = stack.pop()
         mid = msg["message_id"]
         if mid in nodes:
             raise TreeError(f"duplicate message_id {mid!r}", mid, kind="duplicate_id")
-        replies = msg.get("replies")
-        attrs = {k: v for k, v in msg.items() if k != "replies"}
-        graph.add_node(mid, **attrs)
-        if parent is not None:
-            pid = parent["message_id"]
-            if msg.get("parent_id") not in (None, pid):
+        attrs = dict(msg)
+        replies = attrs.pop("replies", None)
+        nodes[mid] = attrs
+        succ[mid] = {}
+        pred[mid] = {}
+        if pid is not None:
+            if attrs.get("parent_id") not in (None, pid):
                 raise TreeError(
-                    f"parent_id {msg['parent_id']!r} does not match the enclosing message {pid!r}",
+                    f"parent_id {attrs['parent_id']!r} does not match "
+                    f"the enclosing message {pid!r}",
                     mid,
                 )
-            graph.add_edge(pid, mid)
+            edge: dict[str, Any] = {}
+            succ[pid][mid] = edge
+            pred[mid][pid] = edge
         if replies:
             if not isinstance(replies, list):
                 raise TreeError("field 'replies' must be a list", mid)
             # Reversed so that popping visits replies in export order: each parent's edges are
             # then added in that order, which is the successor order networkx keeps.
             for reply in reversed(replies):
-                stack.append((_check_message(reply, msg), msg))
+                stack.append((_check_message(reply, msg), mid))
     return graph
 
 
@@ -153,8 +160,11 @@ def ranked_replies(graph: nx.DiGraph, mid: str) -> list[str]:
     This order does not depend on how the file was written, so every strategy built on it gives
     the same paths for a nested file and for the same trees as shuffled flat messages.
     """
+    kids = graph._succ[mid]
+    if len(kids) < 2:
+        return list(kids)
     nodes = graph._node
-    return sorted(graph._succ[mid], key=lambda c: _sibling_key(nodes[c]))
+    return sorted(kids, key=lambda c: _sibling_key(nodes[c]))
 
 
 def subtree(graph: nx.DiGraph, mid: str) -> Iterable[str]:
