@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from convdistill import __version__
-from convdistill.cli import pairs, paths
+from convdistill.cli import models, pairs, paths
+from convdistill.cli.serve import serve_command
 
 app = typer.Typer(
     name="convdistill",
@@ -16,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(paths.app, name="paths")
 app.add_typer(pairs.app, name="pairs")
+app.add_typer(models.app, name="models")
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:
