@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from conftest import run_cli
 from convdistill.models import (
     SIZES_IN_PARAMS,
     STUDENT_TEMPLATE,
@@ -53,7 +53,7 @@ def test_the_embedded_gguf_is_installed_and_listed() -> None:
 def test_resolve_model_refuses_unknown_names_and_non_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an embedded model"):
         resolve_model("gpt-17")
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ValueError, match=r"no config\.json"):
         resolve_model(tmp_path)
 
 
@@ -82,7 +82,9 @@ def test_small_students_have_the_documented_sizes() -> None:
         assert count_parameters(model) == SIZES_IN_PARAMS[(family, "small")]
 
 
-def test_student_template_marks_assistant_turns_with_end_of_turn(students: dict[str, Path]) -> None:
+def test_student_template_marks_assistant_turns_with_end_of_turn(
+    students: dict[str, Path],
+) -> None:
     """What TRL's assistant_only_loss needs: exactly the replies and their <|im_end|>."""
     tokenizer = AutoTokenizer.from_pretrained(students["llama"])
     assert tokenizer.chat_template == STUDENT_TEMPLATE
@@ -91,7 +93,9 @@ def test_student_template_marks_assistant_turns_with_end_of_turn(students: dict[
     )
     marked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
     assert tokenizer.decode(marked) == "Hello!<|im_end|>Blue.<|im_end|>"
-    text = tokenizer.apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        CONVERSATION[:2], tokenize=False, add_generation_prompt=True
+    )
     assert text == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
         "<|im_start|>assistant\n"
@@ -109,7 +113,8 @@ def test_student_with_a_tokenizer_trained_on_an_export(sample_path: Path, tmp_pa
     info = init_student("t5", "tiny", tmp_path / "t5", tokenizer=sample_path, vocab_size=2000)
     tokenizer = AutoTokenizer.from_pretrained(info.path)
     assert info.vocab_size == len(tokenizer) <= 2000
-    assert tokenizer.convert_ids_to_tokens([0, 1, 2]) == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = tokenizer.convert_ids_to_tokens([0, 1, 2])
+    assert specials == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     model = AutoModelForSeq2SeqLM.from_pretrained(info.path)
     assert model.config.vocab_size == len(tokenizer)
 
