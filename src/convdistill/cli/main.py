@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from convdistill import __version__
-from convdistill.cli import models, pairs, paths
+from convdistill.cli import models, pairs, paths, teacher
 from convdistill.cli.serve import serve_command
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(paths.app, name="paths")
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(models.app, name="models")
 app.command("serve")(serve_command)
+teacher.register(app)  # extend, regenerate, rank
 
 
 def _version(value: bool) -> None:

@@ -50,7 +50,7 @@ def _trim_trailing_prompter(graph: nx.DiGraph, ids: list[str]) -> list[str]:
     return ids[:end]
 
 
-def _thread_ids(graph: nx.DiGraph, kept: set[str]) -> Iterator[list[str]]:
+def _thread_ids(graph: nx.DiGraph, kept: set[str], trim: bool = True) -> Iterator[list[str]]:
     """Every root-to-leaf thread over kept messages, trimmed, without duplicates, no recursion."""
     root = root_id(graph)
     if root not in kept:
@@ -66,13 +66,16 @@ def _thread_ids(graph: nx.DiGraph, kept: set[str]) -> Iterator[list[str]]:
         if kids:
             stack.extend((c, depth + 1) for c in reversed(kids))
             continue
+        if not trim:
+            yield list(thread)
+            continue
         trimmed = _trim_trailing_prompter(graph, thread)
         if len(trimmed) >= 2 and trimmed[-1] not in emitted_ends:
             emitted_ends.add(trimmed[-1])
             yield trimmed
 
 
-def _best_thread(graph: nx.DiGraph, kept: set[str]) -> list[str]:
+def _best_thread(graph: nx.DiGraph, kept: set[str], trim: bool = True) -> list[str]:
     root = root_id(graph)
     if root not in kept:
         return []
@@ -87,7 +90,7 @@ def _best_thread(graph: nx.DiGraph, kept: set[str]) -> list[str]:
             answered = [c for c in kids if any(g in kept for g in succ[c])]
             kids = answered or kids
         thread.append(kids[0])
-    return _trim_trailing_prompter(graph, thread)
+    return _trim_trailing_prompter(graph, thread) if trim else thread
 
 
 def tree_paths(
@@ -95,8 +98,13 @@ def tree_paths(
     selection: Selection,
     strategy: Strategy = "all",
     weights: ScoreWeights | None = None,
+    open_ends: bool = False,
 ) -> Iterator[DialogPath]:
-    """Paths of one tree under a strategy (``sample`` yields every candidate; see PathSampler)."""
+    """Paths of one tree under a strategy (``sample`` yields every candidate; see PathSampler).
+
+    ``open_ends=True`` keeps trailing prompter messages (and a lone unanswered prompt): the
+    threads a teacher continues, rather than the paths a student trains on.
+    """
     weights = weights or ScoreWeights()
     if strategy == "top-k" and selection.top_k is None:
         raise ValueError("strategy 'top-k' needs top_k (--top-k K)")
@@ -104,18 +112,19 @@ def tree_paths(
     if not kept:
         return
     threads: Iterable[list[str]]
+    trim = not open_ends
     if strategy == "best":
-        best = _best_thread(graph, kept)
-        threads = [best] if len(best) >= 2 else []
+        best = _best_thread(graph, kept, trim)
+        threads = [best] if len(best) >= (2 if trim else 1) else []
     elif strategy in ("all", "top-k", "sample"):
-        threads = _thread_ids(graph, kept)
+        threads = _thread_ids(graph, kept, trim)
     else:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     nodes = graph._node
     scorer = TreeScorer(graph, weights)
     for ids in threads:
         turns = sum(1 for m in ids if nodes[m]["role"] == "assistant")
-        if turns < selection.min_assistant_turns:
+        if turns < selection.min_assistant_turns and not (open_ends and turns == 0):
             continue
         if selection.max_assistant_turns is not None and turns > selection.max_assistant_turns:
             continue

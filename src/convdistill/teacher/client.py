@@ -1,0 +1,266 @@
+"""The teacher's side of an OpenAI-compatible endpoint: cached, bounded, retried, budgeted.
+
+Any server that speaks the chat completions API works: OpenAI, vLLM, llama.cpp, or
+`convdistill serve`. The real `openai` client sends the requests (its own retries are off:
+ours also retry malformed or empty answers, count every attempt against the budget, and report).
+
+Retried: timeouts, connection errors, 429 (waiting what Retry-After says), 5xx, and answers that
+are malformed or fail the caller's check (with a new seed, since a seeded endpoint would repeat
+itself). Fatal for the run: 401/403/404 (a wrong key, model or URL will not heal). Other 4xx
+fail that request only; the run goes on and reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from convdistill.teacher.request_cache import CachedAnswer, RequestCache, request_key
+
+Validator = Callable[[str], "str | None"]  # cleaned answer, or None when it is unusable
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0
+    purpose: str = "teacher"  # teacher | simulator | rank: for the report, not the cache key
+
+    def payload(self, model: str, seed: int | None = None) -> dict[str, Any]:
+        return {
+            "model": model,
+            "messages": [{"role": r, "content": c} for r, c in self.messages],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed if seed is None else seed,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    created_date: str
+    cached: bool
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    base_url: str
+    model: str
+    api_key: str | None = None  # default: $OPENAI_API_KEY; never logged or stored
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass
+class Budget:
+    max_requests: int | None = None  # requests sent (retries included); cache hits are free
+    max_tokens: int | None = None  # prompt + completion tokens of requests sent
+
+    def exhausted(self, usage: Usage) -> bool:
+        if self.max_requests is not None and usage.requests_sent >= self.max_requests:
+            return True
+        return (
+            self.max_tokens is not None
+            and usage.prompt_tokens + usage.completion_tokens >= self.max_tokens
+        )
+
+
+@dataclass
+class Usage:
+    requests_sent: int = 0
+    answers_received: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failed_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # tokens that cache hits saved
+    by_purpose: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # retried or failed error kinds
+
+    def cost(self, price_in_per_1k: float, price_out_per_1k: float) -> float:
+        return (
+            self.prompt_tokens / 1000 * price_in_per_1k
+            + self.completion_tokens / 1000 * price_out_per_1k
+        )
+
+
+class BudgetExhausted(Exception):
+    """No more requests may be sent; what is done so far is kept."""
+
+
+class FatalEndpointError(Exception):
+    """The endpoint refuses every request (wrong key, model or URL): stop the run."""
+
+
+class RequestFailed(Exception):
+    """One request gave no usable answer after all retries."""
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Retry-After as seconds: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+class TeacherClient:
+    """Use as ``async with TeacherClient(...) as client: await client.complete(request)``."""
+
+    def __init__(
+        self,
+        endpoint: EndpointSettings,
+        cache: RequestCache | None = None,
+        budget: Budget | None = None,
+        created_date: str | None = None,
+    ):
+        self.endpoint = endpoint
+        self.cache = cache
+        self.budget = budget or Budget()
+        self.usage = Usage()
+        self.created_date = created_date  # pin for reproducible output; else arrival time
+        self._semaphore = asyncio.Semaphore(endpoint.concurrency)
+        self._client: Any = None  # openai.AsyncOpenAI, made in __aenter__
+        self._rng = random.Random(0)  # jitter only
+
+    async def __aenter__(self) -> TeacherClient:
+        import openai  # slow to import (about 0.7 s): only runs that send requests pay for it
+
+        key = self.endpoint.api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self._client = openai.AsyncOpenAI(
+            base_url=self.endpoint.base_url,
+            api_key=key,
+            max_retries=0,
+            timeout=self.endpoint.timeout_s,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def complete(self, request: ChatRequest, validate: Validator | None = None) -> Answer:
+        """The answer to a request: from the cache, else from the endpoint (then cached)."""
+        model = self.endpoint.model
+        key = request_key(request.payload(model))
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.usage.cache_hits += 1
+                self.usage.cached_tokens += hit.prompt_tokens + hit.completion_tokens
+                return Answer(hit.text, hit.created_date, cached=True)
+        async with self._semaphore:
+            text, prompt_tokens, completion_tokens = await self._send_with_retries(
+                request, validate
+            )
+        created = self.created_date or datetime.now(UTC).isoformat(timespec="seconds")
+        if self.cache is not None:
+            self.cache.put(
+                key, model, CachedAnswer(text, prompt_tokens, completion_tokens, created)
+            )
+        return Answer(text, created, cached=False)
+
+    async def _send_with_retries(
+        self, request: ChatRequest, validate: Validator | None
+    ) -> tuple[str, int, int]:
+        import openai
+
+        assert self._client is not None, "use TeacherClient in `async with`"
+        settings = self.endpoint
+        last_error = "no attempt"
+        for attempt in range(settings.max_retries + 1):
+            if self.budget.exhausted(self.usage):
+                raise BudgetExhausted()
+            wait: float | None = None
+            self.usage.requests_sent += 1
+            self.usage.by_purpose[request.purpose] += 1
+            # A retried answer that failed its check gets a new seed: a seeded endpoint would
+            # otherwise give the same unusable answer again.
+            seed = request.seed + attempt if attempt else None
+            try:
+                response = await self._client.chat.completions.create(
+                    **request.payload(settings.model, seed)
+                )
+                choice = response.choices[0] if response.choices else None
+                text = (choice.message.content or "") if choice and choice.message else ""
+                usage = response.usage
+                self.usage.answers_received += 1
+                if usage is not None:
+                    self.usage.prompt_tokens += usage.prompt_tokens or 0
+                    self.usage.completion_tokens += usage.completion_tokens or 0
+                cleaned = validate(text) if validate else (text.strip() or None)
+                if cleaned:
+                    return (
+                        cleaned,
+                        getattr(usage, "prompt_tokens", 0) or 0,
+                        getattr(usage, "completion_tokens", 0) or 0,
+                    )
+                last_error = "empty or unusable answer"
+            except openai.RateLimitError as exc:
+                last_error = "429 rate limited"
+                wait = retry_after_seconds(exc.response.headers)
+            except (
+                openai.AuthenticationError,
+                openai.PermissionDeniedError,
+                openai.NotFoundError,
+            ) as exc:
+                raise FatalEndpointError(
+                    f"{exc.status_code} from {settings.base_url}: {_short(exc)}"
+                ) from None
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500:
+                    self.usage.failed_requests += 1
+                    self.usage.errors[f"{exc.status_code}"] += 1
+                    raise RequestFailed(f"{exc.status_code}: {_short(exc)}") from None
+                last_error = f"{exc.status_code} server error"
+                wait = retry_after_seconds(exc.response.headers)
+            except openai.APITimeoutError:
+                last_error = "timeout"
+            except openai.APIConnectionError:
+                last_error = "connection error"
+            except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError):
+                last_error = "malformed response"
+            self.usage.errors[last_error] += 1
+            if attempt < settings.max_retries:
+                self.usage.retries += 1
+                backoff = min(settings.backoff_max_s, settings.backoff_base_s * 2**attempt)
+                delay = wait if wait is not None else backoff * (0.5 + self._rng.random() / 2)
+                await asyncio.sleep(min(delay, settings.backoff_max_s))
+        self.usage.failed_requests += 1
+        raise RequestFailed(
+            f"no usable answer after {settings.max_retries + 1} attempts ({last_error})"
+        )
+
+
+def _short(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text[:200]
