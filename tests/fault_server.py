@@ -60,9 +60,7 @@ class FaultServer:
         self.answered: Counter[str] = Counter()  # request key -> successful answers sent
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, daemon=True, name="fault-server"
-        )
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fault-server")
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -108,9 +106,7 @@ class FaultServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)
-                }
+                headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if not await self._respond(method, path, body, writer):
                     return
@@ -119,9 +115,7 @@ class FaultServer:
         finally:
             writer.close()
 
-    async def _respond(
-        self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _respond(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
         if method != "POST" or path != "/v1/chat/completions":
             self._send(
                 writer,
@@ -158,10 +152,7 @@ class FaultServer:
         text = "" if fault == "empty" else answer_for(request["messages"])
         if fault is None:
             key = request_key(
-                {
-                    k: request.get(k)
-                    for k in ("model", "messages", "max_tokens", "temperature", "top_p", "seed")
-                }
+                {k: request.get(k) for k in ("model", "messages", "max_tokens", "temperature", "top_p", "seed")}
             )
             with self._lock:
                 self.answered[key] += 1
@@ -187,9 +178,7 @@ class FaultServer:
         return True
 
     @staticmethod
-    def _send(
-        writer: asyncio.StreamWriter, status: int, body: bytes, extra: dict[str, str] | None = None
-    ) -> None:
+    def _send(writer: asyncio.StreamWriter, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
         reason = {
             200: "OK",
             404: "Not Found",
@@ -203,3 +192,21 @@ class FaultServer:
         ]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+def main() -> None:
+    """Serve in a process of its own (benchmarks): prints the base URL, runs until killed."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="fault-injecting OpenAI-compatible test server")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    with FaultServer(fault_rate=args.fault_rate, delay_s=args.delay) as server:
+        print(server.base_url, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin or kills us
+
+
+if __name__ == "__main__":
+    main()
