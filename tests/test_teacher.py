@@ -241,7 +241,7 @@ def test_cli_dry_run_secret_never_written_and_fatal_errors(tmp_path, small_expor
 def test_kill_9_and_resume_give_the_uninterrupted_output(tmp_path, small_export):
     env = {**os.environ, "COLUMNS": "150"}
     rng = random.Random(11)
-    with FaultServer(delay_s=0.03) as server:
+    with FaultServer(delay_s=0.05) as server:
 
         def command(out: Path, cache: Path) -> list[str]:
             return [
