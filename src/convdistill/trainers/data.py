@@ -1,0 +1,123 @@
+"""Training records: path records (SFT) and pair records (DPO), read from JSONL files or made
+from an Open-Assistant tree export on the fly; and which assistant turns carry loss.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+Kind = Literal["paths", "pairs"]
+Message = dict[str, str]
+
+
+def _first_record(path: Path) -> dict[str, Any] | None:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        for line in stream:
+            if line.strip():
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: first record is not JSON ({exc})") from None
+                return value if isinstance(value, dict) else None
+    return None
+
+
+def file_kind(path: Path) -> str:
+    """'paths', 'pairs' or 'trees' (an Open-Assistant export, nested or flat) from the first record."""
+    first = _first_record(path)
+    if first is None:
+        raise ValueError(f"{path}: empty file, nothing to train on")
+    if "messages" in first:
+        return "paths"
+    if "prompt" in first and "chosen" in first and "rejected" in first:
+        return "pairs"
+    if "message_tree_id" in first or "message_id" in first:
+        return "trees"
+    raise ValueError(
+        f"{path}: neither path records (messages), pair records (prompt/chosen/rejected) nor an "
+        "Open-Assistant export"
+    )
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    records = []
+    with opener(path, "rb") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+            if limit is not None and len(records) >= limit:
+                break
+    return records
+
+
+def load_records(
+    path: str | Path,
+    kind: Kind,
+    work_dir: Path,
+    path_strategy: str = "all",
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], Path]:
+    """The records to train on and the file they came from. A tree export is first exported
+    (paths or pairs, as `convdistill paths|pairs export` would) into `work_dir`, so the exact
+    training data stays on disk beside the checkpoint."""
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"train data {source}: no such file")
+    found = file_kind(source)
+    if found == "trees":
+        from convdistill.conversation_trees import export_pairs, export_paths
+
+        work_dir.mkdir(parents=True, exist_ok=True)
+        target = work_dir / f"{kind}.jsonl"
+        if kind == "paths":
+            export_paths(source, target, strategy=path_strategy)  # type: ignore[arg-type]
+        else:
+            export_pairs(source, target)
+        source, found = target, kind
+    if found != kind:
+        want = "path records (messages)" if kind == "paths" else "pair records (prompt/chosen/rejected)"
+        raise ValueError(f"{source}: holds {found} records, but this trainer needs {want}")
+    records = read_jsonl(source, limit)
+    if not records:
+        raise ValueError(f"{source}: no records")
+    return records, source
+
+
+def train_flags(record: dict[str, Any], train_on: str) -> list[bool]:
+    """Which messages carry loss: a record's own `train` list if present, else the assistant
+    turns chosen by `train_on` (all / last / teacher = synthetic / human = not synthetic)."""
+    messages: Sequence[Message] = record["messages"]
+    own = record.get("train")
+    if own is not None:
+        if len(own) != len(messages):
+            raise ValueError(
+                f"record {record.get('tree_id', '?')}: `train` has {len(own)} flags for "
+                f"{len(messages)} messages"
+            )
+        return [bool(flag) and m["role"] == "assistant" for flag, m in zip(own, messages, strict=True)]
+    synthetic = record.get("synthetic") or [False] * len(messages)
+    flags = []
+    for message, is_synthetic in zip(messages, synthetic, strict=False):
+        assistant = message["role"] == "assistant"
+        if train_on == "teacher":
+            flags.append(assistant and bool(is_synthetic))
+        elif train_on == "human":
+            flags.append(assistant and not is_synthetic)
+        else:
+            flags.append(assistant)
+    flags += [False] * (len(messages) - len(flags))
+    if train_on == "last":
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        flags = [i == last for i in range(len(messages))]
+    return flags

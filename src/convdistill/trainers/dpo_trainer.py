@@ -1,0 +1,37 @@
+"""TRL's DPOTrainer on pairs that convdistill has already tokenized and fitted.
+
+TRL tokenizes pairs itself and then silently drops every pair whose prompt reaches
+max_length, and cuts completions at the end. Pairs made by `tokenize.tokenize_pair` are
+already fitted by the shared truncation policy (oldest turns dropped first, counted), so the
+only change here is to take them as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate.utils import is_peft_model
+from trl import DPOTrainer
+
+from convdistill.trainers.heads import add_logits_head, prefer_logits_head
+
+
+class FittedDPOTrainer(DPOTrainer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if prefer_logits_head(self.args.device):
+            self._install_logits_head(encoder_decoder=False)
+
+    def _install_logits_head(self, encoder_decoder: bool) -> None:
+        """Answer TRL's fused-head calls from plain logits (policy and reference)."""
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        add_logits_head(base, encoder_decoder)
+        if self.ref_model is not None:
+            add_logits_head(self.accelerator.unwrap_model(self.ref_model), encoder_decoder)
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
+                         dataset_name: str) -> Any:
+        if "prompt_ids" not in dataset.column_names:
+            raise ValueError(f"{dataset_name} dataset: expected tokenized pairs (prompt_ids, "
+                             "chosen_ids, rejected_ids) from convdistill.trainers.tokenize")
+        return dataset

@@ -1,0 +1,85 @@
+"""Per-token log-probabilities from full logits, answering TRL's `fused_lm_head=True` calls.
+
+TRL 1.16 computes the loss through a "fused LM head" (tiled projection, no full logits). On
+CUDA it runs Triton kernels and saves memory; on the CPU it scores every position in a Python
+loop of tiles and measured 2-4x slower than a plain forward and cross-entropy for the small
+models trained here (see docs/trainers.md). And it cannot run an encoder-decoder model at all.
+`add_logits_head` installs a forward that returns the same FusedCausalLMOutput fields from
+ordinary logits, for causal models (off CUDA) and for encoder-decoder models (always).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+from trl.trainer.utils import FusedCausalLMOutput
+
+IGNORE = -100
+
+
+def prefer_logits_head(device: torch.device) -> bool:
+    """Plain logits beat TRL's tiled head everywhere but on CUDA (Triton)."""
+    return device.type != "cuda"
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: Any = None) -> torch.Tensor:
+    """Cross-entropy summed over labelled tokens, divided by the accumulated batch's label count
+    when known (so gradient accumulation weighs every token alike), else this batch's."""
+    loss = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    count = (labels != IGNORE).sum() if num_items is None else num_items
+    return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+
+
+def _fused_output(logits: torch.Tensor, targets: torch.Tensor) -> FusedCausalLMOutput:
+    logits = logits.float()
+    mask = targets != IGNORE
+    log_softmax = logits.log_softmax(-1)
+    log_probs = log_softmax.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    log_probs = log_probs.masked_fill(~mask, 0.0)
+    with torch.no_grad():
+        entropy = -(log_softmax.exp() * log_softmax).sum(-1).masked_fill(~mask, 0.0)
+        mean_logits = logits.mean(-1).masked_fill(~mask, 0.0)
+        is_top1 = (logits.argmax(-1) == targets) & mask
+    loss = -log_probs.sum() / mask.sum().clamp(min=1)
+    return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy,
+                               mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
+
+
+def add_logits_head(model: Any, encoder_decoder: bool) -> None:
+    """Make `model(..., labels=..., fused_lm_head=True)` return a FusedCausalLMOutput whose
+    per-token fields have shape (batch, seq_len - 1), aligned with the shifted labels, as
+    TRL's DPO loss slices them. Install it after TRL's own patch (it wraps TRL's).
+
+    Encoder-decoder: `input_ids` / `attention_mask` hold the decoder sequence (start token
+    first) and `encoder_input_ids` / `encoder_attention_mask` the prompt."""
+    original = model.forward
+
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None,
+                encoder_input_ids: Any = None, encoder_attention_mask: Any = None,
+                **kwargs: Any) -> Any:
+        if not fused_lm_head:
+            if labels is not None:
+                kwargs["labels"] = labels
+            return original(*args, **kwargs)
+        for key in ("shift_labels", "num_items_in_batch", "use_cache"):
+            kwargs.pop(key, None)
+        if encoder_decoder:
+            decoder_ids = kwargs.pop("input_ids")
+            decoder_mask = kwargs.pop("attention_mask", None)
+            logits = original(
+                input_ids=encoder_input_ids,
+                attention_mask=encoder_attention_mask,
+                decoder_input_ids=decoder_ids[:, :-1],
+                decoder_attention_mask=None if decoder_mask is None else decoder_mask[:, :-1],
+                use_cache=False,
+                **kwargs,
+            ).logits
+        else:
+            logits = original(*args, use_cache=False, **kwargs).logits[:, :-1]
+        return _fused_output(logits, labels[:, 1:])
+
+    model.forward = types.MethodType(forward, model)

@@ -1,0 +1,157 @@
+"""Models and tokenizers for training, and checkpoints that serve and eval load as they are.
+
+`model_name_or_path` may be a checkpoint folder, an embedded model's name (see
+`convdistill models list`), or `student:<family>-<size>` (e.g. `student:t5-tiny`): a random
+initialised student saved once into `<output_dir>/student-init` (kept, so a resumed run and
+a DPO reference start from the very same weights).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convdistill.models import STUDENT_TEMPLATE, chatml_template, init_student, resolve_model
+
+
+def resolve_checkpoint(name: str, output_dir: str, seed: int) -> Path:
+    if name.startswith("student:"):
+        family, _, size = name.removeprefix("student:").partition("-")
+        folder = Path(output_dir) / "student-init"
+        if not (folder / "config.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            init_student(family, size or "tiny", folder, seed=seed)
+        return folder
+    return resolve_model(name)
+
+
+def is_encoder_decoder(folder: Path) -> bool:
+    from transformers import AutoConfig
+
+    return bool(getattr(AutoConfig.from_pretrained(folder), "is_encoder_decoder", False))
+
+
+def load_tokenizer(folder: Path, encoder_decoder: bool) -> Any:
+    """The checkpoint's tokenizer with a chat template TRL can train with.
+
+    Decoder-only training needs `{% generation %}` markers with the end-of-turn token inside;
+    a template without them is swapped for TRL's training version of it when TRL knows it, or
+    for ChatML when the tokenizer has ChatML's tokens. Encoder-decoder training only renders
+    the template (seq2seq_format), so any template works; ChatML text is supplied if none."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    template = tokenizer.chat_template
+    chatml_tokens = all(
+        tokenizer.convert_tokens_to_ids(t) not in (None, tokenizer.unk_token_id)
+        for t in ("<|im_start|>", "<|im_end|>")
+    )
+    if encoder_decoder:
+        if not template:
+            tokenizer.chat_template = STUDENT_TEMPLATE
+    elif not template or not has_generation_markers(template):
+        try:
+            tokenizer.chat_template = get_training_chat_template(tokenizer) if template else None
+        except (ValueError, KeyError, TypeError):
+            tokenizer.chat_template = None
+        if tokenizer.chat_template is None:
+            if not chatml_tokens:
+                raise ValueError(
+                    f"{folder}: the tokenizer's chat template has no {{% generation %}} markers "
+                    "and it lacks ChatML tokens for the one convdistill supplies; set "
+                    "chat_template_path to a template with generation markers"
+                )
+            tokenizer.chat_template = chatml_template()
+    if chatml_tokens and tokenizer.eos_token != "<|im_end|>":
+        # The end-of-turn token is what training teaches the model to stop on.
+        tokenizer.eos_token = "<|im_end|>"
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # Collators mask the pad id out of the labels; padding with the end-of-turn token would
+        # hide it from the loss and the model would never learn to stop.
+        candidates = [t for t in ("<|endoftext|>", "<pad>", tokenizer.unk_token) if t]
+        for token in candidates:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != tokenizer.eos_token_id:
+                tokenizer.pad_token = token
+                break
+        else:
+            raise ValueError(f"{folder}: no pad token distinct from the end-of-turn token")
+    return tokenizer
+
+
+def load_model(folder: Path, model_args: Any, encoder_decoder: bool) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from trl.trainer.utils import get_quantization_config
+
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(
+        torch, model_args.dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {
+            "": "cpu"}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+    return auto.from_pretrained(folder, **kwargs)
+
+
+def peft_config(model_args: Any, encoder_decoder: bool) -> Any:
+    """TRL's LoRA config from the recipe, with the task type that matches the family."""
+    from trl.trainer.utils import get_peft_config
+
+    if model_args.load_in_4bit and not model_args.use_peft:
+        raise ValueError("load_in_4bit (QLoRA) needs use_peft: true; a 4-bit model cannot be "
+                         "fully fine-tuned")
+    if not model_args.use_peft:
+        return None
+    model_args.lora_task_type = "SEQ_2_SEQ_LM" if encoder_decoder else "CAUSAL_LM"
+    if model_args.lora_target_modules is None:
+        model_args.lora_target_modules = "all-linear"
+    return get_peft_config(model_args)
+
+
+def save_checkpoint(trainer: Any, tokenizer: Any, folder: Path, base: Path, model_args: Any,
+                    save_merged: bool, encoder_decoder: bool, extra: dict[str, Any]) -> Path:
+    """Write the final checkpoint: full weights (merged under LoRA/QLoRA unless save_merged is
+    false) and the tokenizer with the chat template used in training."""
+    from accelerate.utils import is_peft_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    info = {"base": str(base), **extra}
+    if is_peft_model(model):
+        adapter = folder / "adapter"
+        model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        info["adapter"] = str(adapter)
+        if save_merged:
+            # Merge into a full-precision copy of the base: a 4-bit (QLoRA) base cannot hold
+            # merged weights, and serve/eval load plain checkpoints.
+            from peft import PeftModel
+
+            plain = load_model(base, _plain(model_args), encoder_decoder)
+            merged = PeftModel.from_pretrained(plain, adapter).merge_and_unload()
+            merged.save_pretrained(folder)
+            info["saved"] = "merged"
+        else:
+            info["saved"] = "adapter"
+    else:
+        model.save_pretrained(folder)
+        info["saved"] = "full"
+    tokenizer.save_pretrained(folder)
+    (folder / "convdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    return folder
+
+
+def _plain(model_args: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(model_args, load_in_4bit=False, load_in_8bit=False, dtype="float32")

@@ -1,0 +1,210 @@
+"""Recipes: one YAML file -> (our data options, TRL's ModelConfig, TRL's SFTConfig or DPOConfig).
+
+A recipe is a flat YAML mapping, like TRL's own `--config` files: every key is a field of one of
+three dataclasses, and `--key value` on the command line overrides it. Parsing goes through
+transformers' HfArgumentParser, so field names, types, choices and defaults are TRL's; what is
+added here is what TRL's parser leaves out and users trip over:
+
+- an unknown key is an error naming it (with the closest known field), never silently ignored;
+- YAML values are converted with the field's type (PyYAML reads `1e-4` as a *string*);
+- a bad value names its field and the recipe file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Method = Literal["sft", "dpo"]
+TRAIN_ON = ("all", "last", "teacher", "human")
+
+
+class RecipeError(ValueError):
+    """A recipe (or an override) that cannot be used; the message names the field."""
+
+
+@dataclass
+class DataConfig:
+    """convdistill's own recipe fields: the data, which turns carry loss, truncation, saving."""
+
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Path records (SFT) or pair records (DPO) as JSONL, or an Open-Assistant tree "
+            "export, which is turned into paths or pairs first (path_strategy)."
+        },
+    )
+    eval_file: str | None = field(default=None, metadata={"help": "Like train_file, to evaluate."})
+    path_strategy: str = field(
+        default="all",
+        metadata={
+            "help": "When train_file is a tree export: which paths to train on.",
+            "choices": ["all", "best"],
+        },
+    )
+    train_on: str = field(
+        default="all",
+        metadata={
+            "help": "Which assistant turns carry loss: all, last (the final reply only), teacher "
+            "(synthetic turns only), human (non-synthetic only). A record's own `train` list "
+            "(one bool per message) wins over this.",
+            "choices": list(TRAIN_ON),
+        },
+    )
+    max_target_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder-decoder only: most reply tokens (decoder side); max_length bounds the "
+            "encoder side. Default: max_length."
+        },
+    )
+    max_train_examples: int | None = field(
+        default=None, metadata={"help": "Use only the first N records (quick runs)."}
+    )
+    student_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of a random-initialised student (model_name_or_path: student:...)."},
+    )
+    save_merged: bool = field(
+        default=True,
+        metadata={
+            "help": "Under LoRA/QLoRA: save the merged full model (loadable by serve and eval as "
+            "is) and the adapter in adapter/. False: the adapter only."
+        },
+    )
+
+
+def _dataclasses(method: Method) -> tuple[type, ...]:
+    from trl import DPOConfig, ModelConfig, SFTConfig
+
+    return (DataConfig, ModelConfig, SFTConfig if method == "sft" else DPOConfig)
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, str | bool]:
+    """`--key value`, `--key=value` and bare `--flag` (true) into a mapping; dashes in keys
+    become underscores, as in HfArgumentParser."""
+    out: dict[str, str | bool] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) < 3:
+            raise RecipeError(f"override {token!r}: expected --key value or --key=value")
+        key, sep, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if sep:
+            out[key] = value
+            i += 1
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            out[key] = tokens[i + 1]
+            i += 2
+        else:
+            out[key] = True
+            i += 1
+    return out
+
+
+def _convert(action: argparse.Action, key: str, value: Any) -> Any:
+    """A YAML or command-line value converted the way argparse would convert a CLI string."""
+    convert = action.type
+    if value is None:
+        return None
+    if action.nargs in ("+", "*"):
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        if not isinstance(items, list):
+            items = [items]
+        return [_convert_one(convert, key, item, action.choices) for item in items]
+    return _convert_one(convert, key, value, action.choices)
+
+
+def _convert_one(convert: Any, key: str, value: Any, choices: Any) -> Any:
+    result = value
+    if isinstance(value, str) and convert is not None:
+        try:
+            result = convert(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+            raise RecipeError(f"field {key!r}: cannot read {value!r} ({exc})") from None
+    elif convert is float and isinstance(value, int) and not isinstance(value, bool):
+        result = float(value)
+    if choices is not None and isinstance(result, (str, int, float)) and result not in choices:
+        raise RecipeError(
+            f"field {key!r}: {result!r} is not one of {', '.join(map(str, choices))}"
+        )
+    return result
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path}: must be a mapping of field: value")
+    return data
+
+
+def load_recipe(
+    method: Method,
+    config: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> tuple[Any, Any, Any]:
+    """(DataConfig, trl.ModelConfig, trl.SFTConfig | trl.DPOConfig) from a recipe and overrides.
+
+    `config` is a YAML file or an already-read mapping; `overrides` a list of `--key value`
+    tokens (the command line) or a mapping. Raises RecipeError naming the offending field.
+    """
+    from transformers import HfArgumentParser
+
+    where = f"recipe {config}" if isinstance(config, (str, Path)) else "recipe"
+    values = read_recipe_file(config) if isinstance(config, (str, Path)) else dict(config or {})
+    values.pop("method", None)  # allowed as documentation of which command a recipe is for
+    if isinstance(overrides, list):
+        values.update(parse_overrides(overrides))
+    elif overrides:
+        values.update(overrides)
+
+    classes = _dataclasses(method)
+    parser = HfArgumentParser(classes)
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    known = {f.name for cls in classes for f in fields(cls) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise RecipeError(
+            f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)} for "
+            f"`train {method}`"
+        )
+    converted = {}
+    for key, value in values.items():
+        action = actions.get(key) or actions.get(f"no_{key}")
+        try:
+            converted[key] = _convert(action, key, value) if action is not None else value
+        except RecipeError as exc:
+            raise RecipeError(f"{where}: {exc}") from None
+    try:
+        data, model, train = parser.parse_dict(converted)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    if data.train_file is None:
+        raise RecipeError(f"{where}: field 'train_file' is required (path or pair records, or a "
+                          "tree export)")
+    if model.model_name_or_path is None:
+        raise RecipeError(f"{where}: field 'model_name_or_path' is required (a checkpoint folder, "
+                          "an embedded model name, or student:t5-tiny / student:llama-tiny)")
+    for name in ("max_length", "max_target_length"):
+        value = getattr(train if name == "max_length" else data, name, None)
+        if value is not None and value < 8:
+            raise RecipeError(f"{where}: field {name!r} must be at least 8, got {value}")
+    return data, model, train
