@@ -45,6 +45,12 @@ def clean_user_turn(text: str) -> str | None:
         return None
     if END_MARKER.lower() in text.lower() and len(text) <= len(END_MARKER) + 20:
         return END_MARKER
+    lines = text.splitlines()
+    if lines and lines[0].rstrip().endswith(":") and len(lines[0]) < 80:
+        # A preamble such as "Here's the user's next message:"; the message follows, if at all.
+        text = "\n".join(lines[1:]).strip()
+        if not text:
+            return None
     text = _SPEAKER.sub("", text, count=1)
     cut = _OTHER_SPEAKER.search(text)  # the model went on to write the assistant's part too
     if cut:
