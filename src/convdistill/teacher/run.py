@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
+import orjson
 
 from convdistill.conversation_trees.ingest_report import IngestReport, OnError, RejectSink
 from convdistill.conversation_trees.readers import TreeReader
@@ -122,8 +123,6 @@ class OrderedTreeWriter:
         if self.fmt == "trees":
             self.stream.write(nested_tree_bytes(graph) + b"\n")
         else:
-            import orjson
-
             for row in tree_to_messages(graph):
                 self.stream.write(orjson.dumps(row) + b"\n")
         self.stream.flush()
