@@ -83,19 +83,13 @@ def test_extend_keeps_every_original_and_adds_synthetic_turns(tmp_path, small_ex
     old, new = _messages(before), _messages(after)
     assert all(new[mid] == attrs for mid, attrs in old.items())  # every original message as it was
     added = {mid: attrs for mid, attrs in new.items() if mid not in old}
-    assert added and all(
-        a["synthetic"] is True and a["model_name"] == MODEL for a in added.values()
-    )
+    assert added and all(a["synthetic"] is True and a["model_name"] == MODEL for a in added.values())
     assert all(a["created_date"] == PINNED for a in added.values())
-    assert report.operation.exchanges_added == len(
-        [a for a in added.values() if a["role"] == "prompter"]
-    )
+    assert report.operation.exchanges_added == len([a for a in added.values() if a["role"] == "prompter"])
     # Paths got longer: the best path of each tree now has more assistant turns.
     turns = [max(p.assistant_turns for p in tree_paths(g, Selection(), "all")) for g in before]
     turns_after = [max(p.assistant_turns for p in tree_paths(g, Selection(), "all")) for g in after]
-    assert all(b >= a for a, b in zip(turns, turns_after, strict=True)) and sum(turns_after) > sum(
-        turns
-    )
+    assert all(b >= a for a, b in zip(turns, turns_after, strict=True)) and sum(turns_after) > sum(turns)
     # The new nodes hang under the best path's end, and roles still alternate (reader checked).
     assert len(after) == len(before)
 
@@ -154,12 +148,8 @@ def test_regenerate_and_rank(tmp_path, small_export):
             assert len(list(g.successors(parent))) >= 2
     # Teacher-extended user turns now have two unranked answers: rank gives them ranks.
     assert ranked.operation.groups_ranked > 0
-    ranked_nodes = [
-        a for a in _messages(read_trees(tmp_path / "ranked.jsonl")).values() if a.get("ranked_by")
-    ]
-    assert ranked_nodes and all(
-        a["ranked_by"] == MODEL and isinstance(a["rank"], int) for a in ranked_nodes
-    )
+    ranked_nodes = [a for a in _messages(read_trees(tmp_path / "ranked.jsonl")).values() if a.get("ranked_by")]
+    assert ranked_nodes and all(a["ranked_by"] == MODEL and isinstance(a["rank"], int) for a in ranked_nodes)
     pairs = run_cli("pairs", "export", tmp_path / "ranked.jsonl", "-o", tmp_path / "pairs.jsonl")
     before = run_cli("pairs", "export", small_export, "-o", tmp_path / "pairs0.jsonl")
     assert pairs.returncode == 0 and before.returncode == 0
@@ -206,9 +196,7 @@ def test_cli_dry_run_secret_never_written_and_fatal_errors(tmp_path, small_expor
             "--turns",
             "1",
         ]
-        dry = subprocess.run(
-            [*cmd, "--dry-run"], capture_output=True, text=True, env=env, timeout=120
-        )
+        dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
         assert dry.returncode == 0 and "dry run: 6 trees" in dry.stderr and server.requests == 0
         real = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert real.returncode == 0, real.stderr
@@ -328,9 +316,7 @@ def test_extend_against_our_own_server_with_a_tiny_model(tmp_path, small_export)
             simulator_max_tokens=16,
             selection=Selection(min_assistant_turns=0),
         )
-        endpoint = EndpointSettings(
-            server.base_url, "tiny-llama", timeout_s=60, max_retries=2, backoff_base_s=0.01
-        )
+        endpoint = EndpointSettings(server.base_url, "tiny-llama", timeout_s=60, max_retries=2, backoff_base_s=0.01)
         report = run_teacher(
             small_export,
             tmp_path / "ext.jsonl",
@@ -345,3 +331,39 @@ def test_extend_against_our_own_server_with_a_tiny_model(tmp_path, small_export)
     assert len(added) == sum(report.operation.messages_added.values())
     # Written and read back with every check on: roles alternate, ids unique, parents known.
     assert all(tree_to_nested(g)["prompt"]["replies"] for g in trees)
+
+
+def test_simulator_and_ranking_parsers_on_messy_outputs():
+    from convdistill.teacher.ranking import parse_ranking
+    from convdistill.teacher.simulator import END_MARKER, clean_user_turn
+
+    assert clean_user_turn("User: Can you give an example?\nAssistant: Sure, ...") == "Can you give an example?"
+    assert clean_user_turn('  "Thanks, that helps."  ') == "Thanks, that helps."
+    assert clean_user_turn("[END]") == END_MARKER and clean_user_turn("[end].") == END_MARKER
+    assert clean_user_turn("Here's the user's next message:") is None
+    assert clean_user_turn("Here is my message:\nWhat about Rust?") == "What about Rust?"
+    assert clean_user_turn("Assistant: I think") is None and clean_user_turn("   ") is None
+    assert parse_ranking("Ranking: 2 > 3 > 1", 3) == [1, 2, 0]
+    assert parse_ranking("The best is candidate 3, then 1, then 2.", 3) == [2, 0, 1]
+    assert parse_ranking("2 > 1", 3) is None and parse_ranking("7 > 9", 2) is None
+
+
+def test_open_ends_keep_unanswered_turns():
+    from conftest import msg, tree
+    from convdistill.conversation_trees.tree_graph import tree_from_nested
+
+    g = tree_from_nested(
+        tree(
+            msg(
+                "prompter",
+                message_id="q",
+                replies=[msg("assistant", message_id="a", replies=[msg("prompter", message_id="q2")])],
+            )
+        )
+    )
+    lone = tree_from_nested(tree(msg("prompter", message_id="only")))
+    sel = Selection(min_assistant_turns=0)
+    assert [p.message_ids for p in tree_paths(g, sel, "best", open_ends=True)] == [("q", "a", "q2")]
+    assert [p.message_ids for p in tree_paths(g, sel, "best")] == [("q", "a")]
+    assert [p.message_ids for p in tree_paths(lone, sel, "all", open_ends=True)] == [("only",)]
+    assert list(tree_paths(lone, sel, "all")) == []
