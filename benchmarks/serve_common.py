@@ -1,0 +1,54 @@
+"""Starting `convdistill serve` as a subprocess for the serving benchmarks: the server gets
+its own process (and GIL), as in real use, while the clients run in the benchmark's."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(model: str, *options: str, timeout: float = 180) -> Iterator[str]:
+    """Yield the base URL (…/v1) of a live server; stop it afterwards, raising if it died."""
+    port = free_port()
+    command = [sys.executable, "-m", "convdistill.cli.main", "serve", "--model", model,
+               "--port", str(port), "--log-level", "warning", *options]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {process.communicate()[1][-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not come up in time")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/v1"
+        if process.poll() is not None:
+            raise RuntimeError(f"the server died: {process.communicate()[1][-2000:]}")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.communicate(timeout=30)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
