@@ -38,8 +38,9 @@ def load(name, path):
     return module
 for pkg in ("model_training", "model_training.custom_datasets"):
     sys.modules[pkg] = types.ModuleType(pkg)
-load("model_training.custom_datasets.formatting", checkout + "/model/model_training/custom_datasets/formatting.py")
-oa = load("model_training.custom_datasets.oasst_dataset", checkout + "/model/model_training/custom_datasets/oasst_dataset.py")
+folder = checkout + "/model/model_training/custom_datasets/"
+load("model_training.custom_datasets.formatting", folder + "formatting.py")
+oa = load("model_training.custom_datasets.oasst_dataset", folder + "oasst_dataset.py")
 out = {}
 for lang in ("en", "pt", "pt-BR,de"):
     for top_k in (None, 1, 2):
