@@ -24,7 +24,10 @@ def free_port() -> int:
 def running_server(model: str, *options: str, timeout: float = 180) -> Iterator[str]:
     """Yield the base URL (…/v1) of a live server; stop it afterwards, raising if it died."""
     port = free_port()
-    command = [sys.executable, "-m", "convdistill.cli.main", "serve", "--model", model,
+    # The `convdistill serve` command function itself, run alone: the same options and code
+    # path, without importing every other command group of the CLI.
+    command = [sys.executable, "-c", "import typer; from convdistill.cli.serve import "
+               "serve_command; typer.run(serve_command)", "--model", model,
                "--port", str(port), "--log-level", "warning", *options]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ})
     try:
