@@ -68,6 +68,9 @@ def add_logits_head(model: Any, encoder_decoder: bool) -> None:
         for key in ("shift_labels", "num_items_in_batch", "use_cache"):
             kwargs.pop(key, None)
         if encoder_decoder:
+            # PEFT's seq2seq wrapper passes these explicitly, as None.
+            for key in ("decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds"):
+                kwargs.pop(key, None)
             decoder_ids = kwargs.pop("input_ids")
             decoder_mask = kwargs.pop("attention_mask", None)
             logits = original(

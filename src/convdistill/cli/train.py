@@ -1,0 +1,58 @@
+"""`convdistill train sft|dpo --config trainers/RECIPE.yaml [--key value ...]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convdistill.cli.common import err_console, fail, friendly_errors
+
+app = typer.Typer(
+    help="Train a student (T5-family or decoder-only) with SFT or DPO, on TRL. A recipe is a "
+    "YAML file of SFTConfig/DPOConfig, trl.ModelConfig and convdistill fields; any field can "
+    "be overridden as --field value. Works under `accelerate launch -m convdistill.cli.main`.",
+    no_args_is_help=True,
+)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", "-c", exists=True, dir_okay=False, readable=True,
+                 help="Recipe YAML, e.g. trainers/t5-tiny-sft.yaml."),
+]
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _run(method: str, config: Path, overrides: list[str]) -> None:
+    from convdistill.models import ModelNotAvailable
+    from convdistill.trainers import train
+
+    with friendly_errors():
+        try:
+            result = train(method, config, overrides)
+        except ModelNotAvailable as exc:
+            fail(str(exc))
+            return
+    stats = result.data["train"]
+    family = "encoder-decoder" if result.encoder_decoder else "decoder-only"
+    err_console.print(
+        f"trained {family} {method} for {result.global_step} steps; "
+        f"{stats.truncated} truncated, {stats.dropped} dropped, "
+        f"{stats.trained_fraction:.1%} of selected assistant tokens trained; "
+        f"run log {result.output_dir / 'run_log.json'}",
+        markup=False,
+    )
+    typer.echo(str(result.checkpoint))
+
+
+@app.command("sft", context_settings=EXTRA)
+def sft(ctx: typer.Context, config: ConfigOpt) -> None:
+    """Supervised fine-tuning on path records (or a tree export): loss on assistant turns."""
+    _run("sft", config, list(ctx.args))
+
+
+@app.command("dpo", context_settings=EXTRA)
+def dpo(ctx: typer.Context, config: ConfigOpt) -> None:
+    """DPO on pair records (or a tree export), with an explicit reference model."""
+    _run("dpo", config, list(ctx.args))
