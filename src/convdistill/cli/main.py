@@ -21,6 +21,7 @@ app.add_typer(pairs.app, name="pairs")
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 app.add_typer(eval_commands.app, name="eval")
+app.add_typer(eval_commands.app, name="eval")
 app.command("serve")(serve_command)
 teacher.register(app)  # extend, regenerate, rank
 

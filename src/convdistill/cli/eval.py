@@ -1,0 +1,181 @@
+"""`convdistill eval`: run a multi-turn regression suite, compare with a baseline, report, generate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.markup import escape
+
+from convdistill.cli.common import err_console, fail
+
+app = typer.Typer(
+    help="Multi-turn regression suite: score a model turn by turn, compare with a baseline.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> None:
+    fail(escape(message))  # suite errors quote user text, which must not be read as markup
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _load_results(path: Path) -> dict[str, Any]:
+    from convdistill.eval import load_results
+
+    try:
+        return load_results(str(path))
+    except ValueError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
+@app.command("run")
+def run(
+    suite: Annotated[list[Path], typer.Option("--suite", "-s", help="Suite JSONL file (repeatable).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint folder, embedded model name "
+                                       "(smollm2-135m-instruct), or the model name at --endpoint.")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Results JSON to write.")],
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL "
+                                                 "(e.g. http://127.0.0.1:8000/v1); default: load MODEL here.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="OPENAI_API_KEY",
+                                                help="Key for --endpoint (and the judge).")] = None,
+    history: Annotated[str, typer.Option("--history", help="gold: earlier turns are the references; "
+                                         "self: the model's own earlier replies.")] = "gold",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Local generation batch.")] = 16,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Longest reply.")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0: greedy (default).")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    nll: Annotated[bool, typer.Option("--nll/--no-nll", help="Teacher-forced NLL of references "
+                                      "(local models).")] = True,
+    judge_url: Annotated[str | None, typer.Option("--judge-url", help="Judge endpoint base URL.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Judge model name.")] = None,
+    judge_samples: Annotated[int, typer.Option("--judge-samples", min=1, help="Judgments per turn; "
+                                               "the median counts.")] = 3,
+    judge_rubric: Annotated[Path | None, typer.Option("--judge-rubric", exists=True, dir_okay=False,
+                                                      help="Rubric template file.")] = None,
+    pairwise_baseline: Annotated[Path | None, typer.Option(
+        "--pairwise-baseline", exists=True, dir_okay=False,
+        help="Baseline results: the judge also compares each reply with the baseline's, both orders.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", dir_okay=False, help="SQLite request cache for "
+                                               "endpoint and judge requests.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", dir_okay=False,
+                                                help="Also write a Markdown report (and PNG) here.")] = None,
+) -> None:
+    """Run SUITE against MODEL and write per-turn, per-case, per-tag and per-depth scores."""
+    from convdistill.eval import HISTORY_MODES, Judge, RunOptions, SuiteError, load_suites, open_backend, run_suite
+    from convdistill.eval.judge import DEFAULT_RUBRIC
+    from convdistill.teacher.client import FatalEndpointError, RequestFailed
+
+    if history not in HISTORY_MODES:
+        raise typer.BadParameter(f"choose {' or '.join(HISTORY_MODES)}", param_hint="--history")
+    if (judge_url is None) != (judge_model is None):
+        raise typer.BadParameter("give both --judge-url and --judge-model", param_hint="--judge-model")
+    if pairwise_baseline is not None and judge_url is None:
+        raise typer.BadParameter("pairwise judging needs --judge-url/--judge-model", param_hint="--pairwise-baseline")
+    try:
+        cases = load_suites(suite)
+    except SuiteError as exc:
+        _fail(str(exc))
+        return
+    judge = None
+    try:
+        if judge_url and judge_model:
+            judge = Judge(judge_url, judge_model, api_key, judge_rubric or DEFAULT_RUBRIC, judge_samples,
+                          cache_path=cache)
+        baseline = _load_results(pairwise_baseline) if pairwise_baseline else None
+        err_console.print(escape(f"loading {model} ..." if not endpoint else f"using {model} at {endpoint}"))
+        backend = open_backend(model, endpoint, api_key=api_key, batch_size=batch_size, max_tokens=max_tokens,
+                               temperature=temperature, seed=seed, cache_path=cache)
+        results = run_suite(
+            cases, backend, RunOptions(history, judge, baseline, nll),
+            progress=lambda done, total: err_console.print(f"generated {done}/{total} turns"),
+        )
+    except (ValueError, OSError, RuntimeError, FatalEndpointError, RequestFailed) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")  # model, endpoint and judge failures end as one line
+        return
+    _write_json(output, results)
+    s = results["summary"]
+    err_console.print(escape(
+        f"{results['model']}: score {s['score']:.3f}, {s['cases_passed']}/{s['cases']} cases and "
+        f"{s['turns_passed']}/{s['turns']} turns passed ({history} history) -> {output}"
+    ) if s["score"] is not None else f"{results['model']}: no scored turns -> {output}")
+    if report is not None:
+        from convdistill.eval import write_report
+
+        md, png = write_report(results, report)
+        err_console.print(escape(f"report: {md}, plot: {png}"))
+
+
+@app.command("compare")
+def compare(
+    results: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Results of `eval run`.")],
+    baseline: Annotated[Path, typer.Option("--baseline", "-b", exists=True, dir_okay=False,
+                                           help="Results of the last good model.")],
+    tolerance: Annotated[float, typer.Option("--tolerance", "-t", min=0.0,
+                                             help="Largest allowed drop of a case score (0..1).")] = 0.0,
+    junit: Annotated[Path | None, typer.Option("--junit", dir_okay=False, help="Write JUnit XML here.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", dir_okay=False,
+                                                help="Write a Markdown report (and PNG) here.")] = None,
+    width: Annotated[int, typer.Option("--width", min=20, help="Column width of the side-by-side.")] = 56,
+) -> None:
+    """Exit 1 when any case's score dropped by more than the tolerance; list each regressed turn."""
+    from convdistill.eval import compare_results, format_regressions, junit_xml, write_report
+
+    new, base = _load_results(results), _load_results(baseline)
+    comparison = compare_results(new, base, tolerance)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(junit_xml(comparison, Path(str(new.get("suite"))).name))
+    if report is not None:
+        write_report(new, report, base, tolerance)
+    typer.echo(format_regressions(comparison, width))
+    if comparison.failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_command(
+    results: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Results of `eval run`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Markdown file; the PNG "
+                                         "goes beside it.")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", exists=True, dir_okay=False)] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", "-t", min=0.0)] = 0.0,
+) -> None:
+    """Write a Markdown report with a PNG of score by turn depth (model vs baseline)."""
+    from convdistill.eval import write_report
+
+    md, png = write_report(_load_results(results), output, _load_results(baseline) if baseline else None, tolerance)
+    err_console.print(escape(f"report: {md}, plot: {png}"))
+
+
+@app.command("generate")
+def generate(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of cases.")] = 20,
+    min_depth: Annotated[int, typer.Option("--min-depth", min=2, help="Fewest turns per case.")] = 2,
+    max_depth: Annotated[int | None, typer.Option("--max-depth", min=2, help="Most turns (default: "
+                                                  "--min-depth).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False,
+                                                help="Suite JSONL to write (default: stdout).")] = None,
+) -> None:
+    """Generate synthetic context-memory cases (facts early, asked for later; no judge needed)."""
+    from convdistill.eval import generate_memory_suite
+
+    high = max_depth if max_depth is not None else min_depth
+    if high < min_depth:
+        raise typer.BadParameter("must be >= --min-depth", param_hint="--max-depth")
+    data = b"".join(orjson.dumps(c) + b"\n" for c in generate_memory_suite(count, (min_depth, high), seed))
+    if output is None:
+        sys.stdout.write(data.decode())
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    err_console.print(escape(f"{count} cases -> {output}"))

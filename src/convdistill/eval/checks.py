@@ -1,0 +1,113 @@
+"""Checks of one reply, each giving a score in 0..1 and a pass/fail with a readable reason.
+
+Deterministic checks score all-or-nothing per item (contains / recall_of: the share of items
+found); similarity, judge and NLL checks score continuously below their threshold (value /
+threshold), so a small slip costs a little and a collapse costs a lot: that is what lets
+`compare --tolerance` tell noise from a regression. A turn's score is the mean of its checks'.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from convdistill.eval.similarity import chrf, rouge_l
+from convdistill.eval.suite import Checks, Needle
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    score: float | None  # None: skipped (no judge / no NLL for this backend)
+    passed: bool | None
+    detail: str
+    value: float | None = None  # the measured number (similarity, rating, NLL), when there is one
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fold(text: str, case_sensitive: bool) -> str:
+    return text if case_sensitive else text.casefold()
+
+
+def _found(needle: Needle, reply: str, case_sensitive: bool) -> bool:
+    options = (needle,) if isinstance(needle, str) else needle
+    return any(_fold(option, case_sensitive) in reply for option in options)
+
+
+def _show(needle: Needle) -> str:
+    return repr(needle) if isinstance(needle, str) else " or ".join(map(repr, needle))
+
+
+def _share(name: str, needles: tuple[Needle, ...], reply: str, case_sensitive: bool) -> CheckResult:
+    folded = _fold(reply, case_sensitive)
+    missing = [n for n in needles if not _found(n, folded, case_sensitive)]
+    score = 1 - len(missing) / len(needles)
+    detail = "all found" if not missing else "missing " + ", ".join(_show(n) for n in missing)
+    return CheckResult(name, score, not missing, detail)
+
+
+def _threshold(name: str, value: float, minimum: float) -> CheckResult:
+    passed = value >= minimum
+    score = 1.0 if passed else (value / minimum if minimum > 0 else 0.0)
+    return CheckResult(name, score, passed, f"{value:.3f} {'>=' if passed else '<'} {minimum:g}", value)
+
+
+def run_checks(
+    checks: Checks,
+    reply: str,
+    reference: str | None = None,
+    judge_rating: float | None = None,
+    nll: float | None = None,
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    sensitive = checks.case_sensitive
+    if checks.contains:
+        results.append(_share("contains", checks.contains, reply, sensitive))
+    if checks.not_contains:
+        folded = _fold(reply, sensitive)
+        present = [n for n in checks.not_contains if _fold(n, sensitive) in folded]
+        detail = "none present" if not present else "present " + ", ".join(map(repr, present))
+        results.append(CheckResult("not_contains", 0.0 if present else 1.0, not present, detail))
+    if checks.regex:
+        flags = 0 if sensitive else re.IGNORECASE
+        missing = [p for p in checks.regex if not re.search(p, reply, flags)]
+        score = 1 - len(missing) / len(checks.regex)
+        detail = "all match" if not missing else "no match for " + ", ".join(map(repr, missing))
+        results.append(CheckResult("regex", score, not missing, detail))
+    if checks.recall_of:
+        results.append(_share("recall_of", checks.recall_of, reply, sensitive))
+    if checks.max_words is not None:
+        count = len(reply.split())
+        passed = count <= checks.max_words
+        # Over the limit: the score falls with the overshoot, never below 0.
+        score = 1.0 if passed else max(0.0, checks.max_words / count)
+        results.append(CheckResult("max_words", score, passed, f"{count} words, limit {checks.max_words}", count))
+    if checks.rouge_l is not None and reference is not None:
+        results.append(_threshold("rouge_l", rouge_l(reply, reference), checks.rouge_l))
+    if checks.chrf is not None and reference is not None:
+        results.append(_threshold("chrf", chrf(reply, reference), checks.chrf))
+    if checks.judge is not None:
+        if judge_rating is None:
+            results.append(CheckResult("judge", None, None, "skipped: no judge given"))
+        else:
+            results.append(_threshold("judge", judge_rating, checks.judge))
+    if checks.nll is not None:
+        if nll is None:
+            results.append(CheckResult("nll", None, None, "skipped: the backend gives no log-likelihoods"))
+        else:
+            passed = nll <= checks.nll
+            score = 1.0 if passed else checks.nll / nll
+            detail = f"{nll:.3f} {'<=' if passed else '>'} {checks.nll:g}"
+            results.append(CheckResult("nll", score, passed, detail, nll))
+    return results
+
+
+def turn_score(results: list[CheckResult]) -> tuple[float | None, bool]:
+    """(mean score of the checks that ran, whether all of them passed); None when none ran."""
+    scored = [r for r in results if r.score is not None]
+    if not scored:
+        return None, True
+    return sum(r.score for r in scored) / len(scored), all(r.passed for r in scored)  # type: ignore[misc]

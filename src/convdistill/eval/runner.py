@@ -1,0 +1,172 @@
+"""Run a suite against a backend: generate every turn, score it, and gather the results.
+
+History modes: `gold` (turn k sees the reference replies of turns < k, as MT-Bench-101 does, so
+one early slip does not spoil later turns) and `self` (turn k sees the model's own earlier
+replies, as MT-Bench does). In gold mode a turn without a reference is continued with the
+model's own reply. Turns are generated in waves: every turn whose history is known goes into
+the same wave, so gold mode is one batch for the whole suite and self mode one per depth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from convdistill.eval.backends import Backend, Message
+from convdistill.eval.checks import run_checks, turn_score
+from convdistill.eval.judge import Judge
+from convdistill.eval.scoring import case_score, summarize
+from convdistill.eval.suite import Case, Suite
+
+RESULTS_FORMAT = "convdistill-eval-results/1"
+HISTORY_MODES = ("gold", "self")
+
+
+@dataclass
+class RunOptions:
+    history: str = "gold"
+    judge: Judge | None = None
+    pairwise_baseline: dict[str, Any] | None = None  # results of the baseline, for pairwise judging
+    nll: bool = True  # teacher-forced NLL of references where the backend can give it
+
+
+def _history(case: Case, depth: int, replies: list[str | None], mode: str) -> list[Message]:
+    """The messages a model sees before answering turn `depth` (0-based) of `case`."""
+    messages: list[Message] = [{"role": "system", "content": case.system}] if case.system else []
+    for k in range(depth):
+        turn = case.turns[k]
+        prior = turn.reference if mode == "gold" and turn.reference is not None else replies[k]
+        assert prior is not None, "a turn is generated only after its history is known"
+        messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": prior}]
+    return [*messages, {"role": "user", "content": case.turns[depth].user}]
+
+
+def generate_replies(
+    cases: Sequence[Case], backend: Backend, mode: str, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[list[str]], list[list[list[Message]]]]:
+    """Every reply of every case, and the history each one was generated from."""
+    if mode not in HISTORY_MODES:
+        raise ValueError(f"history mode {mode!r}: choose {' or '.join(HISTORY_MODES)}")
+    replies: list[list[str | None]] = [[None] * len(c.turns) for c in cases]
+    histories: list[list[list[Message]]] = [[[] for _ in c.turns] for c in cases]
+    total, done = sum(len(c.turns) for c in cases), 0
+    while done < total:
+        wave: list[tuple[int, int]] = []
+        for i, case in enumerate(cases):
+            for k in range(len(case.turns)):
+                if replies[i][k] is not None:
+                    continue
+                known = all(
+                    replies[i][j] is not None or (mode == "gold" and case.turns[j].reference is not None)
+                    for j in range(k)
+                )
+                if known:
+                    wave.append((i, k))
+                if mode == "self" or not known:
+                    break  # later turns of this case wait for this one
+        for i, k in wave:
+            histories[i][k] = _history(cases[i], k, replies[i], mode)
+        for (i, k), reply in zip(wave, backend.generate([histories[i][k] for i, k in wave]), strict=True):
+            replies[i][k] = reply
+        done += len(wave)
+        if progress:
+            progress(done, total)
+    return [[r or "" for r in row] for row in replies], histories
+
+
+def run_suite(
+    suite: Suite,
+    backend: Backend,
+    options: RunOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    options = options or RunOptions()
+    cases = suite.cases
+    started = time.perf_counter()
+    replies, histories = generate_replies(cases, backend, options.history, progress)
+    generation_s = time.perf_counter() - started
+    places = [(i, k) for i, c in enumerate(cases) for k in range(len(c.turns))]
+
+    nll: dict[tuple[int, int], float] = {}
+    with_reference = [(i, k) for i, k in places if cases[i].turns[k].reference is not None]
+    if options.nll and with_reference:
+        # The reference was written for the gold history, so it is scored after it in both modes.
+        pairs = [(_history(cases[i], k, replies[i], "gold"), cases[i].turns[k].reference) for i, k in with_reference]
+        values = backend.reference_nll(pairs)  # type: ignore[arg-type]
+        if values is not None:
+            nll = dict(zip(with_reference, values, strict=True))
+
+    ratings: dict[tuple[int, int], Any] = {}
+    if options.judge is not None:
+        judged = [(i, k) for i, k in places if cases[i].turns[k].checks.judge is not None]
+        items = [(histories[i][k], replies[i][k], cases[i].turns[k].reference) for i, k in judged]
+        ratings = dict(zip(judged, options.judge.rate(items), strict=True))
+
+    pairwise: dict[tuple[int, int], dict[str, Any]] = {}
+    if options.judge is not None and options.pairwise_baseline is not None:
+        base = {c["id"]: c for c in options.pairwise_baseline["cases"]}
+        compared = [(i, k) for i, k in places if cases[i].id in base and k < len(base[cases[i].id]["turns"])]
+        items = [(histories[i][k], replies[i][k], base[cases[i].id]["turns"][k]["reply"]) for i, k in compared]
+        pairwise = dict(zip(compared, options.judge.compare(items), strict=True))
+
+    out_cases: list[dict[str, Any]] = []
+    for i, case in enumerate(cases):
+        turns: list[dict[str, Any]] = []
+        for k, turn in enumerate(case.turns):
+            rating = ratings.get((i, k))
+            checks = run_checks(
+                turn.checks, replies[i][k], turn.reference, rating.median if rating else None, nll.get((i, k))
+            )
+            score, passed = turn_score(checks)
+            record: dict[str, Any] = {
+                "depth": k + 1,
+                "user": turn.user,
+                "reply": replies[i][k],
+                "reference": turn.reference,
+                "score": score,
+                "passed": passed,
+                "checks": [c.to_dict() for c in checks],
+                "nll": nll.get((i, k)),
+            }
+            if rating is not None:
+                record["judge_samples"] = list(rating.samples)
+            if (i, k) in pairwise:
+                record["pairwise"] = pairwise[(i, k)]
+            turns.append(record)
+        score, passed = case_score(turns)
+        out_cases.append({"id": case.id, "tags": list(case.tags), "score": score, "passed": passed, "turns": turns})
+
+    summary = summarize(out_cases)
+    if pairwise:
+        verdicts = [v["verdict"] for v in pairwise.values()]
+        summary["pairwise"] = {name: verdicts.count(name) for name in ("model", "baseline", "tie")}
+    return {
+        "format": RESULTS_FORMAT,
+        "suite": suite.path,
+        "model": backend.name,
+        "history": options.history,
+        "judge": options.judge.model if options.judge else None,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generation_seconds": round(generation_s, 3),
+        "summary": summary,
+        "cases": out_cases,
+    }
+
+
+def load_results(path: str) -> dict[str, Any]:
+    """A results file written by `run_suite`; ValueError naming the file when it is not one."""
+    import orjson
+
+    try:
+        with open(path, "rb") as handle:
+            data = orjson.loads(handle.read())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or not isinstance(data.get("cases"), list):
+        raise ValueError(f"{path}: not a results file of `convdistill eval run` (format {RESULTS_FORMAT})")
+    return data
