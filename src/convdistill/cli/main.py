@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from convdistill import __version__
-from convdistill.cli import models, pairs, paths, teacher, train
 from convdistill.cli import eval as eval_commands
+from convdistill.cli import models, pairs, paths, teacher, train
 from convdistill.cli.serve import serve_command
 
 app = typer.Typer(
@@ -20,7 +20,6 @@ app.add_typer(paths.app, name="paths")
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
-app.add_typer(eval_commands.app, name="eval")
 app.add_typer(eval_commands.app, name="eval")
 app.command("serve")(serve_command)
 teacher.register(app)  # extend, regenerate, rank
