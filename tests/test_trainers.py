@@ -322,7 +322,7 @@ def test_shipped_recipes_load():
         method = "dpo" if "dpo" in path.stem else "sft"
         # GPU recipes ask for bf16, which a CPU-only machine refuses at load time.
         gpu = "bf16: true" in path.read_text()
-        data, model, args = load_recipe(method, path, ["--bf16", "false"] if gpu else [])
+        _, _, args = load_recipe(method, path, ["--bf16", "false"] if gpu else [])
         assert args.output_dir.startswith("runs/"), path
 
 

@@ -13,13 +13,14 @@ from typing import Any
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
-from convdistill.trainers.heads import add_logits_head, prefer_logits_head
+from convdistill.trainers.heads import add_logits_head, prefer_logits_head, supports_logits_head
 
 
 class FittedDPOTrainer(DPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if prefer_logits_head(self.args.device):
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if prefer_logits_head(self.args.device) and supports_logits_head(base):
             self._install_logits_head(encoder_decoder=False)
 
     def _install_logits_head(self, encoder_decoder: bool) -> None:

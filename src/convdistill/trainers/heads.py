@@ -1,11 +1,13 @@
 """Per-token log-probabilities from full logits, answering TRL's `fused_lm_head=True` calls.
 
-TRL 1.16 computes the loss through a "fused LM head" (tiled projection, no full logits). On
-CUDA it runs Triton kernels and saves memory; on the CPU it scores every position in a Python
-loop of tiles and measured 2-4x slower than a plain forward and cross-entropy for the small
-models trained here (see docs/trainers.md). And it cannot run an encoder-decoder model at all.
-`add_logits_head` installs a forward that returns the same FusedCausalLMOutput fields from
-ordinary logits, for causal models (off CUDA) and for encoder-decoder models (always).
+TRL 1.16 computes SFT and DPO losses through a "fused LM head" (tiled projection, no full
+logits). On CUDA it runs Triton kernels, scores only labelled positions and saves memory; on the
+CPU it scores every position in tiles and measured 2-4x slower than a plain projection and
+softmax for the small models trained here (docs/trainers.md). And it cannot run an
+encoder-decoder model at all. `add_logits_head` installs a forward that answers the same calls
+with the same FusedCausalLMOutput fields from ordinary logits of the labelled positions only:
+for causal models off CUDA, for encoder-decoder models everywhere. TRL's losses and metrics
+then run unchanged on top of it.
 """
 
 from __future__ import annotations
@@ -34,19 +36,35 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: Any = None
     return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
 
 
-def _fused_output(logits: torch.Tensor, targets: torch.Tensor) -> FusedCausalLMOutput:
+def _scored(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+            ) -> FusedCausalLMOutput:
+    """TRL's per-token fields from the logits of the labelled positions only (`mask`)."""
     logits = logits.float()
-    mask = targets != IGNORE
     log_softmax = logits.log_softmax(-1)
-    log_probs = log_softmax.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    log_probs = log_probs.masked_fill(~mask, 0.0)
+    log_probs = log_softmax.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
-        entropy = -(log_softmax.exp() * log_softmax).sum(-1).masked_fill(~mask, 0.0)
-        mean_logits = logits.mean(-1).masked_fill(~mask, 0.0)
-        is_top1 = (logits.argmax(-1) == targets) & mask
+        entropy = -(log_softmax.exp() * log_softmax).sum(-1)
+        mean_logits = logits.mean(-1)
+        is_top1 = logits.argmax(-1) == targets
+
+    def spread(values: torch.Tensor) -> torch.Tensor:
+        # masked_scatter keeps the graph even when nothing is labelled (a zero loss, not a crash)
+        return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+    log_probs = spread(log_probs)
     loss = -log_probs.sum() / mask.sum().clamp(min=1)
-    return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy,
-                               mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
+    return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=spread(entropy),
+                               mean_logits=spread(mean_logits), is_top1=spread(is_top1),
+                               label_mask=mask)
+
+
+def supports_logits_head(model: Any) -> bool:
+    """Plain `lm_head(hidden)` models only: TRL's head also applies softcapping and logit
+    scales, which this one does not reproduce."""
+    config = model.config.get_text_config()
+    return all(getattr(config, name, None) in (None, 1.0) for name in (
+        "final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+        "logits_scaling"))
 
 
 def add_logits_head(model: Any, encoder_decoder: bool) -> None:
@@ -67,6 +85,8 @@ def add_logits_head(model: Any, encoder_decoder: bool) -> None:
             return original(*args, **kwargs)
         for key in ("shift_labels", "num_items_in_batch", "use_cache"):
             kwargs.pop(key, None)
+        targets = labels[:, 1:]
+        mask = targets != IGNORE
         if encoder_decoder:
             # PEFT's seq2seq wrapper passes these explicitly, as None.
             for key in ("decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds"):
@@ -80,9 +100,13 @@ def add_logits_head(model: Any, encoder_decoder: bool) -> None:
                 decoder_attention_mask=None if decoder_mask is None else decoder_mask[:, :-1],
                 use_cache=False,
                 **kwargs,
-            ).logits
+            ).logits[mask]
         else:
-            logits = original(*args, use_cache=False, **kwargs).logits[:, :-1]
-        return _fused_output(logits, labels[:, 1:])
+            # Project only the labelled positions: in multi-turn chats the prompts and user
+            # turns are a large share of the tokens, and the vocabulary projection and its
+            # softmax dominate a small model's step.
+            hidden = self.base_model(*args, use_cache=False, **kwargs).last_hidden_state
+            logits = self.get_output_embeddings()(hidden[:, :-1][mask])
+        return _scored(logits, targets[mask], mask)
 
     model.forward = types.MethodType(forward, model)

@@ -137,6 +137,12 @@ def _convert_one(convert: Any, key: str, value: Any, choices: Any) -> Any:
     return result
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -172,6 +178,9 @@ def load_recipe(
     elif overrides:
         values.update(overrides)
 
+    if "bf16" not in values and not values.get("fp16") and not _has_gpu():
+        # TRL defaults bf16 to true, which transformers refuses on a machine without a GPU.
+        values["bf16"] = False
     classes = _dataclasses(method)
     parser = HfArgumentParser(classes)
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
