@@ -64,7 +64,13 @@ ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, help="Requests in flight at once.")
 ]
 TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", min=0.1, help="Seconds before a request is retried.")
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0.1,
+        help="Seconds before a request is retried. Default: 120, or 900 for the embedded teacher "
+        "(a small CPU model answering long conversations in a batch is slow; a retry only adds load).",
+    ),
 ]
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries per request.")]
 CacheOpt = Annotated[
@@ -187,6 +193,8 @@ def _run(
                 "starting the embedded teacher (SmolLM2-135M-Instruct) on 127.0.0.1 ..."
             )
         with teacher_endpoint(base_url, model) as (url, served_model):
+            if timeout is None:
+                timeout = 120.0 if base_url else 900.0
             endpoint = EndpointSettings(
                 url,
                 served_model,
@@ -240,7 +248,7 @@ def register(app: typer.Typer) -> None:
         base_url: BaseUrlOpt = None,
         model: ModelOpt = None,
         concurrency: ConcurrencyOpt = 8,
-        timeout: TimeoutOpt = 120.0,
+        timeout: TimeoutOpt = None,
         max_retries: RetriesOpt = 6,
         cache: CacheOpt = None,
         no_cache: NoCacheOpt = False,
@@ -315,7 +323,7 @@ def register(app: typer.Typer) -> None:
         base_url: BaseUrlOpt = None,
         model: ModelOpt = None,
         concurrency: ConcurrencyOpt = 8,
-        timeout: TimeoutOpt = 120.0,
+        timeout: TimeoutOpt = None,
         max_retries: RetriesOpt = 6,
         cache: CacheOpt = None,
         no_cache: NoCacheOpt = False,
@@ -380,7 +388,7 @@ def register(app: typer.Typer) -> None:
         base_url: BaseUrlOpt = None,
         model: ModelOpt = None,
         concurrency: ConcurrencyOpt = 8,
-        timeout: TimeoutOpt = 120.0,
+        timeout: TimeoutOpt = None,
         max_retries: RetriesOpt = 6,
         cache: CacheOpt = None,
         no_cache: NoCacheOpt = False,
