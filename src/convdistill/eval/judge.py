@@ -24,7 +24,7 @@ _NUMBER = r"(10(?:\.0+)?|[1-9](?:\.\d+)?)"
 _RATING_PATTERNS = [
     re.compile(r"\[\[\s*" + _NUMBER + r"\s*\]\]"),  # [[7]] (MT-Bench's format)
     re.compile(r"\[\s*" + _NUMBER + r"\s*\]"),  # [7]
-    re.compile(r"(?:rating|score|grade)\s*(?:is|of|:|=)?\s*\**\s*" + _NUMBER + r"(?!\d)", re.I),
+    re.compile(r"(?:rating|score|grade)\**\s*(?:is|of|:|=)?\s*\**\s*" + _NUMBER + r"(?!\d)", re.I),
     re.compile(_NUMBER + r"\s*(?:/|out of)\s*10\b", re.I),  # 7/10, 7 out of 10
     re.compile(r"\*\*\s*" + _NUMBER + r"\s*\*\*"),  # **7**
 ]
