@@ -8,8 +8,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from conftest import ROOT, run_cli
 
+from conftest import ROOT, run_cli
 from convdistill.eval import (
     Checks,
     compare_results,
@@ -98,7 +98,8 @@ def test_duplicate_ids_and_empty_files_are_errors(tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_bad_suite_in_one_line_without_traceback(tmp_path: Path) -> None:
-    bad = write_suite(tmp_path / "bad.jsonl", {"id": "c", "tags": ["x"], "turns": [{"user": "a", "checks": {"regex": "["}}]})
+    case = {"id": "c", "tags": ["x"], "turns": [{"user": "a", "checks": {"regex": "["}}]}
+    bad = write_suite(tmp_path / "bad.jsonl", case)
     done = run_cli("eval", "run", "--suite", bad, "--model", "nowhere", "-o", tmp_path / "r.json")
     assert done.returncode == 1
     assert "bad.jsonl:1 (c): turns[0].checks.regex[0]: bad pattern" in done.stderr
@@ -151,8 +152,10 @@ def test_similarity_judge_and_nll_thresholds_score_continuously() -> None:
 
 def test_rouge_l_and_chrf_known_values() -> None:
     assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == 1.0
-    # LCS "the cat the mat"... of 4 tokens: P = 4/6, R = 4/5 -> F1 = 8/11
-    assert rouge_l("the cat was on the mat", "the cat on a mat") == pytest.approx(2 * (4 / 6) * (4 / 5) / (4 / 6 + 4 / 5))
+    # LCS "the cat on mat", 4 tokens: P = 4/6, R = 4/5
+    precision, recall = 4 / 6, 4 / 5
+    expected = 2 * precision * recall / (precision + recall)
+    assert rouge_l("the cat was on the mat", "the cat on a mat") == pytest.approx(expected)
     assert rouge_l("", "x") == 0.0
     assert chrf("abc", "abc") == pytest.approx(1.0)
     assert chrf("xyz", "abc") == 0.0
