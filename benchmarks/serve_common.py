@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -20,9 +22,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str  # base URL, …/v1
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def running_server(model: str, *options: str, timeout: float = 180) -> Iterator[str]:
-    """Yield the base URL (…/v1) of a live server; stop it afterwards, raising if it died."""
+def running_server(model: str, *options: str, timeout: float = 180) -> Iterator[Server]:
+    """Yield a live server; stop it afterwards, raising if it died meanwhile."""
     port = free_port()
     # The `convdistill serve` command function itself, run alone: the same options and code
     # path, without importing every other command group of the CLI.
@@ -43,7 +56,7 @@ def running_server(model: str, *options: str, timeout: float = 180) -> Iterator[
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not come up in time")
             time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield Server(f"http://127.0.0.1:{port}/v1", process.pid)
         if process.poll() is not None:
             raise RuntimeError(f"the server died: {process.communicate()[1][-2000:]}")
     finally:

@@ -102,7 +102,8 @@ def main() -> int:
     statuses: collections.Counter[str] = collections.Counter()
     failures: list[str] = []
     latencies: list[float] = []
-    with running_server(args.model) as url:
+    with running_server(args.model) as server:
+        url = server.url
         deadline = time.monotonic() + args.max_seconds
         local = __import__("threading").local()
 

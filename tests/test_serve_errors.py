@@ -171,3 +171,21 @@ def test_right_key_is_let_in_and_health_stays_open(secured_url: str) -> None:
         OpenAI(base_url=secured_url, api_key="nope", max_retries=0).models.list()
     client = OpenAI(base_url=secured_url, api_key=KEY, max_retries=0)
     assert client.chat.completions.create(model="m", messages=user("hi"), max_tokens=2).choices
+
+
+def test_a_chat_template_that_refuses_the_messages_gives_400(tmp_path: Path) -> None:
+    """Some checkpoints' templates raise on e.g. two user turns in a row: the client's fault."""
+    from transformers import AutoTokenizer
+
+    folder = init_student("llama", "tiny", tmp_path / "strict").path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if loop.index0 > 0 and m['role'] == messages[loop.index0 - 1]"
+        "['role'] %}{{ raise_exception('roles must alternate') }}{% endif %}"
+        "{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}assistant: "
+    )
+    tokenizer.save_pretrained(folder)
+    with BackgroundServer(ChatModel(folder)) as running:
+        error = assert_openai_error(post(running.base_url, with_(messages=user("a") * 2)), 400)
+        assert "roles must alternate" in error["message"]
+        assert post(running.base_url, OK).status_code == 200

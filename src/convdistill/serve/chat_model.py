@@ -8,11 +8,13 @@ run one more step. Each row keeps its own sampling settings, seed and stop strin
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from jinja2 import TemplateError
 
 from convdistill.models import seq2seq_format
 from convdistill.serve.events import Delta, Failed, Finished, Job
@@ -45,6 +47,11 @@ class ChatModel:
         self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         auto = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # A fast tokenizer is one Rust object: encoding from request threads while the worker
+        # decodes can fail with "Already borrowed". So the worker decodes with its own copy,
+        # and request threads encode one at a time.
+        self._decoder = AutoTokenizer.from_pretrained(self.path)
+        self._encode_lock = threading.Lock()
         if not self.tokenizer.chat_template:
             raise ValueError(f"{self.path}: the tokenizer has no chat template; cannot serve chat")
         self.model = auto.from_pretrained(self.path, dtype=torch.float32).eval()
@@ -62,19 +69,25 @@ class ChatModel:
 
     # -- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, messages: list[Message]) -> list[int]:
-        if self.is_encoder_decoder:
-            return seq2seq_format.encode_source(messages, self.tokenizer)
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """The prompt for the reply to `messages`; ValueError if the chat template refuses them
+        (some templates insist on alternating roles, for instance)."""
+        try:
+            with self._encode_lock:
+                if self.is_encoder_decoder:
+                    return seq2seq_format.encode_source(messages, self.tokenizer)
+                text = self.tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+                return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        except TemplateError as exc:
+            raise ValueError(f"the model's chat template refused these messages: {exc}") from None
 
     # -- generation ------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, jobs: list[Job]) -> None:
         """Run `jobs` as one batch until every row has finished, emitting events as it goes."""
         rows = [
-            _Row(j, TextStream(self.tokenizer, j.params.stop), row_generator(j.seed)) for j in jobs
+            _Row(j, TextStream(self._decoder, j.params.stop), row_generator(j.seed)) for j in jobs
         ]
         logits, state = self._prefill([j.prompt_ids for j in jobs])
         live = list(range(len(rows)))  # batch position -> row

@@ -94,7 +94,10 @@ async def plan_request(req: ChatCompletionRequest, model: ChatModel, limits: Lim
         )
 
     # The chat template and tokenizer run off the event loop: a long prompt takes milliseconds.
-    prompt_ids = await run_in_threadpool(model.prompt_ids, messages)
+    try:
+        prompt_ids = await run_in_threadpool(model.prompt_ids, messages)
+    except ValueError as exc:
+        raise APIError(400, str(exc), "invalid_messages", "messages") from None
     if len(prompt_ids) > limits.max_prompt_tokens:
         raise APIError(
             400,
