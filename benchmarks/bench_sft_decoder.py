@@ -7,8 +7,9 @@ trained (loss-carrying) tokens per second.
 
 - ours: convdistill's pipeline as `train sft` runs it (fitted paths, bfd_split packing with
   padding-free attention, plain-logits loss off CUDA, fp32, no gradient checkpointing);
-- trl-defaults: SFTConfig defaults for everything else (bf16 autocast, gradient
-  checkpointing, padded batches, fused LM head);
+- trl-defaults: SFTConfig defaults for everything else (gradient checkpointing, padded
+  batches, fused LM head; bf16 autocast on a GPU, fp32 on a CPU, where transformers refuses
+  TRL's bf16 default);
 - trl-fp32: the same, but fp32 and no gradient checkpointing, like ours.
 
     python benchmarks/bench_sft_decoder.py [--steps 12 --rounds 2 --max-length 512]
@@ -66,7 +67,10 @@ def run(kind: str, folder: Path, paths: Path, opts: argparse.Namespace, work: Pa
                                    processing_class=tokenizer, callbacks=[clock])
     else:
         dataset = Dataset.from_list([{"messages": r["messages"]} for r in records])
-        extra = {} if kind == "trl-defaults" else dict(bf16=False, gradient_checkpointing=False)
+        # TRL's default bf16=True is refused without a GPU, so both TRL runs are fp32 on a CPU.
+        extra: dict = dict(bf16=False) if not torch.cuda.is_available() else {}
+        if kind == "trl-fp32":
+            extra.update(bf16=False, gradient_checkpointing=False)
         config = SFTConfig(**common, assistant_only_loss=True, **extra)
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
                              processing_class=tokenizer, callbacks=[clock])
