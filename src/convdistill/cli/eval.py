@@ -68,6 +68,8 @@ def run(
                                                "endpoint and judge requests.")] = None,
     report: Annotated[Path | None, typer.Option("--report", dir_okay=False,
                                                 help="Also write a Markdown report (and PNG) here.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads for a local model "
+                                                "(default: torch's; 1 is faster on busy shared cores).")] = None,
 ) -> None:
     """Run SUITE against MODEL and write per-turn, per-case, per-tag and per-depth scores."""
     from convdistill.eval import HISTORY_MODES, Judge, RunOptions, SuiteError, load_suites, open_backend, run_suite
@@ -85,6 +87,10 @@ def run(
     except SuiteError as exc:
         _fail(str(exc))
         return
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     judge = None
     try:
         if judge_url and judge_model:
