@@ -303,3 +303,40 @@ def test_cli_generate_writes_a_loadable_suite(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     suite = load_suite(out)
     assert len(suite.cases) == 5 and all(3 <= len(c.turns) <= 5 for c in suite.cases)
+
+
+# -- history waves, with a deterministic stand-in model (the runner is what is under test) --------
+class Echo:
+    """Replies 'echo: <last user message>'; records the batches it was given."""
+
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def generate(self, conversations: list) -> list[str]:
+        self.batches.append(len(conversations))
+        return [f"echo: {c[-1]['content']}" for c in conversations]
+
+    def reference_nll(self, pairs: list) -> None:
+        return None
+
+
+def test_gold_mode_continues_a_turn_without_reference_with_the_models_reply(tmp_path: Path) -> None:
+    from convdistill.eval import generate_replies
+
+    path = write_suite(tmp_path / "s.jsonl",
+                       {"id": "a", "tags": ["t"], "turns": [{"user": "u1", "reference": "r1"}, {"user": "u2"},
+                                                            {"user": "u3", "reference": "r3"}, {"user": "u4"}]},
+                       {"id": "b", "tags": ["t"], "turns": [{"user": "v1", "reference": "s1"}, {"user": "v2"}]})
+    echo = Echo()
+    replies, histories = generate_replies(load_suite(path).cases, echo, "gold")
+    assert echo.batches == [4, 2]  # a1, a2, b1, b2 at once; a3 and a4 wait for the reply to a2
+    assert [m["content"] for m in histories[0][3]] == ["u1", "r1", "u2", "echo: u2", "u3", "r3", "u4"]
+    echo.batches.clear()
+    replies, histories = generate_replies(load_suite(path).cases, echo, "self")
+    assert replies[1] == ["echo: v1", "echo: v2"]
+    assert echo.batches == [2, 2, 1, 1]
+    assert [m["content"] for m in histories[0][2]] == ["u1", "echo: u1", "u2", "echo: u2", "u3"]
+    with pytest.raises(ValueError, match="history mode"):
+        generate_replies(load_suite(path).cases, echo, "mixed")
