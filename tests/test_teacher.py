@@ -367,3 +367,32 @@ def test_open_ends_keep_unanswered_turns():
     assert [p.message_ids for p in tree_paths(g, sel, "best")] == [("q", "a")]
     assert [p.message_ids for p in tree_paths(lone, sel, "all", open_ends=True)] == [("only",)]
     assert list(tree_paths(lone, sel, "all")) == []
+
+
+def test_a_cached_answer_that_fails_a_stricter_check_is_asked_again(tmp_path):
+    import asyncio
+
+    from convdistill.teacher.client import ChatRequest, TeacherClient
+    from convdistill.teacher.request_cache import CachedAnswer, RequestCache, request_key
+
+    request = ChatRequest((("user", "hello"),), purpose="simulator")
+    cache = RequestCache(tmp_path / "c.sqlite")
+    cache.put(request_key(request.payload(MODEL)), MODEL, CachedAnswer("Here's your next message:", 5, 5, PINNED))
+
+    async def ask(server):
+        async with TeacherClient(_endpoint(server), cache) as client:
+            answer = await client.complete(request, validate=clean_user_turn_for_test)
+            return answer, client.usage
+
+    with FaultServer() as server:
+        answer, usage = asyncio.run(ask(server))
+        assert usage.requests_sent == 1 and not answer.cached and answer.text.startswith("Teacher answer")
+        answer, usage = asyncio.run(ask(server))  # now the good answer is cached
+        assert usage.requests_sent == 0 and answer.cached
+    cache.close()
+
+
+def clean_user_turn_for_test(text: str) -> str | None:
+    from convdistill.teacher.simulator import clean_user_turn
+
+    return clean_user_turn(text)

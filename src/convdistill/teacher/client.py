@@ -176,7 +176,9 @@ class TeacherClient:
         key = request_key(request.payload(model))
         if self.cache is not None:
             hit = self.cache.get(key)
-            if hit is not None:
+            # A cached answer is checked again: a stricter check since it was cached (a fixed
+            # cleaner, a new template) must not let an old unusable answer through.
+            if hit is not None and (validate is None or validate(hit.text) == hit.text):
                 self.usage.cache_hits += 1
                 self.usage.cached_tokens += hit.prompt_tokens + hit.completion_tokens
                 return Answer(hit.text, hit.created_date, cached=True)
