@@ -21,15 +21,17 @@ def plot_depth(results: dict[str, Any], baseline: dict[str, Any] | None, path: s
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    runs = [(results, "-o")] + ([(baseline, "--s")] if baseline is not None else [])
-    for run, style in runs:
+    runs = [(results, "-o", "")] + ([(baseline, "--s", " (baseline)")] if baseline is not None else [])
+    for run, style, suffix in runs:
         depths = {int(d): v for d, v in run["summary"]["by_depth"].items() if v is not None}
         xs = sorted(depths)
-        ax.plot(xs, [depths[x] for x in xs], style, label=str(run.get("model")))
+        ax.plot(xs, [depths[x] for x in xs], style, label=f"{run.get('model')}{suffix}")
     ax.set_xlabel("turn depth")
     ax.set_ylabel("mean turn score")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"{Path(str(results.get('suite'))).name} ({results.get('history')} history)")
+    suites = str(results.get("suite")).split("+")  # several suite files are joined with '+'
+    name = Path(suites[0]).name if len(suites) == 1 else f"{len(suites)} suites"
+    ax.set_title(f"{name} ({results.get('history')} history)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
