@@ -247,6 +247,13 @@ def test_judge_checks_in_a_run(judge_url: str, students: dict[str, Path], tmp_pa
     turn = results["cases"][0]["turns"][0]
     check = turn["checks"][0]
     assert turn["judge_samples"] == [2.0, 3.0, 10.0] and check["value"] == 3.0 and not check["passed"]
+    # Pairwise against a baseline whose reply the judge prefers in both orders.
+    baseline = json.loads(json.dumps(results))
+    baseline["cases"][0]["turns"][0]["reply"] = "GOOD reply"
+    paired = run_suite(load_suite(suite), LocalBackend(students["llama"], max_tokens=4),
+                       RunOptions(judge=Judge(judge_url, "judge", samples=1), pairwise_baseline=baseline))
+    assert paired["cases"][0]["turns"][0]["pairwise"]["verdict"] == "baseline"
+    assert paired["summary"]["pairwise"] == {"model": 0, "baseline": 1, "tie": 0}
 
 
 # -- the pytest plugin --------------------------------------------------------------------------
