@@ -33,6 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--convdistill-history", default="gold", choices=("gold", "self"), help="History mode.")
     group.addoption("--convdistill-max-tokens", type=int, default=128, help="Longest reply.")
     group.addoption("--convdistill-batch-size", type=int, default=16, help="Local generation batch.")
+    group.addoption("--convdistill-threads", type=int, default=None, help="torch threads for a local model.")
     group.addoption("--convdistill-judge-url", default=None, help="Judge endpoint (judge checks skip without).")
     group.addoption("--convdistill-judge-model", default=None, help="Judge model name.")
     group.addoption("--convdistill-judge-samples", type=int, default=3, help="Judgments per turn (median).")
@@ -74,6 +75,10 @@ class SuiteFile(pytest.File):
         key = f"{opt('convdistill_model')}@{opt('convdistill_endpoint')}"
         backends = self.config.stash[_BACKENDS]
         if key not in backends:  # one model load per session, whatever the number of suite files
+            if opt("convdistill_threads"):
+                import torch
+
+                torch.set_num_threads(opt("convdistill_threads"))
             backends[key] = open_backend(
                 opt("convdistill_model"), opt("convdistill_endpoint"),
                 batch_size=opt("convdistill_batch_size"), max_tokens=opt("convdistill_max_tokens"),
