@@ -1,8 +1,9 @@
 """The teacher's side of an OpenAI-compatible endpoint: cached, bounded, retried, budgeted.
 
 Any server that speaks the chat completions API works: OpenAI, vLLM, llama.cpp, or
-`convdistill serve`. Requests go out as plain HTTP (httpx + orjson): the `openai` package cost
-3 to 4 ms of CPU per request here, which at a concurrency of 32 is what a run would wait on.
+`convdistill serve`. Requests go out as plain HTTP (httpx + orjson): the protocol is one JSON
+POST, and at a concurrency of 32 a run waits on whatever CPU each request costs, so it stays
+lean (no pydantic models per response, as the openai package builds).
 Retries are ours: they also cover malformed or empty answers, count every attempt against the
 budget, and are reported.
 
