@@ -127,10 +127,10 @@ def _run(
     *,
     turns: int = 2,
     answers: int = 1,
-    strategy: str,
+    strategy: str = "all",
     lang,
     tree_state,
-    top_k,
+    top_k=None,
     drop_synthetic,
     max_trees,
     base_url,
@@ -147,9 +147,9 @@ def _run(
     price_out,
     prompts_dir,
     seed,
-    temperature,
-    max_new_tokens,
-    created_date,
+    temperature: float = 0.0,
+    max_new_tokens: int = 48,
+    created_date=None,
     on_error,
     rejects,
 ) -> None:
@@ -275,37 +275,7 @@ def register(app: typer.Typer) -> None:
           convdistill extend export.jsonl -o extended.jsonl --turns 2 --max-trees 5
           convdistill extend export.jsonl.gz -o ext.jsonl.gz --base-url http://localhost:8000/v1 --model m
         """
-        _run(
-            "extend",
-            input_file,
-            out,
-            turns=turns,
-            strategy=strategy,
-            lang=lang,
-            tree_state=tree_state,
-            top_k=top_k,
-            drop_synthetic=drop_synthetic,
-            max_trees=max_trees,
-            base_url=base_url,
-            model=model,
-            concurrency=concurrency,
-            timeout=timeout,
-            max_retries=max_retries,
-            cache=cache,
-            no_cache=no_cache,
-            dry_run=dry_run,
-            max_requests=max_requests,
-            max_tokens=max_tokens,
-            price_in=price_in,
-            price_out=price_out,
-            prompts_dir=prompts_dir,
-            seed=seed,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            created_date=created_date,
-            on_error=on_error,
-            rejects=rejects,
-        )
+        _run("extend", **locals())  # every option of this command, by name
 
     @app.command("regenerate")
     def regenerate(
@@ -345,37 +315,7 @@ def register(app: typer.Typer) -> None:
 
         Example: convdistill regenerate export.jsonl -o regen.jsonl --strategy all --max-trees 10
         """
-        _run(
-            "regenerate",
-            input_file,
-            out,
-            answers=answers,
-            strategy=strategy,
-            lang=lang,
-            tree_state=tree_state,
-            top_k=top_k,
-            drop_synthetic=drop_synthetic,
-            max_trees=max_trees,
-            base_url=base_url,
-            model=model,
-            concurrency=concurrency,
-            timeout=timeout,
-            max_retries=max_retries,
-            cache=cache,
-            no_cache=no_cache,
-            dry_run=dry_run,
-            max_requests=max_requests,
-            max_tokens=max_tokens,
-            price_in=price_in,
-            price_out=price_out,
-            prompts_dir=prompts_dir,
-            seed=seed,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            created_date=created_date,
-            on_error=on_error,
-            rejects=rejects,
-        )
+        _run("regenerate", **locals())
 
     @app.command("rank")
     def rank(
@@ -407,33 +347,5 @@ def register(app: typer.Typer) -> None:
 
         Example: convdistill regenerate export.jsonl -o r.jsonl -n 2 && convdistill rank r.jsonl -o ranked.jsonl
         """
-        _run(
-            "rank",
-            input_file,
-            out,
-            strategy="all",
-            lang=lang,
-            tree_state=tree_state,
-            top_k=None,
-            drop_synthetic=drop_synthetic,
-            max_trees=max_trees,
-            base_url=base_url,
-            model=model,
-            concurrency=concurrency,
-            timeout=timeout,
-            max_retries=max_retries,
-            cache=cache,
-            no_cache=no_cache,
-            dry_run=dry_run,
-            max_requests=max_requests,
-            max_tokens=max_tokens,
-            price_in=price_in,
-            price_out=price_out,
-            prompts_dir=prompts_dir,
-            seed=seed,
-            temperature=0.0,
-            max_new_tokens=48,
-            created_date=None,
-            on_error=on_error,
-            rejects=rejects,
-        )
+        # Ranking is greedy and short; every reply group of a tree is looked at.
+        _run("rank", **locals())
