@@ -38,6 +38,9 @@ def serve_command(
     max_pending: Annotated[int, typer.Option("--max-pending", min=1,
                                              help="Queued generations before 429.")] = 512,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="torch threads for generation (default: torch's choice). On a machine "
+        "shared with other jobs, fewer threads than cores avoids heavy slow-downs.")] = None,
 ) -> None:
     """Serve MODEL with OpenAI's chat completions API (POST /v1/chat/completions)."""
     from convdistill.models import ModelNotAvailable
@@ -55,6 +58,10 @@ def serve_command(
                              max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
                              max_batch_tokens=max_batch_tokens, served_name=served_name,
                              log_level=log_level)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     err_console.print(f"loading {model} ...")
     try:
         chat_model = load_chat_model(model, served_name)

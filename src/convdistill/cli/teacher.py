@@ -110,6 +110,15 @@ TemperatureOpt = Annotated[
 NewTokensOpt = Annotated[
     int, typer.Option("--max-new-tokens", min=1, help="Longest teacher answer, in tokens.")
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="torch threads of the embedded teacher (no --base-url). On a machine shared with other "
+        "jobs, fewer threads than cores avoids heavy slow-downs.",
+    ),
+]
 CreatedOpt = Annotated[
     str | None,
     typer.Option(
@@ -150,6 +159,7 @@ def _run(
     temperature: float = 0.0,
     max_new_tokens: int = 48,
     created_date=None,
+    threads=None,
     on_error,
     rejects,
 ) -> None:
@@ -258,6 +268,7 @@ def register(app: typer.Typer) -> None:
         price_in: PriceInOpt = 0.0,
         price_out: PriceOutOpt = 0.0,
         prompts_dir: PromptsOpt = None,
+        threads: ThreadsOpt = None,
         seed: SeedOpt = 0,
         temperature: TemperatureOpt = 0.7,
         max_new_tokens: NewTokensOpt = 256,
@@ -303,6 +314,7 @@ def register(app: typer.Typer) -> None:
         price_in: PriceInOpt = 0.0,
         price_out: PriceOutOpt = 0.0,
         prompts_dir: PromptsOpt = None,
+        threads: ThreadsOpt = None,
         seed: SeedOpt = 0,
         temperature: TemperatureOpt = 0.7,
         max_new_tokens: NewTokensOpt = 256,
@@ -338,6 +350,7 @@ def register(app: typer.Typer) -> None:
         price_in: PriceInOpt = 0.0,
         price_out: PriceOutOpt = 0.0,
         prompts_dir: PromptsOpt = None,
+        threads: ThreadsOpt = None,
         seed: SeedOpt = 0,
         on_error: OnErrorOpt = "skip",
         rejects: RejectsOpt = None,
