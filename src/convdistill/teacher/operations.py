@@ -90,8 +90,8 @@ def plan_user_turns(graph: nx.DiGraph, settings: TeacherSettings) -> list[list[s
     return out
 
 
-def plan_unranked_groups(graph: nx.DiGraph, settings: TeacherSettings) -> list[str]:
-    """Prompter messages with two or more kept assistant replies, none of them ranked."""
+def plan_unranked_groups(graph: nx.DiGraph, settings: TeacherSettings) -> list[tuple[str, list[str]]]:
+    """(prompter message, its kept replies) where there are two or more replies, none ranked."""
     kept = kept_messages(graph, settings.selection)
     nodes, succ = graph._node, graph._succ
     order = _depth_first_index(graph)
@@ -101,7 +101,7 @@ def plan_unranked_groups(graph: nx.DiGraph, settings: TeacherSettings) -> list[s
             continue
         replies = [c for c in succ[mid] if c in kept]
         if len(replies) >= 2 and all(nodes[c].get("rank") is None for c in replies):
-            groups.append(mid)
+            groups.append((mid, replies))
     return groups
 
 
@@ -132,16 +132,12 @@ class TreeJob:
     async def run(self) -> None:
         op = self.settings.operation
         if op == "extend":
-            changes = await self._gather(
-                self._extend_thread(t) for t in plan_threads(self.graph, self.settings)
-            )
+            changes = await self._gather(self._extend_thread(t) for t in plan_threads(self.graph, self.settings))
         elif op == "regenerate":
-            changes = await self._gather(
-                self._regenerate_turn(m) for m in plan_user_turns(self.graph, self.settings)
-            )
+            changes = await self._gather(self._regenerate_turn(m) for m in plan_user_turns(self.graph, self.settings))
         else:
             changes = await self._gather(
-                self._rank_group(p) for p in plan_unranked_groups(self.graph, self.settings)
+                self._rank_group(p, replies) for p, replies in plan_unranked_groups(self.graph, self.settings)
             )
             for ranks in changes:
                 for mid, rank in ranks:
@@ -207,9 +203,7 @@ class TreeJob:
             conversation.append(("assistant", answer.text))
             parent = msg.message_id
             self.report.leaves_answered += 1
-        persona, style = pick_persona(
-            self.prompts, self.settings.seed, f"{root_id(graph)}/{thread[-1]}"
-        )
+        persona, style = pick_persona(self.prompts, self.settings.seed, f"{root_id(graph)}/{thread[-1]}")
         for turn in range(self.settings.turns):
             request = simulator_request(
                 conversation,
@@ -235,9 +229,7 @@ class TreeJob:
                 self.model,
                 user.created_date,
             )
-            answer = await self._teacher_answer(
-                [*conversation, ("user", user.text)], user_msg.message_id
-            )
+            answer = await self._teacher_answer([*conversation, ("user", user.text)], user_msg.message_id)
             if answer is None:
                 break  # the user turn goes too: no unanswered teacher-made turns
             reply = NewMessage(
@@ -266,17 +258,12 @@ class TreeJob:
                 continue  # written by an earlier run over this export
             answer = await self._teacher_answer(conversation, f"{user}/regenerate/{index}")
             if answer is not None:
-                new.append(
-                    NewMessage(mid, user, "assistant", answer.text, self.model, answer.created_date)
-                )
+                new.append(NewMessage(mid, user, "assistant", answer.text, self.model, answer.created_date))
         return new
 
-    async def _rank_group(self, parent: str) -> list[tuple[str, int]]:
+    async def _rank_group(self, parent: str, replies: list[str]) -> list[tuple[str, int]]:
         graph = self.graph
         thread = _thread_to(graph, parent)
-        replies = list(graph._succ[parent])
-        kept = kept_messages(graph, self.settings.selection)
-        replies = [r for r in replies if r in kept]
         request = rank_request(
             history(graph, thread),
             [graph._node[r]["text"] for r in replies],

@@ -33,9 +33,7 @@ class PromptSet:
 def _read(name: str, override_dir: Path | None) -> str:
     if override_dir is not None and (override_dir / name).is_file():
         return (override_dir / name).read_text(encoding="utf-8")
-    return (
-        resources.files("convdistill.teacher").joinpath("prompts", name).read_text(encoding="utf-8")
-    )
+    return resources.files("convdistill.teacher").joinpath("prompts", name).read_text(encoding="utf-8")
 
 
 def _lines(text: str) -> tuple[str, ...]:
@@ -57,15 +55,9 @@ def load_prompts(override_dir: str | Path | None = None) -> PromptSet:
         ("simulator.txt", prompts.simulator, ("conversation", "end_marker")),
         ("rank.txt", prompts.rank, ("conversation", "candidates", "count")),
     ):
-        missing = [
-            k
-            for k in keys
-            if f"${k}" not in template.template and f"${{{k}}}" not in template.template
-        ]
+        missing = [k for k in keys if f"${k}" not in template.template and f"${{{k}}}" not in template.template]
         if missing:
-            raise ValueError(
-                f"prompt template {name} lacks placeholder(s): {', '.join('$' + k for k in missing)}"
-            )
+            raise ValueError(f"prompt template {name} lacks placeholder(s): {', '.join('$' + k for k in missing)}")
     return prompts
 
 

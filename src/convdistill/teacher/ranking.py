@@ -8,13 +8,9 @@ from convdistill.teacher.client import ChatRequest
 from convdistill.teacher.prompt_templates import PromptSet, transcript
 
 
-def rank_request(
-    history: list[tuple[str, str]], candidates: list[str], prompts: PromptSet, seed: int
-) -> ChatRequest:
+def rank_request(history: list[tuple[str, str]], candidates: list[str], prompts: PromptSet, seed: int) -> ChatRequest:
     shown = "\n\n".join(f"Candidate {i}:\n{text}" for i, text in enumerate(candidates, 1))
-    text = prompts.rank.safe_substitute(
-        conversation=transcript(history), candidates=shown, count=str(len(candidates))
-    )
+    text = prompts.rank.safe_substitute(conversation=transcript(history), candidates=shown, count=str(len(candidates)))
     return ChatRequest((("user", text),), max_tokens=48, temperature=0.0, seed=seed, purpose="rank")
 
 

@@ -34,7 +34,15 @@ from convdistill.teacher.client import (
     TeacherClient,
     Usage,
 )
-from convdistill.teacher.operations import OperationReport, TeacherSettings, TreeJob, has_work
+from convdistill.teacher.operations import (
+    OperationReport,
+    TeacherSettings,
+    TreeJob,
+    has_work,
+    plan_threads,
+    plan_unranked_groups,
+    plan_user_turns,
+)
 from convdistill.teacher.prompt_templates import PromptSet, load_prompts
 from convdistill.teacher.request_cache import RequestCache
 
@@ -70,21 +78,15 @@ class RunReport:
             f"{use.completion_tokens} completion ({use.cached_tokens} saved by the cache)"
         )
         if price_in or price_out:
-            lines.append(
-                f"cost: {use.cost(price_in, price_out):.4f} (at the given prices per 1k tokens)"
-            )
+            lines.append(f"cost: {use.cost(price_in, price_out):.4f} (at the given prices per 1k tokens)")
         if use.errors:
-            lines.append(
-                "errors met: " + ", ".join(f"{n} x {k}" for k, n in use.errors.most_common())
-            )
+            lines.append("errors met: " + ", ".join(f"{n} x {k}" for k, n in use.errors.most_common()))
         for failure in op.failures[:10]:
             lines.append(f"failed: {failure}")
         if len(op.failures) > 10:
             lines.append(f"... and {len(op.failures) - 10} more failures")
         if op.stopped_by_budget:
-            lines.append(
-                "stopped: the request/token budget is spent; rerun with a larger one to go on"
-            )
+            lines.append("stopped: the request/token budget is spent; rerun with a larger one to go on")
         lines.append(f"wrote {self.output}")
         return "\n".join(lines)
 
@@ -213,9 +215,7 @@ def run_teacher(
 
     async def main() -> RunReport:
         async with TeacherClient(endpoint, cache, budget, options.created_date) as client:
-            return await run_async(
-                Path(input_path), Path(out), settings, client, prompts, options, progress
-            )
+            return await run_async(Path(input_path), Path(out), settings, client, prompts, options, progress)
 
     try:
         return asyncio.run(main())
@@ -239,12 +239,8 @@ class RunEstimate:
         )
 
 
-def estimate_run(
-    input_path: str | Path, settings: TeacherSettings, options: RunOptions
-) -> RunEstimate:
+def estimate_run(input_path: str | Path, settings: TeacherSettings, options: RunOptions) -> RunEstimate:
     """What a run would send at most, without sending anything (about 4 characters a token)."""
-    from convdistill.teacher.operations import plan_threads, plan_unranked_groups, plan_user_turns
-
     prompts = load_prompts(options.prompts_dir)
     base = len(prompts.teacher_system) // 4
     estimate = RunEstimate()
@@ -267,12 +263,8 @@ def estimate_run(
                 for _ in range(settings.turns):
                     estimate.max_requests += 2
                     sim = len(prompts.simulator.template) // 4
-                    estimate.prompt_tokens += (
-                        context + sim + context + settings.simulator_max_tokens
-                    )
-                    estimate.completion_tokens += (
-                        settings.simulator_max_tokens + settings.max_tokens
-                    )
+                    estimate.prompt_tokens += context + sim + context + settings.simulator_max_tokens
+                    estimate.completion_tokens += settings.simulator_max_tokens + settings.max_tokens
                     context += settings.simulator_max_tokens + settings.max_tokens
         elif settings.operation == "regenerate":
             for thread in plan_user_turns(graph, settings):
@@ -281,9 +273,9 @@ def estimate_run(
                 estimate.prompt_tokens += context * settings.answers
                 estimate.completion_tokens += settings.max_tokens * settings.answers
         else:
-            for parent in plan_unranked_groups(graph, settings):
-                replies = sum(len(nodes[c]["text"]) for c in graph._succ[parent]) // 4
+            for _, replies in plan_unranked_groups(graph, settings):
+                reply_tokens = sum(len(nodes[c]["text"]) for c in replies) // 4
                 estimate.max_requests += 1
-                estimate.prompt_tokens += base + replies + len(prompts.rank.template) // 4
+                estimate.prompt_tokens += base + reply_tokens + len(prompts.rank.template) // 4
                 estimate.completion_tokens += 48
     return estimate

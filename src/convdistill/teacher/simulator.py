@@ -33,9 +33,7 @@ def simulator_request(
     text = prompts.simulator.safe_substitute(
         conversation=transcript(history), persona=persona, style=style, end_marker=END_MARKER
     )
-    return ChatRequest(
-        (("user", text),), max_tokens=max_tokens, temperature=0.9, seed=seed, purpose="simulator"
-    )
+    return ChatRequest((("user", text),), max_tokens=max_tokens, temperature=0.9, seed=seed, purpose="simulator")
 
 
 def clean_user_turn(text: str) -> str | None:
