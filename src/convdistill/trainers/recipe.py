@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-Method = Literal["sft", "dpo"]
+Method = Literal["sft", "dpo", "distill"]
 TRAIN_ON = ("all", "last", "teacher", "human")
 
 
@@ -79,9 +79,14 @@ class DataConfig:
     )
 
 
-def _dataclasses(method: Method) -> tuple[type, ...]:
-    from trl import DPOConfig, ModelConfig, SFTConfig
+def _dataclasses(method: Method, values: dict[str, Any]) -> tuple[type, ...]:
+    from trl import DistillationConfig, DPOConfig, ModelConfig, SFTConfig
 
+    if method == "distill":
+        from convdistill.trainers.kd_config import DistillConfig
+
+        on_policy = values.get("distill_mode") == "on_policy"
+        return (DataConfig, ModelConfig, DistillationConfig if on_policy else SFTConfig, DistillConfig)
     return (DataConfig, ModelConfig, SFTConfig if method == "sft" else DPOConfig)
 
 
@@ -162,8 +167,10 @@ def load_recipe(
     method: Method,
     config: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
-) -> tuple[Any, Any, Any]:
-    """(DataConfig, trl.ModelConfig, trl.SFTConfig | trl.DPOConfig) from a recipe and overrides.
+) -> tuple[Any, ...]:
+    """(DataConfig, trl.ModelConfig, trl.SFTConfig | trl.DPOConfig) from a recipe and overrides;
+    for `distill`, a fourth item: the DistillConfig (with trl.DistillationConfig in third place
+    when distill_mode is on_policy).
 
     `config` is a YAML file or an already-read mapping; `overrides` a list of `--key value`
     tokens (the command line) or a mapping. Raises RecipeError naming the offending field.
@@ -181,9 +188,14 @@ def load_recipe(
     if "bf16" not in values and not values.get("fp16") and not _has_gpu():
         # TRL defaults bf16 to true, which transformers refuses on a machine without a GPU.
         values["bf16"] = False
-    classes = _dataclasses(method)
+    classes = _dataclasses(method, values)
     parser = HfArgumentParser(classes)
-    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    # A bool field defaulting to true has two actions with one dest: `--field` (typed) and
+    # `--no_field` (store_false, untyped); the typed one must convert "false" from the CLI.
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if action.dest != "help" and (action.dest not in actions or f"--{action.dest}" in action.option_strings):
+            actions[action.dest] = action
     known = {f.name for cls in classes for f in fields(cls) if f.init}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -203,9 +215,10 @@ def load_recipe(
         except RecipeError as exc:
             raise RecipeError(f"{where}: {exc}") from None
     try:
-        data, model, train = parser.parse_dict(converted)
+        parsed = parser.parse_dict(converted)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{where}: {exc}") from None
+    data, model, train = parsed[:3]
     if data.train_file is None:
         raise RecipeError(f"{where}: field 'train_file' is required (path or pair records, or a "
                           "tree export)")
@@ -216,4 +229,4 @@ def load_recipe(
         value = getattr(train if name == "max_length" else data, name, None)
         if value is not None and value < 8:
             raise RecipeError(f"{where}: field {name!r} must be at least 8, got {value}")
-    return data, model, train
+    return tuple(parsed)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,14 +81,17 @@ def _pair_examples(records: list[dict[str, Any]], tokenizer: Any, data: Any, arg
     return examples, stats
 
 
-def _datasets(method: str, data: Any, args: Any, tokenizer: Any, encoder_decoder: bool
+def _datasets(method: str, data: Any, args: Any, tokenizer: Any, encoder_decoder: bool,
+              finish: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
               ) -> tuple[Any, Any, dict[str, TruncationStats]]:
+    """Train (and eval) datasets of fitted examples. `finish` may add columns to the example
+    lists of all splits at once before they become datasets (distillation: teacher targets)."""
     from datasets import Dataset
 
     kind = "paths" if method == "sft" else "pairs"
     build = _sft_examples if method == "sft" else _pair_examples
     work = Path(args.output_dir) / "data"
-    out: dict[str, Any] = {}
+    lists: dict[str, list[dict[str, Any]]] = {}
     stats: dict[str, TruncationStats] = {}
     for name, path in (("train", data.train_file), ("eval", data.eval_file)):
         if path is None:
@@ -99,7 +103,10 @@ def _datasets(method: str, data: Any, args: Any, tokenizer: Any, encoder_decoder
         if not examples:
             raise ValueError(f"{name} data {path}: no examples left to train on "
                              f"({stats[name].summary()})")
-        out[name] = Dataset.from_list(examples)
+        lists[name] = examples
+    if finish is not None:
+        finish(lists)
+    out = {name: Dataset.from_list(examples) for name, examples in lists.items()}
     return out["train"], out.get("eval"), stats
 
 
@@ -114,13 +121,13 @@ def _prepare(data: Any, model_args: Any, args: Any) -> tuple[Path, bool, Any]:
 
 def _finish(trainer: Any, runlog: RunLog, tokenizer: Any, folder: Path, model_args: Any,
             data: Any, args: Any, encoder_decoder: bool, stats: dict[str, TruncationStats],
-            method: str) -> TrainResult:
+            method: str, extra: dict[str, Any] | None = None) -> TrainResult:
     checkpoint = save_checkpoint(
         trainer, tokenizer, Path(args.output_dir), folder, model_args, data.save_merged,
         encoder_decoder, {"method": method, "family": "encoder-decoder" if encoder_decoder
-                          else "decoder-only", "train_on": data.train_on},
+                          else "decoder-only", "train_on": data.train_on, **(extra or {})},
     )
-    runlog.write(args.output_dir, trainer.state, {"method": method, "base": str(folder)})
+    runlog.write(args.output_dir, trainer.state, {"method": method, "base": str(folder), **(extra or {})})
     return TrainResult(Path(args.output_dir), checkpoint, encoder_decoder,
                        trainer.state.global_step, stats, trainer.state.log_history, trainer)
 
@@ -173,8 +180,14 @@ def train_dpo(data: Any, model_args: Any, args: Any) -> TrainResult:
 
 
 def train(method: str, config: Any = None, overrides: Any = None) -> TrainResult:
-    """Load a recipe (file or mapping, plus overrides) and run it."""
+    """Load a recipe (file or mapping, plus overrides) and run it: sft, dpo or distill."""
     from convdistill.trainers.recipe import load_recipe
 
-    data, model_args, args = load_recipe(method, config, overrides)  # type: ignore[arg-type]
-    return (train_sft if method == "sft" else train_dpo)(data, model_args, args)
+    if method not in ("sft", "dpo", "distill"):
+        raise ValueError(f"unknown training method {method!r}: sft, dpo or distill")
+    parsed = load_recipe(method, config, overrides)  # type: ignore[arg-type]
+    if method == "distill":
+        from convdistill.trainers.distill_run import train_distill
+
+        return train_distill(*parsed)
+    return (train_sft if method == "sft" else train_dpo)(*parsed)

@@ -1,0 +1,165 @@
+"""Off-policy token-level distillation on TRL's SFTTrainer, for both student families.
+
+Each example's labelled tokens (every trained assistant reply) carry two losses: cross-entropy
+against the reply, and a divergence (`kd_loss.kd_token_loss`) against the teacher's top-k
+distribution at the same position. The teacher's targets come from the on-disk logit cache
+(`teacher_top_ids` / `teacher_top_log_probs` rows, in the order of the labelled tokens), or,
+with `kd_cache: false`, from the teacher run live on the batch. TRL's trainer keeps the rest:
+configs, optimisation, PEFT wrapping, callbacks, logging, checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import SFTTrainer
+
+from convdistill.trainers.heads import supports_logits_head
+from convdistill.trainers.kd_loss import kd_token_loss, teacher_topk
+from convdistill.trainers.logit_cache import LogitCache
+from convdistill.trainers.seq2seq import Seq2SeqCollator, decoder_start_id
+from convdistill.trainers.teacher_scoring import pad_batch, teacher_logits_at, teacher_view
+
+IGNORE = -100
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+@dataclass
+class CausalCollator:
+    """Right-padded input_ids / attention_mask / labels of whole paths (no packing: each
+    example's labelled tokens must stay in order to meet its cached teacher rows)."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [e["input_ids"] for e in examples]
+        return {
+            "input_ids": _pad(ids, self.pad_token_id),
+            "attention_mask": _pad([[1] * len(r) for r in ids], 0),
+            "labels": _pad([e["labels"] for e in examples], IGNORE),
+        }
+
+
+@dataclass
+class DistillCollator:
+    """The student batch, plus the teacher's targets for its labelled tokens: cached rows, or
+    (live) the teacher's input sequences and the (row, position) pairs to read."""
+
+    student: Any
+    encoder_decoder: bool
+    cache: LogitCache | None
+    teacher_pad_id: int
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.student(examples)
+        if self.cache is not None:
+            rows = [self.cache.rows(int(e["kd_index"])) for e in examples]
+            batch["teacher_top_ids"] = torch.cat([ids for ids, _ in rows])
+            batch["teacher_top_log_probs"] = torch.cat([values for _, values in rows])
+            return batch
+        views = [teacher_view(e, self.encoder_decoder) for e in examples]
+        ids, mask = pad_batch([v.input_ids for v in views], self.teacher_pad_id)
+        batch["teacher_input_ids"], batch["teacher_attention_mask"] = ids, mask
+        batch["teacher_rows"] = torch.tensor([r for r, v in enumerate(views) for _ in v.positions], dtype=torch.long)
+        batch["teacher_cols"] = torch.tensor([p for v in views for p in v.positions], dtype=torch.long)
+        return batch
+
+
+TEACHER_KEYS = ("teacher_top_ids", "teacher_top_log_probs", "teacher_input_ids", "teacher_attention_mask",
+                "teacher_rows", "teacher_cols")
+
+
+class TokenDistillTrainer(SFTTrainer):
+    """SFTTrainer whose loss is kd_weight * KD + (1 - kd_weight) * CE over the labelled tokens.
+
+    `teacher` is the live teacher model (kd_cache: false) or None (targets come cached in the
+    batch). `vocab_size` is the number of logit columns both models share."""
+
+    def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any, *, kd: Any,
+                 encoder_decoder: bool, cache: LogitCache | None, teacher: Any, teacher_pad_id: int,
+                 vocab_size: int, **kwargs: Any) -> None:
+        if args.packing or args.padding_free:
+            raise ValueError("packing / padding_free: not supported by train distill (each example's tokens must "
+                             "meet its teacher targets in order); use train_sampling_strategy: group_by_length")
+        if cache is None and teacher is None:
+            raise ValueError("distillation needs a logit cache or a live teacher")
+        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        pad_id = processing_class.pad_token_id
+        student = Seq2SeqCollator(pad_id, decoder_start_id(model)) if encoder_decoder else CausalCollator(pad_id)
+        collator = DistillCollator(student, encoder_decoder, cache, teacher_pad_id)
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+                         processing_class=processing_class, **kwargs)
+        self.kd = kd
+        self.encoder_decoder = encoder_decoder
+        self.vocab_size = vocab_size
+        self.teacher = teacher
+        if teacher is not None:
+            self.teacher = teacher.to(self.args.device).eval()
+            self.teacher.requires_grad_(False)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["input_ids", "labels", "kd_index"]
+
+    def labelled_logits(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's logits at every labelled token, in order, and the tokens: (N, V), (N,)."""
+        labels = inputs["labels"]
+        if self.encoder_decoder:
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        decoder_input_ids=inputs["decoder_input_ids"],
+                        decoder_attention_mask=inputs["decoder_attention_mask"], use_cache=False)
+            mask = labels != IGNORE
+            return out.logits[mask], labels[mask]
+        targets = labels[:, 1:]
+        mask = targets != IGNORE
+        inner = model.get_base_model() if is_peft_model(model) else model
+        if self.accelerator.num_processes == 1 and supports_logits_head(inner):
+            # Project only the labelled positions: the vocabulary projection dominates a tiny
+            # model's step, and prompts and user turns are a large share of a path's tokens.
+            hidden = inner.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                      use_cache=False).last_hidden_state
+            return inner.get_output_embeddings()(hidden[:, :-1][mask]), targets[mask]
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
+        return logits[:, :-1][mask], targets[mask]
+
+    def teacher_targets(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "teacher_top_ids" in inputs:
+            return inputs["teacher_top_ids"], inputs["teacher_top_log_probs"]
+        logits = teacher_logits_at(self.teacher, inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
+                                   inputs["teacher_rows"], inputs["teacher_cols"])
+        return teacher_topk(logits[:, : self.vocab_size], self.kd.kd_top_k, self.kd.kd_temperature)
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        mode = "train" if self.model.training else "eval"
+        teacher_inputs = {key: inputs.pop(key) for key in TEACHER_KEYS if key in inputs}
+        logits, targets = self.labelled_logits(model, inputs)
+        logits = logits[:, : self.vocab_size].float()
+        top_ids, top_log_probs = self.teacher_targets(teacher_inputs)
+        if top_ids.shape[0] != targets.shape[0]:
+            raise RuntimeError(f"teacher targets for {top_ids.shape[0]} tokens, student has {targets.shape[0]} "
+                               "labelled tokens: the logit cache does not belong to this data")
+        ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        kd = kd_token_loss(logits, top_ids.to(logits.device), top_log_probs.to(logits.device), self.kd.kd_loss,
+                           self.kd.kd_temperature, self.kd.kd_jsd_beta)
+        weight = self.kd.kd_weight
+        count = targets.numel() if num_items_in_batch is None else num_items_in_batch
+        count = torch.as_tensor(count, device=logits.device).clamp(min=1)
+        loss = (weight * kd.sum() + (1 - weight) * ce.sum()) / count
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        n = max(targets.numel(), 1)
+        self._metrics[mode]["kd_loss"].append(kd.detach().sum().item() / n)
+        self._metrics[mode]["ce_loss"].append(ce.detach().sum().item() / n)
+        if mode == "train":
+            tokens = inputs["attention_mask"].sum() + inputs.get("decoder_attention_mask", torch.zeros(())).sum()
+            self._total_train_tokens += int(self.accelerator.gather_for_metrics(tokens).sum())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return (loss, None) if return_outputs else loss

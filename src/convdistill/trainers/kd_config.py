@@ -1,0 +1,72 @@
+"""The recipe fields of `convdistill train distill` beyond TRL's config classes.
+
+Off-policy (the default) trains on the paths' own replies with TRL's SFTConfig plus these;
+on-policy lets the student write its replies through TRL's DistillationTrainer, configured by
+TRL's DistillationConfig plus these. Every field here starts with `kd_` or `teacher` so that it
+never collides with a field of TRL's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from convdistill.trainers.kd_loss import KD_LOSSES
+
+MODES = ("off_policy", "on_policy")
+# TRL's DistillationTrainer selects the divergence with `beta`: 0 forward KL, 1 reverse KL, 0.5 JSD.
+TRL_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0}
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "The teacher: an embedded model's name or a causal checkpoint folder sharing the "
+                  "student's vocabulary."},
+    )
+    distill_mode: str = field(
+        default="off_policy",
+        metadata={"help": "off_policy: match the teacher on the paths' replies (both families, logits cached). "
+                  "on_policy: the student generates, the teacher scores (decoder-only; TRL's "
+                  "DistillationTrainer).", "choices": list(MODES)},
+    )
+    kd_loss: str = field(
+        default="forward_kl",
+        metadata={"help": "Divergence between teacher and student next-token distributions.",
+                  "choices": list(KD_LOSSES)},
+    )
+    kd_jsd_beta: float = field(default=0.5, metadata={"help": "kd_loss jsd: weight of the teacher in the mixture."})
+    kd_temperature: float = field(default=1.0, metadata={"help": "Softens both distributions; the loss is "
+                                                         "scaled by its square."})
+    kd_weight: float = field(
+        default=0.5,
+        metadata={"help": "Off-policy: loss = kd_weight * distillation + (1 - kd_weight) * cross-entropy on "
+                  "the reply tokens. 1.0: distillation only; 0.0: plain SFT."},
+    )
+    kd_top_k: int = field(default=32, metadata={"help": "Teacher log-probabilities kept per token (cache width)."})
+    kd_cache: bool = field(
+        default=True,
+        metadata={"help": "Off-policy: score the data with the teacher once and train from the on-disk cache "
+                  "(teacher not in memory while training). False: run the teacher live on every batch."},
+    )
+    kd_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where teacher logit caches live (one folder per teacher, data and k); share it "
+                  "between runs to reuse them. Default: <output_dir>/teacher-logits."},
+    )
+    teacher_batch_tokens: int = field(
+        default=4096, metadata={"help": "Padded tokens per teacher forward pass while building the cache."}
+    )
+    kd_max_prompt_length: int = field(
+        default=384,
+        metadata={"help": "On-policy: most prompt tokens (oldest turns dropped first) before the student "
+                  "generates."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ValueError(f"kd_weight must lie in [0, 1], got {self.kd_weight}")
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be positive, got {self.kd_temperature}")
+        if self.kd_top_k < 1:
+            raise ValueError(f"kd_top_k must be at least 1, got {self.kd_top_k}")

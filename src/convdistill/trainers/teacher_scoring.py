@@ -1,0 +1,143 @@
+"""What the teacher scores for each student example, and scoring it.
+
+The teacher always reads the student's own token sequence, so its next-token distributions line
+up with the student's labels token for token:
+
+- decoder-only student: the example's `input_ids`; the teacher's distribution at position t-1
+  is the target for every labelled token t;
+- encoder-decoder student: the encoder input (the conversation so far, ending in the
+  generation prompt) followed by the reply tokens, i.e. the same text a decoder-only model
+  reads; the distribution at len(source) - 1 + j is the target for reply token j.
+
+Encoder-decoder examples of one path are prefixes of one another (turn 3's input contains
+turn 2's), so a causal teacher scores the longest once and every shorter one is read off it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from convdistill.trainers.kd_loss import teacher_topk
+
+IGNORE = -100
+
+
+@dataclass
+class TeacherView:
+    """One student example as the teacher sees it: a token sequence and the positions whose
+    next-token distributions are the targets, in the order of the student's labelled tokens."""
+
+    input_ids: list[int]
+    positions: list[int]
+
+
+def teacher_view(example: dict[str, list[int]], encoder_decoder: bool) -> TeacherView:
+    if encoder_decoder:
+        source, target = example["input_ids"], example["labels"]
+        return TeacherView(list(source) + list(target), [len(source) - 1 + j for j in range(len(target))])
+    labels = example["labels"]
+    return TeacherView(list(example["input_ids"]), [t - 1 for t in range(1, len(labels)) if labels[t] != IGNORE])
+
+
+@dataclass
+class ScoringJob:
+    """One teacher forward pass: a sequence, and the positions read off it for each of the
+    examples it serves (example index -> positions)."""
+
+    input_ids: list[int]
+    readers: list[tuple[int, list[int]]]
+
+    def all_positions(self) -> list[int]:
+        return [p for _, positions in self.readers for p in positions]
+
+
+def plan_jobs(views: Sequence[TeacherView]) -> list[ScoringJob]:
+    """Group views into forward passes: a view whose sequence is a prefix of the next view's
+    is served by the same pass (causal attention: a prefix's distributions do not depend on
+    what follows)."""
+    jobs: list[ScoringJob] = []
+    host: ScoringJob | None = None
+    host_ids: list[int] = []
+    # Walk backwards so each run of nested prefixes is hosted by its longest (last) member.
+    for index in range(len(views) - 1, -1, -1):
+        view = views[index]
+        n = len(view.input_ids)
+        if host is not None and n <= len(host_ids) and host_ids[:n] == view.input_ids:
+            host.readers.append((index, view.positions))
+            continue
+        host = ScoringJob(list(view.input_ids), [(index, view.positions)])
+        host_ids = host.input_ids
+        jobs.append(host)
+    jobs.reverse()
+    return jobs
+
+
+def _head_only(model: Any) -> bool:
+    """Whether logits are a plain projection of the last hidden state (no soft-capping or
+    scaling), so only the wanted positions need projecting."""
+    from convdistill.trainers.heads import supports_logits_head
+
+    return supports_logits_head(model) and getattr(model, "base_model", None) is not None
+
+
+@torch.inference_mode()
+def teacher_logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits at (rows[i], cols[i]) of a right-padded batch, shape (len(rows), V)."""
+    if _head_only(model):
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return model.get_output_embeddings()(hidden.last_hidden_state[rows, cols])
+    return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[rows, cols]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def score_jobs(
+    model: Any,
+    jobs: Sequence[ScoringJob],
+    k: int,
+    temperature: float,
+    pad_id: int,
+    vocab_size: int,
+    max_batch_tokens: int = 4096,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Top-k (ids, log-probs) per example index, from batches of similar-length jobs holding
+    at most `max_batch_tokens` padded tokens. `on_batch(tokens)` reports progress."""
+    out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].input_ids))
+    start = 0
+    device = next(model.parameters()).device
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(jobs[order[end]].input_ids) <= max_batch_tokens:
+            end += 1
+        batch = [jobs[i] for i in order[start:end]]
+        ids, mask = pad_batch([job.input_ids for job in batch], pad_id)
+        rows = torch.tensor([r for r, job in enumerate(batch) for _ in job.all_positions()], dtype=torch.long)
+        cols = torch.tensor([p for job in batch for p in job.all_positions()], dtype=torch.long)
+        logits = teacher_logits_at(model, ids.to(device), mask.to(device), rows.to(device), cols.to(device))
+        top_ids, top_log_probs = teacher_topk(logits[:, :vocab_size], k, temperature)
+        top_ids, top_log_probs = top_ids.cpu(), top_log_probs.cpu()
+        offset = 0
+        for job in batch:
+            for example, positions in job.readers:
+                end_row = offset + len(positions)
+                out[example] = (top_ids[offset:end_row], top_log_probs[offset:end_row])
+                offset = end_row
+        if on_batch is not None:
+            on_batch(int(mask.sum()))
+        start = end
+    return out
