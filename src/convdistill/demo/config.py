@@ -1,0 +1,150 @@
+"""What a demo run does and how big it is: the full preset (minutes on a 2-core CPU) and `--quick`.
+
+Sizes are chosen for a laptop-class CPU: the slow parts are the 135M-parameter teacher writing
+turns and answering the suite, so the teacher extends only a few trees and every model is
+scored on a subset of the shipped suites. Pointed at a real export and a hosted teacher, the
+same stages are the start of a real run (raise the sizes in the recipes, not here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
+EMBEDDED_TEACHER = "smollm2-135m-instruct"
+FAMILIES = ("t5", "llama")
+
+
+@dataclass(frozen=True)
+class EvalSuite:
+    """A shipped suite file and how many of its cases (None: all) the demo scores."""
+
+    file: str
+    cases: int | None = None
+
+
+@dataclass(frozen=True)
+class Sizes:
+    sample_paths: int = 3  # paths shown from the export
+    extend_trees: int = 4  # trees the teacher continues (the others are copied through)
+    extend_turns: int = 2  # simulated user turn + teacher answer, per tree
+    teacher_max_tokens: int = 96  # per teacher answer while extending
+    simulator_max_tokens: int = 48  # per simulated user turn
+    max_length: int = 384  # training sequence / encoder tokens
+    max_target_length: int = 192  # encoder-decoder reply tokens
+    max_train_examples: int | None = None  # None: every path / pair
+    sft_steps: int = 40
+    dpo_steps: int = 16
+    distill_steps: int = 12
+    distill_examples: int | None = 64  # distillation runs the 135M teacher on every batch: keep it small
+    logging_steps: int = 2  # a point of the loss curve every N steps
+    eval_suites: tuple[EvalSuite, ...] = (
+        EvalSuite("eval/suites/context_memory.jsonl"),
+        EvalSuite("eval/suites/anaphora.jsonl"),
+    )
+    eval_max_tokens: int = 48
+    eval_batch_size: int = 16
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    sample_paths=2,
+    extend_trees=1,
+    extend_turns=1,
+    teacher_max_tokens=24,
+    simulator_max_tokens=16,
+    max_length=128,
+    max_target_length=64,
+    max_train_examples=24,
+    sft_steps=4,
+    dpo_steps=2,
+    distill_steps=2,
+    distill_examples=8,
+    logging_steps=1,
+    eval_suites=(EvalSuite("eval/suites/context_memory.jsonl", cases=3),),
+    eval_max_tokens=12,
+    eval_batch_size=16,
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    trees: Path
+    out: Path = Path("runs/demo")
+    teacher_base_url: str | None = None  # None: the embedded SmolLM2, served on 127.0.0.1
+    teacher_model: str | None = None
+    quick: bool = False
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    sizes: Sizes = FULL
+    seed: int = 0
+
+    @property
+    def embedded_teacher(self) -> bool:
+        return self.teacher_base_url is None
+
+    @property
+    def teacher_name(self) -> str:
+        return self.teacher_model or EMBEDDED_TEACHER
+
+    def fingerprint(self) -> str:
+        """What the outputs depend on; threads and the output folder do not change them."""
+        data: dict[str, Any] = asdict(self)
+        for key in ("out", "threads"):
+            data.pop(key)
+        data["trees"] = str(Path(self.trees).resolve())
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out"], data["trees"] = str(self.out), str(self.trees)
+        return data
+
+
+def project_root() -> Path:
+    """The source checkout this package was installed from (editable install), if any."""
+    return Path(__file__).resolve().parents[3]
+
+
+def project_file(relative: str) -> Path:
+    """A file that ships with the repository (sample export, recipes, suites): looked for in the
+    current folder first, then in the checkout the package runs from."""
+    here = Path(relative)
+    if here.exists():
+        return here
+    return project_root() / relative
+
+
+def make_config(
+    trees: Path | None = None,
+    out: Path = Path("runs/demo"),
+    teacher_base_url: str | None = None,
+    teacher_model: str | None = None,
+    quick: bool = False,
+    threads: int | None = None,
+) -> DemoConfig:
+    """A checked config: ValueError with one clear line for anything unusable."""
+    if teacher_base_url and not teacher_model:
+        raise ValueError("--teacher-model is required with --teacher-base-url")
+    if teacher_model and not teacher_base_url:
+        raise ValueError("--teacher-model names a model at --teacher-base-url; give the URL too "
+                         "(without both, the embedded SmolLM2 is the teacher)")
+    if trees is None:
+        trees = project_file(SAMPLE)
+        if not trees.is_file():
+            raise ValueError(f"the bundled sample {SAMPLE} was not found; run from the repository root "
+                             "or give --trees FILE")
+    elif not Path(trees).is_file():
+        raise ValueError(f"--trees {trees}: no such file")
+    config = DemoConfig(trees=Path(trees), out=Path(out), teacher_base_url=teacher_base_url,
+                        teacher_model=teacher_model, quick=quick, sizes=QUICK if quick else FULL)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError("--threads must be at least 1")
+        config = replace(config, threads=threads)
+    return config

@@ -1,0 +1,243 @@
+"""The demo's report: one Markdown file with tables from every stage's summary, and PNG plots
+(loss curves of every training run, mean turn score by turn depth for every model scored).
+
+Everything here reads the stages' summaries (their markers), so the report can be rebuilt from
+a finished output folder alone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from convdistill.demo.config import DemoConfig
+from convdistill.demo.stages import StageRecord
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _rel(path: str | Path, base: Path) -> str:
+    """A path as a link relative to the report, so the output folder can be moved whole."""
+    return os.path.relpath(Path(path).resolve(), base.resolve())
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: the demo runs on machines without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """One panel per method (SFT, DPO, distillation), one line per student family."""
+    methods = [m for m in ("sft", "dpo", "distill") if any(r["method"] == m and r["losses"] for r in runs)]
+    if not methods:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), dpi=100, squeeze=False)
+    for ax, method in zip(axes[0], methods, strict=True):
+        for run in runs:
+            if run["method"] == method and run["losses"]:
+                steps, losses = zip(*run["losses"], strict=True)
+                ax.plot(steps, losses, "-o", markersize=3, label=f"{run['family']}-tiny")
+        ax.set_title(f"{method.upper() if method != 'distill' else 'logit distillation'} loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_depth(evals: list[dict[str, Any]], path: Path) -> Path | None:
+    """Mean turn score at each depth, one line per model; the teacher dashed."""
+    if not evals:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for entry in evals:
+        depths = {int(d): v for d, v in entry["summary"]["by_depth"].items() if v is not None}
+        xs = sorted(depths)
+        style = "--s" if entry["label"].startswith("teacher") else "-o"
+        ax.plot(xs, [depths[x] for x in xs], style, markersize=4, label=entry["label"])
+    ax.set_xlabel("turn depth (1 = first user turn)")
+    ax.set_ylabel("mean turn score")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(sorted({int(d) for e in evals for d in e["summary"]["by_depth"]}))
+    ax.set_title("regression suite: score by turn depth (gold history)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _stage_table(records: list[StageRecord]) -> list[str]:
+    rows = []
+    for r in records:
+        status = {"done": "ran", "cached": "finished earlier", "skipped": "not available",
+                  "blocked": "skipped"}[r.status]
+        rows.append([r.name, r.title, status + (f": {r.reason}" if r.reason else ""),
+                     f"{r.seconds:.1f}" if r.status in ("done", "cached") else ""])
+    return _table(["stage", "what", "status", "seconds"], rows)
+
+
+def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, wall_s: float | None) -> Path:
+    """report.md, loss_curves.png and score_by_depth.png in `workdir`."""
+    by_name = {r.name: r for r in records}
+
+    def result(name: str) -> dict[str, Any] | None:
+        r = by_name.get(name)
+        return r.result if r is not None and r.status in ("done", "cached") else None
+
+    out = workdir / "report.md"
+    base = out.parent
+    import torch
+
+    lines = [
+        "# convdistill demo report",
+        "",
+        f"Export `{config.trees}`; teacher **{config.teacher_name}** "
+        f"({'embedded, served on 127.0.0.1' if config.embedded_teacher else config.teacher_base_url}); "
+        f"{'quick (reduced) mode' if config.quick else 'full demo sizes'}; {config.threads} torch threads on "
+        f"{platform.machine()} ({_cpu_count()} CPUs), torch {torch.__version__}.",
+        "",
+    ]
+    if wall_s is not None:
+        lines += [f"Wall time of this invocation: **{wall_s:.0f} s** (stages finished in earlier runs count "
+                  "as 0 here; their own times are in the table).", ""]
+    lines += ["## Stages", "", *_stage_table(records)]
+
+    stats = result("1-data")
+    if stats:
+        lines += ["## 1. The export", "",
+                  f"{stats['trees']} trees, {stats['messages']} messages "
+                  f"({', '.join(f'{v} {k}' for k, v in stats['roles'].items())}); "
+                  f"{stats['ranked_fraction']:.1%} of assistant replies ranked; "
+                  f"{stats['ranked_prefixes']} ranked prefixes (sources of preference pairs); "
+                  f"{stats['records_rejected']} records rejected on reading.", ""]
+        lines += _table(["path strategy", "paths"], [[k, v] for k, v in stats["paths_per_strategy"].items()])
+        lines += [f"Sampled paths: [samples.md]({_rel(config.out / '1-data' / 'samples.md', base)}), "
+                  f"statistics: [stats.json]({_rel(config.out / '1-data' / 'stats.json', base)}).", ""]
+        lines += _table(["tree", "score", "messages", "first user turn"],
+                        [[f"`{s['tree_id'][:8]}`", s["score"], s["messages"],
+                          s["first_user"].replace("|", "/").replace("\n", " ")] for s in stats["samples"]])
+
+    ext = result("2-extend")
+    if ext:
+        lines += ["## 2. Teacher extension", "",
+                  f"Teacher {ext['teacher']} ({ext['endpoint']}) continued {ext['trees_changed']} of "
+                  f"{ext['trees_selected']} selected trees: {ext['user_added']} simulated user turns and "
+                  f"{ext['assistant_added']} teacher answers added as new nodes of the same trees. "
+                  f"{ext['requests_sent']} requests sent, {ext['cache_hits']} answered from the cache, "
+                  f"{ext['failed_requests']} failed; {ext['prompt_tokens']} prompt + {ext['completion_tokens']} "
+                  f"completion tokens.", "",
+                  f"Extended export: [{Path(ext['output']).name}]({_rel(ext['output'], base)}); "
+                  f"all continued conversations: [examples.md]({_rel(config.out / '2-extend' / 'examples.md', base)}).",
+                  ""]
+        if ext["examples"]:
+            first = ext["examples"][0]
+            lines += [f"One of them (tree `{first['tree_id'][:8]}`; *teacher* marks new nodes):", ""]
+            from convdistill.demo.data import conversation_markdown
+
+            lines += [conversation_markdown(first["messages"], first["new"], limit=300)]
+
+    exp = result("3-export")
+    if exp:
+        lines += ["## 3. Paths and pairs from the extended trees", ""]
+        lines += _table(["what", "count"], [
+            ["SFT paths (strategy all)", exp["paths"]],
+            ["paths with teacher turns", exp["paths_with_teacher_turns"]],
+            ["teacher messages in paths", exp["teacher_messages_in_paths"]],
+            ["longest path (messages)", exp["longest_path"]],
+            ["DPO pairs (adjacent ranks)", exp["pairs"]],
+            ["ranked prefixes", exp["prefixes"]],
+        ])
+        lines += [f"Files: [paths.jsonl]({_rel(exp['paths_file'], base)}), "
+                  f"[pairs.jsonl]({_rel(exp['pairs_file'], base)}).", ""]
+
+    runs = [r.result for r in records if r.name.startswith("4-") and r.status in ("done", "cached")]
+    skipped = [r for r in records if r.name.startswith("4-") and r.status not in ("done", "cached")]
+    if runs or skipped:
+        lines += ["## 4. Training", ""]
+        rows = []
+        for run in runs:
+            data = run["data"]
+            rows.append([f"{run['family']}-tiny", run["method"], run["steps"], run["first_loss"], run["last_loss"],
+                         data["examples"], data["truncated"], data["trained_tokens"], run["train_runtime"],
+                         f"[{Path(run['checkpoint']).name}]({_rel(run['checkpoint'], base)})"])
+        lines += _table(["student", "method", "steps", "first loss", "last loss", "examples", "truncated",
+                         "trained tokens", "train s", "checkpoint"], rows)
+        for r in skipped:
+            lines.append(f"- {r.title}: not run ({r.reason}).")
+        if skipped:
+            lines.append("")
+        png = plot_losses(runs, workdir / "loss_curves.png")
+        if png is not None:
+            lines += ["![training loss curves](loss_curves.png)", ""]
+        lines += ["Losses are per method and not comparable across methods: SFT is token cross-entropy, DPO "
+                  "the preference loss (0.693 at the start), distillation a mix of cross-entropy and the "
+                  "divergence from the teacher's logits.", ""]
+
+    evals = [r.result for r in records if r.name.startswith("5-") and r.status in ("done", "cached")]
+    if evals:
+        lines += ["## 5. Regression suite", "",
+                  f"Suites: {_suite_note(config)}; gold history, greedy "
+                  "decoding. A turn's score is the mean of its checks (0..1); a case scores its worst turn; "
+                  "NLL is the teacher-forced mean NLL per token of the reference replies (local models only).",
+                  ""]
+        rows = []
+        for e in evals:
+            s = e["summary"]
+            rows.append([e["label"], s["score"], f"{s['cases_passed']}/{s['cases']}",
+                         f"{s['turns_passed']}/{s['turns']}", s.get("mean_reference_nll"), e["generation_seconds"],
+                         f"[results]({_rel(e['results'], base)})"])
+        lines += _table(["model", "score", "cases passed", "turns passed", "mean reference NLL",
+                         "generation s", "details"], rows)
+        tags = sorted({t for e in evals for t in e["summary"]["by_tag"]})
+        lines += ["By tag (mean case score):", ""]
+        lines += _table(["model", *tags], [[e["label"], *(e["summary"]["by_tag"].get(t) for t in tags)]
+                                           for e in evals])
+        depths = sorted({int(d) for e in evals for d in e["summary"]["by_depth"]})
+        lines += ["By turn depth (mean turn score):", ""]
+        lines += _table(["model", *map(str, depths)],
+                        [[e["label"], *(e["summary"]["by_depth"].get(str(d)) for d in depths)] for e in evals])
+        png = plot_depth(evals, workdir / "score_by_depth.png")
+        if png is not None:
+            lines += ["![score by turn depth](score_by_depth.png)", ""]
+
+    lines += ["## Where everything is", "",
+              f"Every stage keeps its output in `{config.out}/<stage>/`; `{config.out}/stages/<stage>.json` "
+              "marks a finished stage (a rerun skips it) and holds its summary. The teacher's request cache "
+              f"is `{config.out}/teacher_cache.sqlite`. Serve any checkpoint with "
+              "`convdistill serve --model <checkpoint>`.", ""]
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _suite_note(config: DemoConfig) -> str:
+    return ", ".join(f"{Path(s.file).name}" + (f" (first {s.cases} cases)" if s.cases else "")
+                     for s in config.sizes.eval_suites)
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,85 @@
+"""Training stages: the shipped tiny recipes (trainers/*.yaml), pointed at this run's data and
+shortened to the demo's sizes, run through `convdistill.trainers.train` in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from convdistill.demo.config import DemoConfig, project_file
+from convdistill.demo.stages import Log, StageUnavailable
+
+METHODS = ("sft", "dpo", "distill")
+
+
+def recipe_path(family: str, method: str) -> Path:
+    return project_file(f"trainers/{family}-tiny-{method}.yaml")
+
+
+def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, train_file: str,
+               start: str | None) -> dict[str, Any]:
+    sizes = config.sizes
+    steps = {"sft": sizes.sft_steps, "dpo": sizes.dpo_steps, "distill": sizes.distill_steps}[method]
+    examples = sizes.distill_examples if method == "distill" else sizes.max_train_examples
+    values: dict[str, Any] = {
+        "train_file": train_file,
+        "output_dir": str(workdir),
+        "max_steps": steps,
+        "warmup_steps": max(1, steps // 8),
+        "logging_steps": sizes.logging_steps,
+        # A checkpoint halfway: an interrupted demo resumes from it instead of starting over.
+        "save_strategy": "steps",
+        "save_steps": max(1, steps // 2),
+        "save_total_limit": 1,
+        "max_length": sizes.max_length,
+        "report_to": "none",
+        "seed": config.seed,
+        "disable_tqdm": True,  # the demo prints the trainer's log lines; bars would interleave with them
+    }
+    if family == "t5":
+        values["max_target_length"] = sizes.max_target_length
+    if examples is not None:
+        values["max_train_examples"] = examples
+    if start is not None:
+        values["model_name_or_path"] = start
+    if any(workdir.glob("checkpoint-*")):
+        values["resume_from_checkpoint"] = "last"
+    return values
+
+
+def train_stage(config: DemoConfig, family: str, method: str, train_file: str, start: str | None,
+                workdir: Path, log: Log) -> dict[str, Any]:
+    """One recipe run. `start`: the checkpoint to continue from (DPO and distillation start from
+    the SFT student); None keeps the recipe's (a random-initialised student for SFT)."""
+    from convdistill.trainers import RecipeError, train
+
+    recipe = recipe_path(family, method)
+    if not recipe.is_file():
+        # Logit distillation arrives with its recipes (issue 6); until then the stage says so.
+        raise StageUnavailable(f"no recipe {recipe} (this version has no `train {method}`)")
+    overrides = _overrides(config, family, method, workdir, train_file, start)
+    log(f"    recipe {recipe} with " + ", ".join(f"{k}={v}" for k, v in overrides.items()
+                                               if k not in ("output_dir", "report_to", "disable_tqdm")))
+    try:
+        result = train(method, recipe, overrides)
+    except (RecipeError, NotImplementedError) as exc:
+        if method == "distill":
+            raise StageUnavailable(f"`train distill` is not available here: {exc}") from None
+        raise
+    history = result.log_history
+    losses = [[e["step"], e["loss"]] for e in history if "loss" in e and "step" in e]
+    final = next((e for e in reversed(history) if "train_runtime" in e), {})
+    stats = result.data["train"].as_dict()
+    metrics = {k: v for e in history for k, v in e.items()
+               if k.startswith(("rewards/", "kd", "distill")) or k in ("ce_loss", "kd_loss")}
+    line = (f"    {result.global_step} steps, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}" if losses
+            else f"    {result.global_step} steps")
+    log(line + f"; {stats['examples']} examples, {stats['truncated']} truncated; checkpoint {result.checkpoint}")
+    return {
+        "family": family, "method": method, "recipe": str(recipe), "checkpoint": str(result.checkpoint),
+        "encoder_decoder": result.encoder_decoder, "steps": result.global_step,
+        "train_runtime": final.get("train_runtime"), "losses": losses,
+        "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
+        "data": stats, "last_metrics": metrics,
+        "init_checkpoint": str(workdir / "student-init") if (workdir / "student-init").is_dir() else None,
+    }
