@@ -319,7 +319,7 @@ def test_shipped_recipes_load():
     found = sorted((ROOT / "trainers").glob("*.yaml"))
     assert len(found) >= 8
     for path in found:
-        method = "dpo" if "dpo" in path.stem else "sft"
+        method = next((m for m in ("dpo", "distill") if m in path.stem), "sft")
         # GPU recipes ask for bf16, which a CPU-only machine refuses at load time.
         gpu = "bf16: true" in path.read_text()
         _, _, args = load_recipe(method, path, ["--bf16", "false"] if gpu else [])

@@ -10,9 +10,9 @@ import typer
 from convdistill.cli.common import err_console, fail, friendly_errors
 
 app = typer.Typer(
-    help="Train a student (T5-family or decoder-only) with SFT or DPO, on TRL. A recipe is a "
-    "YAML file of SFTConfig/DPOConfig, trl.ModelConfig and convdistill fields; any field can "
-    "be overridden as --field value. Works under `accelerate launch -m convdistill.cli.main`.",
+    help="Train a student (T5-family or decoder-only) with SFT, DPO or logit distillation, on TRL. "
+    "A recipe is a YAML file of SFTConfig/DPOConfig, trl.ModelConfig and convdistill fields; any "
+    "field can be overridden as --field value. Works under `accelerate launch -m convdistill.cli.main`.",
     no_args_is_help=True,
 )
 
@@ -56,3 +56,17 @@ def sft(ctx: typer.Context, config: ConfigOpt) -> None:
 def dpo(ctx: typer.Context, config: ConfigOpt) -> None:
     """DPO on pair records (or a tree export), with an explicit reference model."""
     _run("dpo", config, list(ctx.args))
+
+
+@app.command("distill", context_settings=EXTRA)
+def distill(ctx: typer.Context, config: ConfigOpt) -> None:
+    """Token-level distillation from a causal teacher sharing the student's vocabulary.
+
+    Off-policy (default, both families): the teacher's top-k log-probabilities for every reply
+    token are computed once and cached on disk; the student then matches them (forward KL,
+    reverse KL or JSD, mixed with cross-entropy by kd_weight). On-policy (distill_mode:
+    on_policy, decoder-only students): TRL's DistillationTrainer on the paths' multi-turn prompts.
+
+    Example: convdistill train distill --config trainers/t5-tiny-distill.yaml --kd_weight 1.0
+    """
+    _run("distill", config, list(ctx.args))

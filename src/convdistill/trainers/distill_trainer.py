@@ -72,6 +72,34 @@ class DistillCollator:
         return batch
 
 
+def student_labelled_logits(model: Any, inputs: dict[str, torch.Tensor], encoder_decoder: bool,
+                            single_process: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's logits at every labelled token, in order, and the tokens: (N, V), (N,)."""
+    labels = inputs["labels"]
+    if encoder_decoder:
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    decoder_input_ids=inputs["decoder_input_ids"],
+                    decoder_attention_mask=inputs["decoder_attention_mask"], use_cache=False)
+        mask = labels != IGNORE
+        return out.logits[mask], labels[mask]
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    inner = model.get_base_model() if is_peft_model(model) else model
+    if single_process and supports_logits_head(inner):
+        # Project only the labelled positions: the vocabulary projection dominates a tiny
+        # model's step, and prompts and user turns are a large share of a path's tokens.
+        # (Under DDP the wrapped model must be called itself, so gradients are synchronised.)
+        hidden = inner.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                  use_cache=False).last_hidden_state
+        return inner.get_output_embeddings()(hidden[:, :-1][mask]), targets[mask]
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
+    return logits[:, :-1][mask], targets[mask]
+
+
+def student_collator(encoder_decoder: bool, pad_id: int, model: Any) -> Any:
+    return Seq2SeqCollator(pad_id, decoder_start_id(model)) if encoder_decoder else CausalCollator(pad_id)
+
+
 TEACHER_KEYS = ("teacher_top_ids", "teacher_top_log_probs", "teacher_input_ids", "teacher_attention_mask",
                 "teacher_rows", "teacher_cols")
 
@@ -92,8 +120,8 @@ class TokenDistillTrainer(SFTTrainer):
             raise ValueError("distillation needs a logit cache or a live teacher")
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         pad_id = processing_class.pad_token_id
-        student = Seq2SeqCollator(pad_id, decoder_start_id(model)) if encoder_decoder else CausalCollator(pad_id)
-        collator = DistillCollator(student, encoder_decoder, cache, teacher_pad_id)
+        collator = DistillCollator(student_collator(encoder_decoder, pad_id, model), encoder_decoder, cache,
+                                   teacher_pad_id)
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
         self.kd = kd
@@ -109,25 +137,7 @@ class TokenDistillTrainer(SFTTrainer):
             self._signature_columns = ["input_ids", "labels", "kd_index"]
 
     def labelled_logits(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's logits at every labelled token, in order, and the tokens: (N, V), (N,)."""
-        labels = inputs["labels"]
-        if self.encoder_decoder:
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        decoder_input_ids=inputs["decoder_input_ids"],
-                        decoder_attention_mask=inputs["decoder_attention_mask"], use_cache=False)
-            mask = labels != IGNORE
-            return out.logits[mask], labels[mask]
-        targets = labels[:, 1:]
-        mask = targets != IGNORE
-        inner = model.get_base_model() if is_peft_model(model) else model
-        if self.accelerator.num_processes == 1 and supports_logits_head(inner):
-            # Project only the labelled positions: the vocabulary projection dominates a tiny
-            # model's step, and prompts and user turns are a large share of a path's tokens.
-            hidden = inner.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                      use_cache=False).last_hidden_state
-            return inner.get_output_embeddings()(hidden[:, :-1][mask]), targets[mask]
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-        return logits[:, :-1][mask], targets[mask]
+        return student_labelled_logits(model, inputs, self.encoder_decoder, self.accelerator.num_processes == 1)
 
     def teacher_targets(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "teacher_top_ids" in inputs:

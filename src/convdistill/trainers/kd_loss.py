@@ -18,9 +18,11 @@ import torch
 
 KDLossKind = Literal["forward_kl", "reverse_kl", "jsd"]
 KD_LOSSES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
-# Smallest probability a bucket may have inside a logarithm: the teacher's rest mass is 0 in
-# float arithmetic when its top-k holds everything, and log(0) would poison reverse KL / JSD.
-_FLOOR = 1e-12
+# Log-probabilities are floored here (about log 1e-30) instead of reaching -inf: an empty bucket
+# then contributes ~0 to every divergence without inf - inf = nan in values or gradients.
+_LOG_FLOOR = -69.0
+# The teacher's rest mass below this is float32 rounding of 1 - sum(top-k), not probability.
+_REST_NOISE = 1e-5
 
 
 def teacher_topk(logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,15 +43,17 @@ def bucket_log_probs(
     student = (student_logits.float() / temperature).log_softmax(-1)
     student_topk = student.gather(-1, teacher_ids)
     student_rest = student.scatter(-1, teacher_ids, float("-inf")).logsumexp(-1)
-    teacher_log_probs = teacher_log_probs.float()
-    teacher_rest = torch.log((1.0 - teacher_log_probs.exp().sum(-1)).clamp(min=_FLOOR))
-    return _with_rest(teacher_log_probs, teacher_rest), _with_rest(student_topk, student_rest.clamp(min=-1e4))
+    teacher_log_probs = teacher_log_probs.float().clamp(min=_LOG_FLOOR)
+    residual = 1.0 - teacher_log_probs.exp().sum(-1)
+    teacher_rest = torch.where(residual > _REST_NOISE, residual.clamp(min=_REST_NOISE).log(),
+                               torch.full_like(residual, _LOG_FLOOR))
+    return (_with_rest(teacher_log_probs, teacher_rest),
+            _with_rest(student_topk.clamp(min=_LOG_FLOOR), student_rest.clamp(min=_LOG_FLOOR)))
 
 
 def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per row; a bucket with p = 0 contributes nothing."""
-    p = p_log.exp()
-    return torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p)).sum(-1)
+    """KL(p || q) per row (both floored, so an empty bucket adds ~1e-30 at most)."""
+    return (p_log.exp() * (p_log - q_log)).sum(-1)
 
 
 def divergence(teacher_log: torch.Tensor, student_log: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:
@@ -62,7 +66,7 @@ def divergence(teacher_log: torch.Tensor, student_log: torch.Tensor, kind: str, 
     if kind == "forward_kl":
         return _kl(teacher_log, student_log)
     if kind == "reverse_kl":
-        return _kl(student_log, teacher_log.clamp(min=torch.log(torch.tensor(_FLOOR)).item()))
+        return _kl(student_log, teacher_log)
     if kind == "jsd":
         if not 0.0 < beta < 1.0:
             raise ValueError(f"kd_jsd_beta must lie strictly between 0 and 1, got {beta}")

@@ -1,0 +1,95 @@
+"""On-policy distillation for decoder-only students, through TRL's DistillationTrainer.
+
+The student writes its own reply to each multi-turn prompt of our paths (every trained
+assistant turn's conversation so far) and learns to match the teacher's next-token
+distribution on what it wrote (generalised JSD; Agarwal et al. 2024). TRL's trainer does the
+generation and the loss; what is ours is the data (multi-turn prompts fitted to a token budget,
+oldest turns dropped first), the shared-vocabulary check, and the checkpoint conventions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from convdistill.trainers.data import load_records, train_flags
+from convdistill.trainers.kd_config import TRL_BETA, DistillConfig
+from convdistill.trainers.truncation import TruncationStats, keep_latest_turns
+
+
+def policy_prompts(records: list[dict[str, Any]], tokenizer: Any, train_on: str, max_prompt_tokens: int,
+                   stats: TruncationStats) -> list[dict[str, Any]]:
+    """One prompt per trained assistant turn: the messages before it, fitted to the budget."""
+
+    def prompt_tokens(messages: list[dict[str, str]]) -> int:
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                 return_dict=True)["input_ids"])
+
+    prompts = []
+    for record in records:
+        stats.records += 1
+        messages = record["messages"]
+        for index, flag in enumerate(train_flags(record, train_on)):
+            if not flag:
+                continue
+            history = list(messages[:index])
+            if not history or history[-1]["role"] != "user":
+                stats.drop("assistant turn without a user turn before it")
+                continue
+            stats.examples += 1
+            if prompt_tokens(history) > max_prompt_tokens:
+                kept, dropped, ok = keep_latest_turns(history, lambda c: prompt_tokens(c) <= max_prompt_tokens)
+                stats.turns_dropped += dropped
+                if not ok:
+                    stats.drop("the last user turn alone exceeds kd_max_prompt_length")
+                    continue
+                stats.truncated += 1
+                history = kept
+            prompts.append({"prompt": history})
+    return prompts
+
+
+def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig) -> Any:
+    from datasets import Dataset
+    from trl import DistillationTrainer
+
+    from convdistill.trainers.distill_run import load_teacher, teacher_folder, teacher_vocabulary
+    from convdistill.trainers.loading import load_model, peft_config
+    from convdistill.trainers.run import _finish, _prepare, _resume_point
+    from convdistill.trainers.runlog import RunLog, announce
+
+    teacher = teacher_folder(kd.teacher)
+    folder, encoder_decoder, tokenizer = _prepare(data, model_args, args)
+    if encoder_decoder:
+        raise ValueError("distill_mode on_policy: TRL's DistillationTrainer generates with causal students only; "
+                         "use distill_mode off_policy for an encoder-decoder student")
+    model = load_model(folder, model_args, encoder_decoder)
+    teacher_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
+    # TRL's divergence knob is `beta` (0 forward KL, 1 reverse KL, between: JSD); ours is kd_loss.
+    args.beta = TRL_BETA.get(kd.kd_loss, kd.kd_jsd_beta)
+    args.temperature = kd.kd_temperature
+    tokenizer.padding_side = "left"  # generation batches are left-padded
+    stats: dict[str, TruncationStats] = {}
+    datasets = {}
+    for name, path in (("train", data.train_file), ("eval", data.eval_file)):
+        if path is None:
+            continue
+        records, _ = load_records(path, "paths", Path(args.output_dir) / "data", data.path_strategy,
+                                  data.max_train_examples if name == "train" else None)
+        stats[name] = TruncationStats()
+        prompts = policy_prompts(records, tokenizer, data.train_on, kd.kd_max_prompt_length, stats[name])
+        announce(name, stats[name])
+        if not prompts:
+            raise ValueError(f"{name} data {path}: no prompts left ({stats[name].summary()})")
+        datasets[name] = Dataset.from_list(prompts)
+    runlog = RunLog(stats)
+    trainer = DistillationTrainer(model=model, teacher_model=load_teacher(teacher), args=args,
+                                  train_dataset=datasets["train"], eval_dataset=datasets.get("eval"),
+                                  processing_class=tokenizer, callbacks=[runlog],
+                                  peft_config=peft_config(model_args, encoder_decoder))
+    trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint, args.output_dir))
+    tokenizer.padding_side = "right"
+    extra = {"teacher": str(teacher), "distill_mode": "on_policy", "beta": args.beta,
+             "temperature": args.temperature}
+    return _finish(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder, stats, "distill",
+                   extra)
