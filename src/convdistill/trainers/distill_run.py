@@ -64,7 +64,8 @@ def attach_targets(lists: dict[str, list[dict[str, Any]]], kd: DistillConfig, ar
                          kd.kd_temperature, pad_id, vocab_size, kd.teacher_batch_tokens)
 
 
-def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig) -> Any:
+def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig, callbacks: list[Any] | None = None
+                  ) -> Any:
     """Off-policy distillation (or, with distill_mode on_policy, TRL's on-policy trainer)."""
     from convdistill.trainers.distill_trainer import TokenDistillTrainer
     from convdistill.trainers.run import _datasets, _finish, _prepare, _resume_point
@@ -72,7 +73,7 @@ def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig) -> A
     if kd.distill_mode == "on_policy":
         from convdistill.trainers.on_policy import train_on_policy
 
-        return train_on_policy(data, model_args, args, kd)
+        return train_on_policy(data, model_args, args, kd, callbacks)
     teacher = teacher_folder(kd.teacher)
     folder, encoder_decoder, tokenizer = _prepare(data, model_args, args)
     args.assistant_only_loss = False
@@ -88,7 +89,7 @@ def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig) -> A
     runlog = RunLog(stats)
     trainer = TokenDistillTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=peft_config(model_args, encoder_decoder), callbacks=[runlog], kd=kd,
+        peft_config=peft_config(model_args, encoder_decoder), callbacks=[runlog, *(callbacks or [])], kd=kd,
         encoder_decoder=encoder_decoder, cache=cache[0], teacher=live, teacher_pad_id=tokenizer.pad_token_id,
         vocab_size=vocab_size)
     trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint, args.output_dir))

@@ -49,7 +49,8 @@ def policy_prompts(records: list[dict[str, Any]], tokenizer: Any, train_on: str,
     return prompts
 
 
-def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig) -> Any:
+def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig, callbacks: list[Any] | None = None
+                    ) -> Any:
     from datasets import Dataset
     from trl import DistillationTrainer
 
@@ -85,7 +86,7 @@ def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig) ->
     runlog = RunLog(stats)
     trainer = DistillationTrainer(model=model, teacher_model=load_teacher(teacher), args=args,
                                   train_dataset=datasets["train"], eval_dataset=datasets.get("eval"),
-                                  processing_class=tokenizer, callbacks=[runlog],
+                                  processing_class=tokenizer, callbacks=[runlog, *(callbacks or [])],
                                   peft_config=peft_config(model_args, encoder_decoder))
     trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint, args.output_dir))
     tokenizer.padding_side = "right"

@@ -132,7 +132,7 @@ def _finish(trainer: Any, runlog: RunLog, tokenizer: Any, folder: Path, model_ar
                        trainer.state.global_step, stats, trainer.state.log_history, trainer)
 
 
-def train_sft(data: Any, model_args: Any, args: Any) -> TrainResult:
+def train_sft(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None = None) -> TrainResult:
     """Supervised fine-tuning on path records: loss on the selected assistant turns."""
     from convdistill.trainers.seq2seq import Seq2SeqSFTTrainer
     from convdistill.trainers.sft_trainer import CausalSFTTrainer
@@ -147,14 +147,14 @@ def train_sft(data: Any, model_args: Any, args: Any) -> TrainResult:
     trainer = trainer_class(model=model, args=args, train_dataset=train,
                             eval_dataset=evaluation, processing_class=tokenizer,
                             peft_config=peft_config(model_args, encoder_decoder),
-                            callbacks=[runlog])
+                            callbacks=[runlog, *(callbacks or [])])
     trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint,
                                                        args.output_dir))
     return _finish(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder,
                    stats, "sft")
 
 
-def train_dpo(data: Any, model_args: Any, args: Any) -> TrainResult:
+def train_dpo(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None = None) -> TrainResult:
     """DPO on pair records. The reference is explicit: a copy of the starting weights, or,
     under LoRA/QLoRA, the same model with its adapter disabled; never reloaded by name."""
     from convdistill.trainers.dpo_trainer import FittedDPOTrainer
@@ -172,15 +172,17 @@ def train_dpo(data: Any, model_args: Any, args: Any) -> TrainResult:
     trainer_class = Seq2SeqDPOTrainer if encoder_decoder else FittedDPOTrainer
     trainer = trainer_class(model=model, ref_model=reference, args=args, train_dataset=train,
                             eval_dataset=evaluation, processing_class=tokenizer,
-                            peft_config=peft, callbacks=[runlog])
+                            peft_config=peft, callbacks=[runlog, *(callbacks or [])])
     trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint,
                                                        args.output_dir))
     return _finish(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder,
                    stats, "dpo")
 
 
-def train(method: str, config: Any = None, overrides: Any = None) -> TrainResult:
-    """Load a recipe (file or mapping, plus overrides) and run it: sft, dpo or distill."""
+def train(method: str, config: Any = None, overrides: Any = None, callbacks: list[Any] | None = None
+          ) -> TrainResult:
+    """Load a recipe (file or mapping, plus overrides) and run it: sft, dpo or distill.
+    `callbacks`: extra transformers TrainerCallbacks (progress, timing)."""
     from convdistill.trainers.recipe import load_recipe
 
     if method not in ("sft", "dpo", "distill"):
@@ -189,5 +191,5 @@ def train(method: str, config: Any = None, overrides: Any = None) -> TrainResult
     if method == "distill":
         from convdistill.trainers.distill_run import train_distill
 
-        return train_distill(*parsed)
-    return (train_sft if method == "sft" else train_dpo)(*parsed)
+        return train_distill(*parsed, callbacks=callbacks)
+    return (train_sft if method == "sft" else train_dpo)(*parsed, callbacks=callbacks)
