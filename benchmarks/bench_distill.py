@@ -45,8 +45,9 @@ def run(family: str, out: Path, overrides: dict[str, Any]) -> tuple[Any, StepClo
     from convdistill.trainers import train
 
     clock = StepClock()
-    result = train("distill", ROOT / "trainers" / f"{family}-tiny-distill.yaml",
-                   {"output_dir": str(out), "save_strategy": "no", "disable_tqdm": True, **overrides}, callbacks=[clock])
+    recipe = ROOT / "trainers" / f"{family}-tiny-distill.yaml"
+    fixed = {"output_dir": str(out), "save_strategy": "no", "disable_tqdm": True}
+    result = train("distill", recipe, {**fixed, **overrides}, callbacks=[clock])
     return result, clock
 
 
