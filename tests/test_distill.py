@@ -125,7 +125,7 @@ def test_t5_student_distilled_from_a_llama_teacher_gets_closer_than_cross_entrop
                  kd_top_k=256)
     ce = distill(teacher, data["train"], tmp_path / "ce", "t5", max_steps=30, kd_weight=0.0, kd_cache_dir=str(shared),
                  kd_top_k=256)
-    assert "reusing" in capsys.readouterr().out  # the second run read the first one's cache
+    assert "reusing" in capsys.readouterr().err  # the second run read the first one's cache
     info = [json.loads((r.checkpoint / "convdistill.json").read_text()) for r in (kd, ce)]
     assert info[0]["logit_cache"] == info[1]["logit_cache"] and info[0]["method"] == "distill"
     kl = {name: heldout_kl(r.checkpoint, teacher, data["heldout"], max_length=160, max_target_length=96)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,6 +107,10 @@ def _write(folder: Path, views: Sequence[TeacherView], scored: dict[int, tuple[t
     (folder / "meta.json").write_text(json.dumps({**meta, "examples": len(views), "rows": rows}, indent=2) + "\n")
 
 
+def _log(line: str) -> None:
+    print(f"[convdistill] {line}", file=sys.stderr, flush=True)
+
+
 def build_or_open(
     cache_dir: Path,
     teacher: Path,
@@ -116,10 +121,11 @@ def build_or_open(
     pad_id: int,
     vocab_size: int,
     max_batch_tokens: int = 4096,
-    log: Any = print,
+    log: Any = None,
 ) -> LogitCache:
     """The cache for these views: opened when it exists, else computed with the teacher (loaded
     by `load_teacher()` only then, and released before training starts) and written atomically."""
+    log = log or _log
     key = fingerprint(teacher, views, k, temperature)
     folder = Path(cache_dir) / key[:16]
     if (folder / "meta.json").is_file():
