@@ -28,8 +28,9 @@ def demo_command(
         "--quick", help="Reduced sizes (one tree extended, a few training steps, a few eval cases): every "
         "stage runs for real in about two minutes. Used by the test suite.")] = False,
     threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="torch threads (default: every core; the stages run one after another). "
-        "On a machine shared with other jobs, fewer avoids heavy slow-downs.")] = None,
+        "--threads", min=1, help="torch threads. Default: every core that is idle at the start (all of them on "
+        "a quiet machine; the stages run one after another). Threads beyond the idle cores slow every step "
+        "down several times.")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start over: delete what an earlier demo wrote in --out (stage folders, markers, "
         "report, teacher cache) first. Without it, finished stages are skipped.")] = False,

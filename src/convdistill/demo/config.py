@@ -31,17 +31,20 @@ class EvalSuite:
 @dataclass(frozen=True)
 class Sizes:
     sample_paths: int = 3  # paths shown from the export
-    extend_trees: int = 4  # trees the teacher continues (the others are copied through)
+    extend_trees: int = 3  # trees the teacher continues (the others are copied through)
     extend_turns: int = 2  # simulated user turn + teacher answer, per tree
-    teacher_max_tokens: int = 96  # per teacher answer while extending
-    simulator_max_tokens: int = 48  # per simulated user turn
+    teacher_max_tokens: int = 80  # per teacher answer while extending
+    simulator_max_tokens: int = 40  # per simulated user turn
     max_length: int = 384  # training sequence / encoder tokens
     max_target_length: int = 192  # encoder-decoder reply tokens
     max_train_examples: int | None = None  # None: every path / pair
-    sft_steps: int = 40
-    dpo_steps: int = 16
-    distill_steps: int = 12
-    distill_examples: int | None = 64  # distillation runs the 135M teacher on every batch: keep it small
+    sft_steps: int = 30
+    dpo_steps: int = 10
+    distill_steps: int = 10
+    # The 135M teacher scores every distillation example once (about 150 tokens/s on one core):
+    # a few paths, cut shorter, keep that to well under a minute per student.
+    distill_examples: int | None = 20
+    distill_max_length: int = 256
     logging_steps: int = 2  # a point of the loss curve every N steps
     eval_suites: tuple[EvalSuite, ...] = (
         EvalSuite("eval/suites/context_memory.jsonl"),
@@ -64,7 +67,8 @@ QUICK = Sizes(
     sft_steps=4,
     dpo_steps=2,
     distill_steps=2,
-    distill_examples=8,
+    distill_examples=4,
+    distill_max_length=128,
     logging_steps=1,
     eval_suites=(EvalSuite("eval/suites/context_memory.jsonl", cases=3),),
     eval_max_tokens=12,
@@ -79,7 +83,7 @@ class DemoConfig:
     teacher_base_url: str | None = None  # None: the embedded SmolLM2, served on 127.0.0.1
     teacher_model: str | None = None
     quick: bool = False
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=lambda: idle_cores())
     sizes: Sizes = FULL
     seed: int = 0
 
@@ -104,6 +108,22 @@ class DemoConfig:
         data = asdict(self)
         data["out"], data["trees"] = str(self.out), str(self.trees)
         return data
+
+
+def idle_cores() -> int:
+    """Cores not busy with other work right now (1-minute load average), at least one.
+
+    The stages run one after another, so on a quiet machine each uses every core. On a machine
+    shared with other jobs, torch threads beyond the idle cores wait on each other at every
+    operation: the quick demo took 4x longer with two threads than with one on two cores
+    already carrying two other jobs.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        busy = 0
+    return max(1, min(cores, cores - busy))
 
 
 def project_root() -> Path:

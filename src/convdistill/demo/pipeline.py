@@ -93,6 +93,10 @@ def run_demo(config: DemoConfig, log: Log = stderr_log) -> DemoOutcome:
     _quiet_libraries()
     clock = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_fingerprint(config.out)
+    if earlier is not None and earlier != config.fingerprint():
+        log(f"[demo] {config.out} holds a demo run with other settings: its stages are redone with these "
+            "(give another --out to keep both)")
     (config.out / "demo.json").write_text(json.dumps({"fingerprint": config.fingerprint(),
                                                       "config": config.describe()}, indent=2, default=str) + "\n")
     runner = StageRunner(config.out, config.fingerprint(), log)
@@ -122,3 +126,10 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+
+
+def _earlier_fingerprint(out: Path) -> str | None:
+    try:
+        return json.loads((out / "demo.json").read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -31,7 +31,7 @@ def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, trai
         "save_strategy": "steps",
         "save_steps": max(1, steps // 2),
         "save_total_limit": 1,
-        "max_length": sizes.max_length,
+        "max_length": sizes.distill_max_length if method == "distill" else sizes.max_length,
         "report_to": "none",
         "seed": config.seed,
         "disable_tqdm": True,  # the demo prints the trainer's log lines; bars would interleave with them
