@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The whole pipeline on the bundled sample (about 10 minutes on 2 CPU cores); report in runs/demo/report.md.
+# A rerun skips finished stages. DEMO_ARGS passes options, e.g. make demo DEMO_ARGS=--quick
 demo: $(STAMP)
-	$(BIN)/convdistill paths stats conversation_trees/oasst_en_100_tree.jsonl
-	$(BIN)/convdistill paths sample conversation_trees/oasst_en_100_tree.jsonl -n 3 --seed 0
+	$(BIN)/convdistill demo --out runs/demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
