@@ -156,9 +156,12 @@ class TokenDistillTrainer(SFTTrainer):
         if top_ids.shape[0] != targets.shape[0]:
             raise RuntimeError(f"teacher targets for {top_ids.shape[0]} tokens, student has {targets.shape[0]} "
                                "labelled tokens: the logit cache does not belong to this data")
-        ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        # One logsumexp serves the cross-entropy and (at temperature 1) the distillation loss.
+        lse = logits.logsumexp(-1)
+        ce = lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         kd = kd_token_loss(logits, top_ids.to(logits.device), top_log_probs.to(logits.device), self.kd.kd_loss,
-                           self.kd.kd_temperature, self.kd.kd_jsd_beta)
+                           self.kd.kd_temperature, self.kd.kd_jsd_beta,
+                           student_lse=lse if self.kd.kd_temperature == 1.0 else None)
         weight = self.kd.kd_weight
         count = targets.numel() if num_items_in_batch is None else num_items_in_batch
         count = torch.as_tensor(count, device=logits.device).clamp(min=1)

@@ -37,18 +37,32 @@ def _with_rest(topk_log_probs: torch.Tensor, rest_log_prob: torch.Tensor) -> tor
 
 
 def bucket_log_probs(
-    student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float
+    student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float,
+    student_lse: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher and student log-probabilities over the k + 1 buckets, shape (tokens, k + 1)."""
-    student = (student_logits.float() / temperature).log_softmax(-1)
-    student_topk = student.gather(-1, teacher_ids)
-    student_rest = student.scatter(-1, teacher_ids, float("-inf")).logsumexp(-1)
+    """Teacher and student log-probabilities over the k + 1 buckets, shape (tokens, k + 1).
+
+    Only the student's log-normaliser and its k logits are needed, never a full log-softmax:
+    on a 49k vocabulary the full (tokens x vocab) copies and their backward passes cost ~7x a
+    plain cross-entropy. `student_lse`: the logsumexp of the logits at this temperature, when
+    the caller has it already (the cross-entropy at temperature 1 shares it)."""
+    logits = student_logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lse = logits.logsumexp(-1) if student_lse is None else student_lse
+    student_topk = logits.gather(-1, teacher_ids) - lse.unsqueeze(-1)
+    student_rest = _rest(student_topk.logsumexp(-1).exp())
     teacher_log_probs = teacher_log_probs.float().clamp(min=_LOG_FLOOR)
-    residual = 1.0 - teacher_log_probs.exp().sum(-1)
-    teacher_rest = torch.where(residual > _REST_NOISE, residual.clamp(min=_REST_NOISE).log(),
-                               torch.full_like(residual, _LOG_FLOOR))
-    return (_with_rest(teacher_log_probs, teacher_rest),
-            _with_rest(student_topk.clamp(min=_LOG_FLOOR), student_rest.clamp(min=_LOG_FLOOR)))
+    teacher_rest = _rest(teacher_log_probs.exp().sum(-1))
+    return _with_rest(teacher_log_probs, teacher_rest), _with_rest(student_topk.clamp(min=_LOG_FLOOR), student_rest)
+
+
+def _rest(top_mass: torch.Tensor) -> torch.Tensor:
+    """log(1 - top-k mass), floored: a residual below float32 rounding is an empty bucket (and
+    the floor keeps the gradient finite when the top-k holds everything)."""
+    residual = 1.0 - top_mass
+    return torch.where(residual > _REST_NOISE, residual.clamp(min=_REST_NOISE).log(),
+                       torch.full_like(residual, _LOG_FLOOR))
 
 
 def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
@@ -85,10 +99,12 @@ def kd_token_loss(
     kind: str,
     temperature: float = 1.0,
     beta: float = 0.5,
+    student_lse: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token distillation loss, scaled by temperature squared so that its gradients keep
     the same size as the temperature changes (Hinton et al.)."""
-    teacher_log, student_log = bucket_log_probs(student_logits, teacher_ids, teacher_log_probs, temperature)
+    teacher_log, student_log = bucket_log_probs(student_logits, teacher_ids, teacher_log_probs, temperature,
+                                                student_lse)
     return divergence(teacher_log, student_log, kind, beta) * temperature**2
 
 
