@@ -322,8 +322,9 @@ def test_shipped_recipes_load():
         method = next((m for m in ("dpo", "distill") if m in path.stem), "sft")
         # GPU recipes ask for bf16, which a CPU-only machine refuses at load time.
         gpu = "bf16: true" in path.read_text()
-        _, _, args = load_recipe(method, path, ["--bf16", "false"] if gpu else [])
-        assert args.output_dir.startswith("runs/"), path
+        parsed = load_recipe(method, path, ["--bf16", "false"] if gpu else [])
+        assert parsed[2].output_dir.startswith("runs/"), path
+        assert len(parsed) == (4 if method == "distill" else 3)
 
 
 def test_cli_bad_recipe_is_one_clear_line(tmp_path: Path):
