@@ -33,24 +33,25 @@ class Sizes:
     sample_paths: int = 3  # paths shown from the export
     extend_trees: int = 3  # trees the teacher continues (the others are copied through)
     extend_turns: int = 2  # simulated user turn + teacher answer, per tree
-    teacher_max_tokens: int = 80  # per teacher answer while extending
-    simulator_max_tokens: int = 40  # per simulated user turn
+    teacher_max_tokens: int = 64  # per teacher answer while extending
+    simulator_max_tokens: int = 32  # per simulated user turn
     max_length: int = 384  # training sequence / encoder tokens
     max_target_length: int = 192  # encoder-decoder reply tokens
     max_train_examples: int | None = None  # None: every path / pair
     sft_steps: int = 30
-    dpo_steps: int = 10
-    distill_steps: int = 10
+    dpo_steps: int = 8
+    distill_steps: int = 8
     # The 135M teacher scores every distillation example once (about 150 tokens/s on one core):
     # a few paths, cut shorter, keep that to well under a minute per student.
-    distill_examples: int | None = 20
+    distill_examples: int | None = 16
     distill_max_length: int = 256
     logging_steps: int = 2  # a point of the loss curve every N steps
+    # The teacher answering the suite is the slowest eval: 11 + 6 cases (52 turns, depths 1 to 5).
     eval_suites: tuple[EvalSuite, ...] = (
         EvalSuite("eval/suites/context_memory.jsonl"),
-        EvalSuite("eval/suites/anaphora.jsonl"),
+        EvalSuite("eval/suites/anaphora.jsonl", cases=6),
     )
-    eval_max_tokens: int = 48
+    eval_max_tokens: int = 40
     eval_batch_size: int = 16
 
 

@@ -132,7 +132,7 @@ def extend_stage(config: DemoConfig, workdir: Path, log: Log, total_trees: int |
         log(f"    {line}")
     op, use = report.operation, report.usage
     result: dict[str, Any] = {
-        "teacher": model, "endpoint": url if not config.embedded_teacher else "embedded (127.0.0.1)",
+        "teacher": model, "endpoint": url if not config.embedded_teacher else "embedded, served on 127.0.0.1",
         "trees_selected": report.trees_selected, "trees_changed": op.trees_changed,
         "user_added": op.messages_added.get("prompter", 0), "assistant_added": op.messages_added.get("assistant", 0),
         "exchanges_added": op.exchanges_added, "leaves_answered": op.leaves_answered,
