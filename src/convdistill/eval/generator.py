@@ -78,3 +78,115 @@ def generate_memory_suite(count: int, depth: int | tuple[int, int], seed: int = 
     if low < 2 or high < low:
         raise ValueError(f"depth must be >= 2 (and low <= high), got {depth}")
     return [memory_case(i, rng.randint(low, high), rng) for i in range(count)]
+
+
+# Short replies to the distractor requests. Eval cases may leave distractor turns without a
+# reference (gold history then continues with the model's reply), but training conversations
+# need an assistant turn after every user turn, and recall cases give one so a gold-history run
+# is a single wave.
+DISTRACTOR_REPLIES: dict[str, str] = {
+    "Give me one tip for sleeping better.": "Keep the same bedtime every night.",
+    "What is the boiling point of water in Celsius?": "100 degrees Celsius at sea level.",
+    "Suggest a name for a small bakery.": "How about The Rolling Pin?",
+    "How many legs does a spider have?": "A spider has eight legs.",
+    "Name one planet in the solar system.": "Mars.",
+    "What is a synonym for 'happy'?": "Cheerful.",
+    "Tell me a fun fact about octopuses.": "An octopus has three hearts.",
+    "What is 12 times 3?": "36.",
+}
+
+# Values that occur nowhere in FACTS, for training conversations: a student trained on them and
+# tested on FACTS' values can pass a recall check only by reading the fact from its context.
+TRAIN_VALUES: dict[str, list[str]] = {
+    "pet": ["Rascal", "Pickle", "Nimbus", "Waffles", "Mochi", "Barnaby", "Olive", "Crumpet"],
+    "city": ["Bergen", "Cusco", "Gdansk", "Nairobi", "Porto", "Hanoi", "Adelaide", "Quebec"],
+    "colour": ["maroon", "turquoise", "beige", "indigo", "scarlet", "mint", "coral", "navy"],
+    "job": ["blacksmith", "florist", "locksmith", "surveyor", "baker", "translator", "welder"],
+    "number": ["815", "3072", "64", "5209", "147", "9931", "28"],
+    "sister": ["Greta", "Amara", "Lucinda", "Rosalind", "Yara", "Beatrix", "Maren"],
+    "book": ["The Quiet Harbour", "Iron Gardens", "Paper Comets", "The Last Lighthouse", "Silver Moss"],
+    "flight": ["BA2291", "AF644", "SK903", "EK1450", "JL77", "IB3318"],
+}
+VALUE_SETS = ("eval", "train")
+
+
+def _values(slot: str, value_set: str) -> list[str]:
+    if value_set not in VALUE_SETS:
+        raise ValueError(f"value set {value_set!r}: choose {' or '.join(VALUE_SETS)}")
+    return TRAIN_VALUES[slot] if value_set == "train" else next(f[3] for f in FACTS if f[0] == slot)
+
+
+def _fact_turn(statement: str, value: str) -> dict[str, Any]:
+    return {
+        "user": f"{statement} Please remember that; a short acknowledgement is enough.",
+        "reference": f"Noted, I'll remember {value}.",
+        "checks": {"max_words": 40},
+    }
+
+
+def recall_case(
+    index: int, distance: int, rng: random.Random, lead: int = 0, value_set: str = "eval", ask_all: bool = False
+) -> dict[str, Any]:
+    """A case whose question about one fact comes exactly `distance` turns after the fact was given.
+
+    `lead` filler turns come first, then the fact, then `distance - 1` filler turns, then the
+    question. A filler turn states another fact (a different slot, so the question can only be
+    answered by finding the right one) or is a distractor request; every turn has a reference.
+    With `ask_all` the other stated facts are asked for afterwards too (more recall per
+    conversation, for training data). The case is tagged `distance-<d>` for its first question.
+    """
+    if distance < 1 or lead < 0:
+        raise ValueError(f"distance must be >= 1 and lead >= 0, got {distance} and {lead}")
+    fillers = lead + distance - 1
+    slots = rng.sample(FACTS, min(len(FACTS), 1 + fillers))
+    target, others = slots[0], slots[1:]
+    kinds = [rng.random() < 0.5 and bool(others) for _ in range(fillers)]  # True: another fact
+    pool = list(DISTRACTORS)
+    rng.shuffle(pool)
+    turns: list[dict[str, Any]] = []
+    stated: list[tuple[str, str]] = []  # (question, value) of the fillers' facts, in order
+
+    def filler(is_fact: bool) -> dict[str, Any]:
+        if is_fact and len(stated) < len(others):
+            slot, say, ask, _ = others[len(stated)]
+            value = rng.choice(_values(slot, value_set))
+            stated.append((ask, value))
+            return _fact_turn(say.format(v=value), value)
+        question = pool.pop() if pool else "Thanks."
+        return {"user": question, "reference": DISTRACTOR_REPLIES.get(question, "You're welcome."),
+                "checks": {"max_words": 80}}
+
+    turns += [filler(kinds[k]) for k in range(lead)]
+    slot, say, ask, _ = target
+    value = rng.choice(_values(slot, value_set))
+    turns.append(_fact_turn(say.format(v=value), value))
+    turns += [filler(kinds[k]) for k in range(lead, fillers)]
+    turns.append({"user": ask, "reference": f"{value}.", "checks": {"recall_of": [value], "max_words": 30}})
+    if ask_all:
+        rng.shuffle(stated)
+        turns += [{"user": q, "reference": f"{v}.", "checks": {"recall_of": [v], "max_words": 30}} for q, v in stated]
+    return {"id": f"synthetic-recall-{value_set}-d{distance}-{index:03d}-{slot}",
+            "tags": ["context_memory", "synthetic", f"distance-{distance}"], "turns": turns}
+
+
+def generate_recall_suite(
+    per_distance: int, distances: tuple[int, int] = (1, 6), seed: int = 0, value_set: str = "eval"
+) -> list[dict[str, Any]]:
+    """`per_distance` recall cases at each distance from low to high (a balanced memory test);
+    the same seed always gives the same cases."""
+    rng = random.Random(seed)
+    low, high = distances
+    if low < 1 or high < low:
+        raise ValueError(f"distances must be >= 1 (and low <= high), got {distances}")
+    return [recall_case(i, d, rng, lead=rng.randint(0, 1), value_set=value_set)
+            for d in range(low, high + 1) for i in range(per_distance)]
+
+
+def case_messages(case: dict[str, Any]) -> list[dict[str, str]]:
+    """A case with a reference for every turn as a conversation (path-record messages), for training."""
+    messages = [{"role": "system", "content": case["system"]}] if case.get("system") else []
+    for number, turn in enumerate(case["turns"], 1):
+        if turn.get("reference") is None:
+            raise ValueError(f"case {case['id']}: turn {number} has no reference to train on")
+        messages += [{"role": "user", "content": turn["user"]}, {"role": "assistant", "content": turn["reference"]}]
+    return messages
