@@ -236,6 +236,10 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
         lines += ["Losses are per method and not comparable across methods: SFT is token cross-entropy, DPO "
                   "the preference loss (0.693 at the start), distillation a mix of cross-entropy and the "
                   "divergence from the teacher's logits.", ""]
+        if not config.embedded_teacher:
+            lines += ["Logit distillation needs the teacher's logits, which a chat endpoint does not give: its "
+                      "teacher is the recipe's local one (the embedded SmolLM2-135M-Instruct), not "
+                      f"{config.teacher_name}.", ""]
 
     evals = [r.result for r in records if r.name.startswith("5-") and r.status in ("done", "cached")]
     if evals:
