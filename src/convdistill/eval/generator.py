@@ -98,7 +98,7 @@ DISTRACTOR_REPLIES: dict[str, str] = {
 # Values that occur nowhere in FACTS, for training conversations: a student trained on them and
 # tested on FACTS' values can pass a recall check only by reading the fact from its context.
 TRAIN_VALUES: dict[str, list[str]] = {
-    "pet": ["Rascal", "Pickle", "Nimbus", "Waffles", "Mochi", "Barnaby", "Olive", "Crumpet"],
+    "pet": ["Rascal", "Pickle", "Nimbus", "Waffles", "Mochi", "Barnaby", "Truffle", "Crumpet"],
     "city": ["Bergen", "Cusco", "Gdansk", "Nairobi", "Porto", "Hanoi", "Adelaide", "Quebec"],
     "colour": ["maroon", "turquoise", "beige", "indigo", "scarlet", "mint", "coral", "navy"],
     "job": ["blacksmith", "florist", "locksmith", "surveyor", "baker", "translator", "welder"],
