@@ -65,6 +65,9 @@ def demo_command(
     except OSError as exc:  # the output folder itself cannot be written
         fail(escape(str(exc)))
         return
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume", code=130)
+        return
     if outcome.report is not None:
         typer.echo(str(outcome.report))
     else:
