@@ -46,7 +46,10 @@ def teacher(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def distill(teacher: Path, data: Path, out: Path, family: str, **fields: Any) -> Any:
-    return train("distill", {**COMMON, "model_name_or_path": f"student:{family}-tiny", "teacher": str(teacher),
+    common = dict(COMMON)
+    if fields.get("distill_mode") == "on_policy":
+        del common["max_length"]  # an SFTConfig field; on-policy prompts fit kd_max_prompt_length
+    return train("distill", {**common, "model_name_or_path": f"student:{family}-tiny", "teacher": str(teacher),
                              "train_file": str(data), "output_dir": str(out), "per_device_train_batch_size": 4,
                              "learning_rate": 2e-3, "seed": 3, **fields})
 
