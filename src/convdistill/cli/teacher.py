@@ -199,6 +199,10 @@ def _run(
         if base_url and not model:
             raise typer.BadParameter("--model is required with --base-url", param_hint="--model")
         if not base_url:
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
             err_console.print(
                 "starting the embedded teacher (SmolLM2-135M-Instruct) on 127.0.0.1 ..."
             )
