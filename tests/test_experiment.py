@@ -1,0 +1,115 @@
+"""The multi-turn vs single-turn experiment: its data transforms, the recall generator, and the
+whole pipeline run for real at a tiny scale (teacher, both families, SFT and distillation,
+eval, tables, plots, the generated doc block, resume)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import write_jsonl
+from convdistill.eval import load_suite, run_checks
+from convdistill.eval.generator import FACTS, TRAIN_VALUES, case_messages, generate_recall_suite, recall_case
+from convdistill.experiments.regimes import check_disjoint, single_turn, synthetic_paths, turn_records
+
+
+def test_recall_cases_put_the_question_exactly_distance_turns_after_the_fact(tmp_path: Path) -> None:
+    cases = generate_recall_suite(3, (1, 6), seed=4)
+    assert cases == generate_recall_suite(3, (1, 6), seed=4) and len(cases) == 18
+    for case in cases:
+        distance = int(next(t for t in case["tags"] if t.startswith("distance-")).removeprefix("distance-"))
+        value = case["turns"][-1]["checks"]["recall_of"][0]
+        stated = next(i for i, t in enumerate(case["turns"]) if value in t["user"])
+        assert len(case["turns"]) - 1 - stated == distance
+        assert all(t.get("reference") for t in case["turns"])  # gold history is one wave
+    suite = load_suite(write_jsonl(tmp_path / "recall.jsonl", cases))  # recall_of facts given earlier
+    last = suite.cases[0].turns[-1]
+    assert run_checks(last.checks, f"{last.checks.recall_of[0]}.")[0].passed
+    with pytest.raises(ValueError, match="distance"):
+        recall_case(0, 0, random.Random(0))
+
+
+def test_training_values_never_meet_the_eval_values() -> None:
+    eval_values = {v.casefold() for *_, values in FACTS for v in values}
+    train_values = {v.casefold() for values in TRAIN_VALUES.values() for v in values}
+    assert not eval_values & train_values  # across slots too: a pet and a colour may share a word
+    assert not any(e in t or t in e for e in eval_values for t in train_values)
+    case = recall_case(0, 4, random.Random(1), lead=1, value_set="train", ask_all=True)
+    asked = [t["checks"]["recall_of"][0] for t in case["turns"] if "recall_of" in t["checks"]]
+    stated = [t["reference"].removeprefix("Noted, I'll remember ").rstrip(".") for t in case["turns"]
+              if t["reference"].startswith("Noted")]
+    assert sorted(asked) == sorted(stated) and all(v in {x for vs in TRAIN_VALUES.values() for x in vs} for v in asked)
+    messages = case_messages(case)
+    assert [m["role"] for m in messages] == ["user", "assistant"] * len(case["turns"])
+
+
+def test_turn_records_give_one_reply_each_and_single_turn_drops_only_the_history() -> None:
+    system = {"role": "system", "content": "Be brief."}
+    turns = [{"role": r, "content": f"{r} {i}"} for i in range(3) for r in ("user", "assistant")]
+    paths = [
+        {"messages": [system, *turns], "tree_id": "t", "message_ids": ["s", "u0", "a0", "u1", "a1", "u2", "a2"]},
+        # a sibling path sharing the first exchange: that turn is kept once
+        {"messages": [system, *turns[:2], {"role": "user", "content": "other"},
+                      {"role": "assistant", "content": "other reply " + "word " * 50}],
+         "tree_id": "t", "message_ids": ["s", "u0", "a0", "u9", "a9"]},
+    ]
+    records = turn_records(paths, "sample", max_reply_words=10)
+    assert [len(r["messages"]) for r in records] == [3, 5, 7, 5]
+    for record in records:
+        assert record["train"] == [False] * (len(record["messages"]) - 1) + [True]
+    assert len(records[-1]["messages"][-1]["content"].split()) == 10  # long replies cut
+    single = [single_turn(r) for r in records]
+    assert [m["content"] for m in single[2]["messages"]] == ["Be brief.", "user 2", "assistant 2"]
+    assert [s["messages"][-1] for s in single] == [r["messages"][-1] for r in records]  # same replies
+    assert single[1]["train"] == [False, False, True]
+
+
+def test_disjointness_is_checked() -> None:
+    train = synthetic_paths(20, seed=3, distances=(1, 4), max_lead=1, value_set="train")
+    seen = generate_recall_suite(2, (1, 3), seed=9, value_set="train")
+    unseen = generate_recall_suite(2, (1, 3), seed=9, value_set="eval")
+    counts = check_disjoint(train, {"seen": seen, "unseen": unseen}, unseen=("unseen",))
+    assert counts["cases"] == 12 and counts["unseen_values"] > 0
+    leak = {"messages": [{"role": "user", "content": u["user"]} for u in seen[0]["turns"]]}
+    with pytest.raises(ValueError, match="occurs in the training data"):
+        check_disjoint([*train, leak], {"seen": seen})
+    with pytest.raises(ValueError, match="unseen-fact suites"):
+        check_disjoint(train, {"seen": seen}, unseen=("seen",))  # seen values are training values
+
+
+def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
+    from convdistill.experiments import multiturn
+
+    settings = replace(multiturn.QUICK, seeds=(0,), regimes=("a", "d"))
+    lines: list[str] = []
+    doc = tmp_path / "experiments.md"
+    doc.write_text("# Experiments\n\nWritten by people, kept.\n")
+    outcome = multiturn.run(tmp_path / "run", settings, jobs=1, doc=doc, command="test", log=lines.append)
+    results = outcome.results
+    for name in ("summary.json", "tables.md", "recall_by_distance.png", "real_by_depth.png", "first_turn.png"):
+        assert (results / name).is_file(), name
+    assert (results / "recall_by_distance.png").read_bytes().startswith(b"\x89PNG")
+    summary = json.loads((results / "summary.json").read_text())
+    assert sorted(u["unit"] for u in summary["units"]) == ["llama-a-s0", "llama-d-s0", "t5-a-s0", "t5-d-s0"]
+    for unit in summary["units"]:
+        assert unit["train"]["steps"] == settings.max_steps and unit["train"]["trained_tokens"] > 0
+        assert set(unit["recall_seen"]["accuracy_by_distance"]) == {"1", "2"}
+        assert set(unit["recall_seen"]["choice_by_distance"]) == {"1", "2"}
+        assert unit["real"]["first_turn"]["nll"] > 0
+    assert {u["method"] for u in summary["units"] if u["regime"] == "d"} == {"distill"}
+    counts = summary["data"]["counts"]
+    assert counts["records"]["a"] == counts["records"]["b"] and counts["teacher_written_replies"] > 0
+    assert summary["data"]["teacher_recall"]["cases"] == 2
+    text = doc.read_text()
+    assert "Written by people, kept." in text and "| T5 (enc-dec) | a single-turn |" in text
+    assert "recall_by_distance.png" in text
+
+    # A rerun with the same settings reuses the data and every unit, and rewrites only the block.
+    again: list[str] = []
+    multiturn.run(tmp_path / "run", settings, jobs=1, doc=doc, command="test", log=again.append)
+    assert any("reusing" in line for line in again) and any("4 finished earlier" in line for line in again)
+    assert doc.read_text().count("generated:multiturn_vs_singleturn:begin") == 1
