@@ -1,0 +1,370 @@
+"""Summary of the multi-turn vs single-turn experiment: mean and spread over seeds, paired
+differences between regimes and families, the tables, the plots, and the generated part of
+docs/experiments.md (the text between the markers; the rest of the file is written by people).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from convdistill.experiments.multiturn import NAME, REGIMES, Settings
+
+BEGIN = f"<!-- generated:{NAME}:begin (convdistill experiment run {NAME} rewrites this part) -->"
+END = f"<!-- generated:{NAME}:end -->"
+FAMILY_NAMES = {"t5": "T5 (enc-dec)", "llama": "Llama (dec-only)"}
+
+Metric = Callable[[dict[str, Any]], float | None]
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min and max of the seeds' values (None values left out)."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0, "values": list(values)}
+    return {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "min": min(v), "max": max(v), "n": len(v), "values": list(values)}
+
+
+def _metrics(settings: Settings) -> dict[str, Metric]:
+    """Every number the summary aggregates, by name, read off one unit's metrics."""
+    low, high = settings.eval_distances
+    out: dict[str, Metric] = {
+        "recall_seen": lambda m: m["recall_seen"]["accuracy"],
+        "recall_unseen": lambda m: m["recall_unseen"]["accuracy"],
+        "choice_seen": lambda m: m["recall_seen"]["choice"],
+        "copy_seen": lambda m: m["recall_seen"]["copy"],
+        "choice_unseen": lambda m: m["recall_unseen"]["choice"],
+        "real_score": lambda m: m["real"]["score"],
+        "turn1_score": lambda m: m["real"]["first_turn"]["score"],
+        "turn1_nll": lambda m: m["real"]["first_turn"]["nll"],
+        "real_nll": lambda m: m["real"]["nll"],
+        "trained_tokens": lambda m: m["train"]["trained_tokens"],
+        "epochs": lambda m: m["train"]["epochs"],
+        "final_loss": lambda m: m["train"]["final_loss"],
+        "train_s": lambda m: m["train"]["seconds"],
+        "eval_s": lambda m: m["eval_seconds"],
+    }
+    for d in range(low, high + 1):
+        out[f"recall_seen_d{d}"] = lambda m, d=d: m["recall_seen"]["accuracy_by_distance"].get(str(d))
+        out[f"recall_unseen_d{d}"] = lambda m, d=d: m["recall_unseen"]["accuracy_by_distance"].get(str(d))
+        out[f"choice_seen_d{d}"] = lambda m, d=d: m["recall_seen"]["choice_by_distance"].get(str(d))
+    return out
+
+
+def _real_depths(units: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({d for u in units for d in u["real"]["by_depth"]}, key=int)
+
+
+def chance_level(value_set: str = "train") -> float:
+    """Recall accuracy of a student that names a random value of the asked slot: what a model
+    without the conversation can do at best."""
+    from convdistill.eval.generator import FACTS, _values
+
+    return statistics.fmean(1 / len(_values(slot, value_set)) for slot, *_ in FACTS)
+
+
+def summarize(settings: Settings, data: dict[str, Any], units: Sequence[dict[str, Any]], timing: dict[str, Any],
+              command: str) -> dict[str, Any]:
+    metrics = _metrics(settings)
+    groups: dict[str, dict[str, Any]] = {}
+    for family in settings.families:
+        for regime in settings.regimes:
+            mine = sorted((u for u in units if u["family"] == family and u["regime"] == regime),
+                          key=lambda u: u["seed"])
+            row = {name: spread([f(u) for u in mine]) for name, f in metrics.items()}
+            row["real_by_depth"] = {d: spread([u["real"]["by_depth"].get(d) for u in mine])
+                                    for d in _real_depths(units)}
+            row["seeds"] = [u["seed"] for u in mine]
+            groups[f"{family}/{regime}"] = row
+    return {
+        "experiment": NAME,
+        "command": command,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
+        "data": {"counts": data["counts"], "teacher": data["teacher"], "teacher_recall": data.get("teacher_recall")},
+        "timing": timing,
+        "chance": {"recall_seen": chance_level("train"), "recall_unseen": chance_level("eval")},
+        "groups": groups,
+        "comparisons": comparisons(settings, units),
+        "units": list(units),
+    }
+
+
+def _paired(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b: tuple[str, str]
+            ) -> dict[str, Any] | None:
+    """b minus a, paired by seed (a seed fixes the student's initial weights and the data order)."""
+    def by_seed(family: str, regime: str) -> dict[int, float | None]:
+        return {u["seed"]: key(u) for u in units if u["family"] == family and u["regime"] == regime}
+
+    left, right = by_seed(*a), by_seed(*b)
+    diffs = [right[s] - left[s] for s in sorted(set(left) & set(right))  # type: ignore[operator]
+             if left[s] is not None and right[s] is not None]
+    if not diffs:
+        return None
+    return {**spread(diffs), "higher": sum(d > 0 for d in diffs), "lower": sum(d < 0 for d in diffs)}
+
+
+COMPARED = {  # metric name -> (label, higher is better)
+    "recall_seen": ("recall accuracy (held-out cases, seen values)", True),
+    "choice_seen": ("forced-choice recall (seen values)", True),
+    "recall_unseen": ("recall accuracy (unseen values)", True),
+    "real_score": ("shipped suites, mean case score", True),
+    "turn1_score": ("shipped suites, turn-1 score", True),
+    "turn1_nll": ("shipped suites, turn-1 reference NLL", False),
+}
+
+
+def comparisons(settings: Settings, units: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    metrics = _metrics(settings)
+    pairs: list[tuple[str, tuple[str, str], tuple[str, str]]] = []
+    for family in settings.families:
+        for before, after in itertools.pairwise(settings.regimes):
+            pairs.append((f"{FAMILY_NAMES.get(family, family)}: {after} vs {before}", (family, before),
+                          (family, after)))
+    if len(settings.families) == 2:
+        first, second = settings.families
+        for regime in settings.regimes:
+            pairs.append((f"regime {regime}: {first} vs {second}", (second, regime), (first, regime)))
+    out = []
+    for label, a, b in pairs:
+        for name, (what, _) in COMPARED.items():
+            diff = _paired(units, metrics[name], a, b)
+            if diff is not None:
+                out.append({"pair": label, "metric": name, "what": what, **diff})
+    return out
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+def _ms(cell: dict[str, Any], digits: int = 3) -> str:
+    if cell["mean"] is None:
+        return "n/a"
+    return f"{cell['mean']:.{digits}f} ± {cell['sd']:.{digits}f}"
+
+
+def tables(summary: dict[str, Any]) -> str:
+    s = summary["settings"]
+    low, high = s["eval_distances"]
+    groups = summary["groups"]
+    rows = [(g, *g.split("/")) for g in groups]
+    n = max((groups[g]["recall_seen"]["n"] for g in groups), default=0)
+    lines: list[str] = []
+    for metric, title in (("recall", "answered right (greedy reply contains the value)"),
+                          ("choice", "forced choice (the right value is the most likely of its slot's values)")):
+        lines += [f"**Context memory, {title}**: held-out synthetic cases, d = turns between the fact and the "
+                  f"question, mean ± sd over {n} seeds; a student that ignores the conversation can reach "
+                  f"{summary['chance']['recall_seen']:.3f} at most on average", ""]
+        head = "| family | regime | all distances | " + " | ".join(f"d={d}" for d in range(low, high + 1))
+        extra = " unseen values | copy within a turn |" if metric == "recall" else ""
+        lines += [head + " |" + extra, "|---|---|---|" + "---|" * (high - low + 1) + ("---|---|" if extra else "")]
+        for key, family, regime in rows:
+            g = groups[key]
+            cells = " | ".join(_ms(g[f"{metric}_seen_d{d}"], 2) for d in range(low, high + 1))
+            lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} {REGIMES[regime]} | "
+                         f"**{_ms(g[f'{metric}_seen'])}** | {cells} |"
+                         + (f" {_ms(g['recall_unseen'])} | {_ms(g['copy_seen'])} |" if extra else ""))
+        teacher = summary["data"].get("teacher_recall")
+        if metric == "recall" and teacher:
+            cells = " | ".join(f"{teacher['accuracy_by_distance'].get(str(d), float('nan')):.2f}"
+                               for d in range(low, high + 1))
+            lines.append(f"| teacher {s['teacher']} ({teacher['cases']} cases, one run) | - | "
+                         f"**{teacher['accuracy']:.3f}** | {cells} | n/a | {teacher['copy']:.3f} |")
+        lines.append("")
+    depths = sorted({d for g in groups.values() for d in g["real_by_depth"]}, key=int)
+    lines += ["**Real text** (the shipped hand-written suites, gold history; case score = minimum over "
+              "its turns; turn-1 reference NLL: lower is better)", ""]
+    lines += ["| family | regime | case score | turn-1 score | turn-1 NLL | mean NLL | "
+              + " | ".join(f"depth {d}" for d in depths) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(depths)]
+    for key, family, regime in rows:
+        g = groups[key]
+        cells = " | ".join(_ms(g["real_by_depth"][d], 2) if d in g["real_by_depth"] else "n/a" for d in depths)
+        lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} | {_ms(g['real_score'])} | "
+                     f"{_ms(g['turn1_score'])} | {_ms(g['turn1_nll'], 2)} | {_ms(g['real_nll'], 2)} | {cells} |")
+    lines += ["", "**Budget** (per unit; trained tokens = loss-carrying tokens of the data x epochs)", "",
+              "| family | regime | records | epochs | trained tokens | final loss | train s | eval s |",
+              "|---|---|---|---|---|---|---|---|"]
+    records = summary["data"]["counts"]["records"]
+    for key, family, regime in rows:
+        g = groups[key]
+        lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} | {records.get(regime, 'n/a')} | "
+                     f"{_ms(g['epochs'], 2)} | {_ms(g['trained_tokens'], 0)} | {_ms(g['final_loss'], 2)} | "
+                     f"{_ms(g['train_s'], 0)} | {_ms(g['eval_s'], 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(summary: dict[str, Any]) -> str:
+    lines = ["| comparison | metric | difference (mean ± sd over seeds) | seeds higher / lower |",
+             "|---|---|---|---|"]
+    for c in summary["comparisons"]:
+        better = COMPARED[c["metric"]][1]
+        arrow = "" if c["mean"] == 0 else (" (better)" if (c["mean"] > 0) == better else " (worse)")
+        lines.append(f"| {c['pair']} | {c['what']} | {c['mean']:+.3f} ± {c['sd']:.3f}{arrow} | "
+                     f"{c['higher']} / {c['lower']} of {c['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_seed_table(summary: dict[str, Any]) -> str:
+    lines = ["| unit | recall (seen) | forced choice (seen) | recall (unseen) | case score | turn-1 NLL | "
+             "trained tokens | train s |", "|---|---|---|---|---|---|---|---|"]
+    for u in sorted(summary["units"], key=lambda u: (u["family"], u["regime"], u["seed"])):
+        nll = u["real"]["first_turn"]["nll"]
+        lines.append(f"| {u['unit']} | {u['recall_seen']['accuracy']:.3f} | {u['recall_seen']['choice'] or 0:.3f} | "
+                     f"{u['recall_unseen']['accuracy']:.3f} | "
+                     f"{u['real']['score']:.3f} | {'n/a' if nll is None else f'{nll:.2f}'} | "
+                     f"{u['train']['trained_tokens']} | {u['train']['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+
+def _axes(rows: int, columns: int) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), dpi=100, sharey="row",
+                             squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+Panel = tuple[Callable[[dict[str, Any], str], Any], str, float | None]  # (cell of a group at x, y label, chance)
+
+
+def plot_lines(summary: dict[str, Any], path: Path, xs: list[str], panels: list[Panel], xlabel: str) -> Path:
+    """One row per panel, one column per family; one line per regime, mean with sd bars over seeds."""
+    families = summary["settings"]["families"]
+    fig, axes = _axes(len(panels), len(families))
+    for row, (cell, ylabel, chance) in enumerate(panels):
+        for ax, family in zip(axes[row], families, strict=True):
+            for regime in summary["settings"]["regimes"]:
+                g = summary["groups"][f"{family}/{regime}"]
+                points = [(int(x), c) for x in xs if (c := cell(g, x)) is not None and c["mean"] is not None]
+                if points:
+                    ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
+                                yerr=[p[1]["sd"] for p in points], marker="o", capsize=3,
+                                label=f"{regime}: {REGIMES[regime]}")
+            if chance is not None:
+                ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="no-context level")
+            ax.set_title(f"tiny {FAMILY_NAMES.get(family, family)}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylim(0, 1.05)
+            ax.set_xticks([int(x) for x in xs])
+            ax.grid(alpha=0.3)
+        axes[row][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_first_turn(summary: dict[str, Any], path: Path) -> Path:
+    families, regimes = summary["settings"]["families"], summary["settings"]["regimes"]
+    fig, grid = _axes(1, 2)
+    axes = grid[0]
+    width = 0.8 / len(regimes)
+    for ax, (metric, label) in zip(axes, (("turn1_score", "turn-1 score (higher is better)"),
+                                          ("turn1_nll", "turn-1 reference NLL (lower is better)")), strict=True):
+        for k, regime in enumerate(regimes):
+            cells = [summary["groups"][f"{f}/{regime}"][metric] for f in families]
+            ax.bar([i + k * width for i in range(len(families))], [c["mean"] or 0 for c in cells], width,
+                   yerr=[c["sd"] or 0 for c in cells], capsize=3, label=f"{regime}: {REGIMES[regime]}")
+        ax.set_xticks([i + width * (len(regimes) - 1) / 2 for i in range(len(families))],
+                      [FAMILY_NAMES.get(f, f) for f in families])
+        ax.set_title(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_results(summary: dict[str, Any], results: Path) -> dict[str, Path]:
+    """summary.json, tables.md and the three plots, in `results`."""
+    results.mkdir(parents=True, exist_ok=True)
+    low, high = summary["settings"]["eval_distances"]
+    depths = sorted({d for g in summary["groups"].values() for d in g["real_by_depth"]}, key=int)
+    out = {
+        "summary": results / "summary.json",
+        "tables": results / "tables.md",
+        "recall": plot_lines(summary, results / "recall_by_distance.png", [str(d) for d in range(low, high + 1)], [
+            (lambda g, x: g.get(f"recall_seen_d{x}"), "recall answered right", summary["chance"]["recall_seen"]),
+            (lambda g, x: g.get(f"choice_seen_d{x}"), "forced-choice recall", summary["chance"]["recall_seen"]),
+        ], "turns between the fact and the question"),
+        "depth": plot_lines(summary, results / "real_by_depth.png", depths, [
+            (lambda g, x: g["real_by_depth"].get(x), "mean turn score (shipped suites)", None)], "turn depth"),
+        "first_turn": plot_first_turn(summary, results / "first_turn.png"),
+    }
+    out["summary"].write_text(json.dumps(summary, indent=1) + "\n")
+    out["tables"].write_text(tables(summary) + "\n**Paired differences**\n\n" + comparison_table(summary)
+                             + "\n**Every unit**\n\n" + per_seed_table(summary))
+    return out
+
+
+# -- docs/experiments.md ---------------------------------------------------------------------------
+
+
+def generated_block(summary: dict[str, Any], results: Path, doc: Path) -> str:
+    rel = os.path.relpath(results, doc.parent)
+    t, s, c = summary["timing"], summary["settings"], summary["data"]["counts"]
+    teacher = summary["data"]["teacher"]
+    lines = [
+        BEGIN,
+        "",
+        f"Run: `{summary['command']}` on {t['cpus']} CPUs, {t['jobs']} unit(s) at a time with {t['threads']} "
+        f"torch thread(s) each; load average {t['load_before'][0]:.2f} before, {t['load_after'][0]:.2f} after.",
+        f"Wall time **{t['wall_s'] / 60:.1f} min** (data and teacher {t['data_s'] / 60:.1f} min, "
+        f"of which the teacher extension {teacher['seconds'] / 60:.1f} min; "
+        f"{len(summary['units'])} units {t['units_s'] / 60:.1f} min).",
+        "",
+        f"Data: {c['synthetic_conversations']} synthetic training conversations ({c['synthetic_records']} "
+        f"assistant turns), {c['sample_records']} sample turns (teacher regimes: {c['sample_teacher_records']}, "
+        f"{c['teacher_written_replies']} of them written by the teacher); records per regime "
+        + ", ".join(f"{k}: {v}" for k, v in c["records"].items())
+        + f". Held-out recall cases: {c['eval_cases']}; disjointness checked on {c['disjoint']['cases']} cases and "
+        f"{c['disjoint']['unseen_values']} unseen values. Training: {s['max_steps']} steps x batch "
+        f"{s['batch_size']}, learning rate {s['learning_rate']}, seeds {s['seeds']}.",
+        "",
+        tables(summary),
+        "**Paired differences** (same seed = same initial student and data order; 'seeds higher' counts "
+        "seeds where the first named beats the second on the raw number)",
+        "",
+        comparison_table(summary),
+        f"![recall by distance]({rel}/recall_by_distance.png)",
+        "",
+        f"![real-text score by turn depth]({rel}/real_by_depth.png)",
+        "",
+        f"![first-turn quality]({rel}/first_turn.png)",
+        "",
+        f"Every unit's numbers: `{rel}/tables.md`, `{rel}/summary.json`, `{rel}/units/*.json`.",
+        "",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(summary: dict[str, Any], doc: Path, results: Path) -> Path:
+    """Replace the generated block of `doc` (append one if it has none; create the file if needed)."""
+    block = generated_block(summary, results, doc)
+    text = doc.read_text() if doc.is_file() else f"# Experiments\n\n## {NAME}\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    return doc
