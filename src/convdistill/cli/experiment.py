@@ -1,0 +1,66 @@
+"""`convdistill experiment list | run NAME`: the project's experiments, rerun from one command."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convdistill.cli.common import err_console, fail
+
+app = typer.Typer(help="Reproducible experiments (train, evaluate, tabulate, plot).", no_args_is_help=True)
+
+
+@app.command("list")
+def list_experiments() -> None:
+    """The experiments and what each asks."""
+    from convdistill.experiments import EXPERIMENTS
+
+    for name, what in EXPERIMENTS.items():
+        typer.echo(f"{name}: {what}")
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="Experiment name, e.g. multiturn_vs_singleturn.")],
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny scale (seconds): every stage for real, "
+                                        "numbers meaningless. Writes under experiments/NAME/quick/.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for results/ and work/. "
+                                             "Default: experiments/NAME (quick: experiments/NAME/quick).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Units trained at once, each in its own "
+                                      "process. On 2 cores, 2 jobs x 1 thread beat 1 job x 2 threads.")] = 2,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch threads per unit.")] = 1,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default 0,1,2; "
+                                              "quick: 0,1).")] = None,
+    doc: Annotated[Path | None, typer.Option("--doc", help="Rewrite the generated part of this Markdown file. "
+                                             "Default: docs/experiments.md for a full run, none for --quick.")] = None,
+    no_doc: Annotated[bool, typer.Option("--no-doc", help="Do not touch any doc.")] = False,
+    changes: Annotated[list[str] | None, typer.Option("--set", help="Change a setting, FIELD=VALUE (repeat): "
+                                                      "e.g. --set max_steps=1000 --set families=t5. Fields: see "
+                                                      "Settings in convdistill/experiments/multiturn.py.")] = None,
+    keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each unit's trained "
+                                                   "student in work/units/ (about 21 MB each).")] = False,
+) -> None:
+    """Run an experiment end to end; finished units are reused when the settings are unchanged."""
+    from convdistill.experiments import EXPERIMENTS, run_experiment
+
+    if name not in EXPERIMENTS:
+        fail(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
+        return
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else None
+    except ValueError:
+        raise typer.BadParameter(f"{seeds!r}: expected comma-separated integers", param_hint="--seeds") from None
+    if doc is None and not quick and not no_doc:
+        doc = Path(__file__).resolve().parents[3] / "docs" / "experiments.md"
+    command = "convdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    try:
+        outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], jobs=jobs, threads=threads,
+                                 doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    err_console.print(f"results: {outcome.results}" + (f"; doc: {outcome.doc}" if outcome.doc else ""), markup=False)
