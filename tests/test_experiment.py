@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jsonl
+from conftest import run_cli, write_jsonl
 from convdistill.eval import load_suite, run_checks
 from convdistill.eval.generator import FACTS, TRAIN_VALUES, case_messages, generate_recall_suite, recall_case
 from convdistill.experiments.regimes import check_disjoint, single_turn, synthetic_paths, turn_records
@@ -113,3 +113,12 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
     multiturn.run(tmp_path / "run", settings, jobs=1, doc=doc, command="test", log=again.append)
     assert any("reusing" in line for line in again) and any("4 finished earlier" in line for line in again)
     assert doc.read_text().count("generated:multiturn_vs_singleturn:begin") == 1
+
+
+def test_cli_lists_experiments_and_refuses_unknown_names_and_fields() -> None:
+    listed = run_cli("experiment", "list")
+    assert listed.returncode == 0 and "multiturn_vs_singleturn" in listed.stdout
+    unknown = run_cli("experiment", "run", "nope", "--quick")
+    assert unknown.returncode == 1 and "unknown experiment 'nope'" in unknown.stderr
+    bad = run_cli("experiment", "run", "multiturn_vs_singleturn", "--quick", "--set", "max_stpes=3")
+    assert bad.returncode == 1 and "max_stpes=3" in bad.stderr and "max_steps" in bad.stderr

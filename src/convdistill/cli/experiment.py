@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +55,12 @@ def run(
         raise typer.BadParameter(f"{seeds!r}: expected comma-separated integers", param_hint="--seeds") from None
     if doc is None and not quick and not no_doc:
         doc = Path(__file__).resolve().parents[3] / "docs" / "experiments.md"
-    command = "convdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    # The command as it could be typed again (also when called through experiments/NAME/run.py).
+    parts = ["convdistill", "experiment", "run", name, *(["--quick"] if quick else []),
+             *([f"--out={out}"] if out else []), *([f"--jobs={jobs}"] if jobs != 2 else []),
+             *([f"--threads={threads}"] if threads != 1 else []), *([f"--seeds={seeds}"] if seeds else []),
+             *(f"--set={c}" for c in changes or [])]
+    command = " ".join(shlex.quote(p) for p in parts)
     try:
         outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], jobs=jobs, threads=threads,
                                  doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
