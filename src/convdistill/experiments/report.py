@@ -225,13 +225,13 @@ def per_seed_table(summary: dict[str, Any]) -> str:
 # -- plots -----------------------------------------------------------------------------------------
 
 
-def _axes(rows: int, columns: int) -> tuple[Any, Any]:
+def _axes(rows: int, columns: int, sharey: str | bool = "row") -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), dpi=100, sharey="row",
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), dpi=100, sharey=sharey,
                              squeeze=False)
     return fig, axes
 
@@ -275,7 +275,7 @@ def plot_lines(summary: dict[str, Any], path: Path, xs: list[str], panels: list[
 
 def plot_first_turn(summary: dict[str, Any], path: Path) -> Path:
     families, regimes = summary["settings"]["families"], summary["settings"]["regimes"]
-    fig, grid = _axes(1, 2)
+    fig, grid = _axes(1, 2, sharey=False)  # a score in 0..1 beside an NLL of several nats
     axes = grid[0]
     width = 0.8 / len(regimes)
     for ax, (metric, label) in zip(axes, (("turn1_score", "turn-1 score (higher is better)"),
