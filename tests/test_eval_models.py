@@ -98,6 +98,27 @@ class Recording:
         return self.backend.reference_nll(pairs)
 
 
+def test_causal_reference_nll_in_a_batch_equals_each_pair_alone(trained: Path) -> None:
+    """The batched NLL left-pads and keeps only the reply positions' logits; it must give what
+    the whole sequence, scored alone with full logits, gives."""
+    pairs = [([{"role": "user", "content": "My dog is called Rex."}], "Nice, Rex!"),
+             ([{"role": "user", "content": "I live in Oslo."}, {"role": "assistant", "content": "Oslo is lovely."},
+               {"role": "user", "content": "Where do I live? Tell me in a few words, please."}], "In Oslo, in Norway."),
+             ([{"role": "user", "content": "Hi"}], "Hello.")]
+    backend = LocalBackend(trained, batch_size=8)
+    batched = backend.reference_nll(pairs)
+    chat = backend.chat
+    for (history, reference), got in zip(pairs, batched, strict=True):
+        prompt = chat.prompt_ids(history)
+        target = chat.tokenizer(seq2seq_format.target_text(reference, chat.tokenizer),
+                                add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = chat.model(input_ids=torch.tensor([prompt + target])).logits[0, len(prompt) - 1 : -1]
+        alone = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(target)).item()
+        assert got == pytest.approx(alone, rel=1e-4, abs=1e-4)
+    assert len(set(map(round, batched, [3] * 3))) == 3  # three different replies, three different NLLs
+
+
 @pytest.mark.parametrize("family", ["llama", "t5"])
 def test_history_modes_feed_references_or_own_replies(students: dict[str, Path], suite_path: Path,
                                                       family: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 Message = dict[str, str]
 _EMPTY = "\x00"  # stands for an empty reply: TeacherClient retries on "", which is a valid answer here
@@ -108,18 +108,45 @@ class LocalBackend:
             decoder_in = torch.cat([start, labels[:, :-1].clamp(min=0)], dim=1)
             logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_in).logits
         else:
-            rows = [s + t for s, t in zip(sources, targets, strict=True)]
-            ids, mask = _right_pad(rows, pad)
-            labels = torch.full_like(ids, -100)
-            for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-                labels[i, len(s) : len(s) + len(t)] = torch.tensor(t)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            labels = labels[:, 1:]
+            logits, labels = _causal_reply_logits(model, sources, targets, pad)
         losses = torch.nn.functional.cross_entropy(
             logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
         )
         counts = (labels != -100).sum(dim=1).clamp(min=1)
         return (losses.sum(dim=1) / counts).tolist()
+
+
+def _causal_reply_logits(model: Any, sources: list[list[int]], targets: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """Logits at the reply positions only, with their labels (-100 on padding).
+
+    Rows are left-padded so every reply ends at the last position; the model is then asked for
+    the logits of the last (longest reply + 1) positions only (`logits_to_keep`). With a history
+    of hundreds of tokens and a 49k vocabulary, the output layer over every history position
+    was most of the work (the experiment's forced-choice scoring: about 60x more rows than
+    needed). Position ids follow the mask, so a left-padded row is read as if it stood alone
+    (rotary models would not need them; absolute-position ones do).
+    """
+    import torch
+
+    rows = [s + t for s, t in zip(sources, targets, strict=True)]
+    longest = max(map(len, targets))
+    width = max(max(map(len, rows)), longest + 1)  # room for the slice below even with no history
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    labels = torch.full((len(rows), longest), -100, dtype=torch.long)
+    for i, target in enumerate(targets):
+        if target:
+            labels[i, longest - len(target) :] = torch.tensor(target, dtype=torch.long)
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1).logits
+    except TypeError:  # a model class without `logits_to_keep`: the whole sequence, then the tail
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    # the logit at position p predicts the token at p + 1: the last one predicts nothing
+    return logits[:, -(longest + 1) : -1], labels
 
 
 def _right_pad(rows: list[list[int]], pad: int) -> tuple[object, object]:
