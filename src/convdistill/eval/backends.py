@@ -108,7 +108,7 @@ class LocalBackend:
             decoder_in = torch.cat([start, labels[:, :-1].clamp(min=0)], dim=1)
             logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_in).logits
         else:
-            logits, labels = _causal_reply_logits(model, sources, targets, pad)
+            logits, labels = _causal_reply_logits(model, sources, targets, pad, self.chat.takes_logits_to_keep)
         losses = torch.nn.functional.cross_entropy(
             logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
         )
@@ -116,7 +116,9 @@ class LocalBackend:
         return (losses.sum(dim=1) / counts).tolist()
 
 
-def _causal_reply_logits(model: Any, sources: list[list[int]], targets: list[list[int]], pad: int) -> tuple[Any, Any]:
+def _causal_reply_logits(
+    model: Any, sources: list[list[int]], targets: list[list[int]], pad: int, can_keep: bool
+) -> tuple[Any, Any]:
     """Logits at the reply positions only, with their labels (-100 on padding).
 
     Rows are left-padded so every reply ends at the last position; the model is then asked for
@@ -141,10 +143,9 @@ def _causal_reply_logits(model: Any, sources: list[list[int]], targets: list[lis
     for i, target in enumerate(targets):
         if target:
             labels[i, longest - len(target) :] = torch.tensor(target, dtype=torch.long)
-    try:
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1).logits
-    except TypeError:  # a model class without `logits_to_keep`: the whole sequence, then the tail
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    # a model class without `logits_to_keep` gives the whole sequence's logits; the tail is cut below
+    keep = {"logits_to_keep": longest + 1} if can_keep else {}
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **keep).logits
     # the logit at position p predicts the token at p + 1: the last one predicts nothing
     return logits[:, -(longest + 1) : -1], labels
 

@@ -65,7 +65,8 @@ class ChatModel:
         if self.is_encoder_decoder:
             self.decoder_start = _first_int(config.decoder_start_token_id, self.pad_id)
         forward = inspect.signature(self.model.forward).parameters
-        self._keep_last_logits = "logits_to_keep" in forward
+        # whether forward can compute the output layer for the last positions only
+        self.takes_logits_to_keep = "logits_to_keep" in forward
 
     # -- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -151,7 +152,7 @@ class ChatModel:
             state = {"encoder": encoded.last_hidden_state, "mask": mask, "cache": None}
             return self._step(start, state)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        extra = {"logits_to_keep": 1} if self._keep_last_logits else {}
+        extra = {"logits_to_keep": 1} if self.takes_logits_to_keep else {}
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
         )
