@@ -71,7 +71,7 @@ class Settings:
     train_max_lead: int = 1
     # held-out recall suites: per distance 1..6; "seen" draws facts from the training value
     # pool (new conversations), "unseen" from values that never occur in training
-    eval_per_distance: int = 8
+    eval_per_distance: int = 16
     unseen_per_distance: int = 4
     eval_distances: tuple[int, int] = (1, 6)
     eval_seed: int = 7
