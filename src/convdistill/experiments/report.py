@@ -90,7 +90,7 @@ def summarize(settings: Settings, data: dict[str, Any], units: Sequence[dict[str
         "timing": timing,
         "chance": {"recall_seen": chance_level("train"), "recall_unseen": chance_level("eval")},
         "groups": groups,
-        "comparisons": comparisons(settings, units),
+        "comparisons": comparisons(settings, units, _question_counts(data)),
         "units": list(units),
     }
 
@@ -109,6 +109,39 @@ def _paired(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b:
     return {**spread(diffs), "higher": sum(d > 0 for d in diffs), "lower": sum(d < 0 for d in diffs)}
 
 
+def _question_counts(data: dict[str, Any]) -> dict[str, int]:
+    """Recall questions per unit, by suite: what a share's sampling error depends on."""
+    counts = {}
+    for name, path in data.get("suites", {}).items():
+        lines = Path(path).read_text().splitlines() if Path(path).is_file() else []
+        cases = [json.loads(line) for line in lines if line.strip()]
+        counts[name] = sum("recall_of" in t.get("checks", {}) for c in cases for t in c["turns"])
+    return counts
+
+
+# metric -> the suite whose recall questions it is a share of
+SHARES = {"recall_seen": "recall_seen", "choice_seen": "recall_seen", "recall_unseen": "recall_unseen"}
+
+
+def _share_error(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b: tuple[str, str],
+                 questions: int) -> float | None:
+    """Standard error of the difference of two shares from the number of questions behind them
+    (all seeds' questions pooled, the groups taken as independent): with three seeds the seeds'
+    sd of a difference is itself very uncertain, and this says how much of it the question
+    sampling alone explains."""
+    import math
+
+    def pooled(family: str, regime: str) -> tuple[float, int] | None:
+        values = [v for u in units if u["family"] == family and u["regime"] == regime
+                  and (v := key(u)) is not None]
+        return (statistics.fmean(values), questions * len(values)) if values and questions else None
+
+    left, right = pooled(*a), pooled(*b)
+    if left is None or right is None:
+        return None
+    return math.sqrt(sum(p * (1 - p) / n for p, n in (left, right)))
+
+
 COMPARED = {  # metric name -> (label, higher is better)
     "recall_seen": ("recall accuracy (held-out cases, seen values)", True),
     "choice_seen": ("forced-choice recall (seen values)", True),
@@ -119,8 +152,10 @@ COMPARED = {  # metric name -> (label, higher is better)
 }
 
 
-def comparisons(settings: Settings, units: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def comparisons(settings: Settings, units: Sequence[dict[str, Any]],
+                questions: dict[str, int] | None = None) -> list[dict[str, Any]]:
     metrics = _metrics(settings)
+    questions = questions or {}
     pairs: list[tuple[str, tuple[str, str], tuple[str, str]]] = []
     for family in settings.families:
         for before, after in itertools.pairwise(settings.regimes):
@@ -134,8 +169,11 @@ def comparisons(settings: Settings, units: Sequence[dict[str, Any]]) -> list[dic
     for label, a, b in pairs:
         for name, (what, _) in COMPARED.items():
             diff = _paired(units, metrics[name], a, b)
-            if diff is not None:
-                out.append({"pair": label, "metric": name, "what": what, **diff})
+            if diff is None:
+                continue
+            suite = SHARES.get(name)
+            error = _share_error(units, metrics[name], a, b, questions.get(suite, 0)) if suite else None
+            out.append({"pair": label, "metric": name, "what": what, **diff, "se_questions": error})
     return out
 
 
@@ -200,13 +238,14 @@ def tables(summary: dict[str, Any]) -> str:
 
 
 def comparison_table(summary: dict[str, Any]) -> str:
-    lines = ["| comparison | metric | difference (mean ± sd over seeds) | seeds higher / lower |",
-             "|---|---|---|---|"]
+    lines = ["| comparison | metric | difference (mean ± sd over seeds) | SE from the questions | "
+             "seeds higher / lower |", "|---|---|---|---|---|"]
     for c in summary["comparisons"]:
         better = COMPARED[c["metric"]][1]
-        arrow = "" if c["mean"] == 0 else (" (better)" if (c["mean"] > 0) == better else " (worse)")
+        arrow = "" if abs(c["mean"]) < 5e-4 else (" (better)" if (c["mean"] > 0) == better else " (worse)")
+        error = c.get("se_questions")
         lines.append(f"| {c['pair']} | {c['what']} | {c['mean']:+.3f} ± {c['sd']:.3f}{arrow} | "
-                     f"{c['higher']} / {c['lower']} of {c['n']} |")
+                     f"{'-' if error is None else f'{error:.3f}'} | {c['higher']} / {c['lower']} of {c['n']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -340,7 +379,9 @@ def generated_block(summary: dict[str, Any], results: Path, doc: Path) -> str:
         "",
         tables(summary),
         "**Paired differences** (same seed = same initial student and data order; 'seeds higher' counts "
-        "seeds where the first named beats the second on the raw number)",
+        "seeds where the first named beats the second on the raw number; 'SE from the questions' is the "
+        "standard error that the number of recall questions alone puts on a difference of two shares, all "
+        "seeds pooled: a difference within about twice it is sampling noise)",
         "",
         comparison_table(summary),
         f"![recall by distance]({rel}/recall_by_distance.png)",
