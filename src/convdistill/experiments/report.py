@@ -367,7 +367,9 @@ def generated_block(summary: dict[str, Any], results: Path, doc: Path) -> str:
         f"torch thread(s) each; load average {t['load_before'][0]:.2f} before, {t['load_after'][0]:.2f} after.",
         f"Wall time **{t['wall_s'] / 60:.1f} min** (data and teacher {t['data_s'] / 60:.1f} min, "
         f"of which the teacher extension {teacher['seconds'] / 60:.1f} min; "
-        f"{len(summary['units'])} units {t['units_s'] / 60:.1f} min).",
+        f"{len(summary['units'])} units {t['units_s'] / 60:.1f} min)."
+        + (f" Tables, plots and this part rebuilt from the cached units by a later run of the same command "
+           f"({t['report_rebuilt_s']:.0f} s)." if "report_rebuilt_s" in t else ""),
         "",
         f"Data: {c['synthetic_conversations']} synthetic training conversations ({c['synthetic_records']} "
         f"assistant turns), {c['sample_records']} sample turns (teacher regimes: {c['sample_teacher_records']}, "
