@@ -113,6 +113,14 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
     multiturn.run(tmp_path / "run", settings, jobs=1, doc=doc, command="test", log=again.append)
     assert any("reusing" in line for line in again) and any("4 finished earlier" in line for line in again)
     assert doc.read_text().count("generated:multiturn_vs_singleturn:begin") == 1
+    # ... and, having trained nothing, keeps the timing of the run that trained the units
+    rebuilt = json.loads((results / "summary.json").read_text())["timing"]
+    assert summary["timing"]["units_trained"] == 4
+    assert rebuilt["wall_s"] == summary["timing"]["wall_s"] and "report_rebuilt_s" in rebuilt
+    assert "rebuilt from the cached units" in doc.read_text()
+    # the paired differences of recall shares carry the error the number of questions gives them
+    choice = next(c for c in summary["comparisons"] if c["metric"] == "choice_seen")
+    assert choice["se_questions"] is not None and choice["se_questions"] >= 0
 
 
 def test_cli_lists_experiments_and_refuses_unknown_names_and_fields() -> None:

@@ -196,8 +196,9 @@ def tables(summary: dict[str, Any]) -> str:
     for metric, title in (("recall", "answered right (greedy reply contains the value)"),
                           ("choice", "forced choice (the right value is the most likely of its slot's values)")):
         lines += [f"**Context memory, {title}**: held-out synthetic cases, d = turns between the fact and the "
-                  f"question, mean ± sd over {n} seeds; a student that ignores the conversation can reach "
-                  f"{summary['chance']['recall_seen']:.3f} at most on average", ""]
+                  f"question, mean ± sd over {n} seeds; a student that ignores the conversation gets "
+                  f"{summary['chance']['recall_seen']:.3f} in expectation (regime a, which never sees it, "
+                  f"is the measured no-context level on these questions)", ""]
         head = "| family | regime | all distances | " + " | ".join(f"d={d}" for d in range(low, high + 1))
         extra = " unseen values | copy within a turn |" if metric == "recall" else ""
         lines += [head + " |" + extra, "|---|---|---|" + "---|" * (high - low + 1) + ("---|---|" if extra else "")]
