@@ -144,6 +144,9 @@ def test_on_policy_distillation_trains_a_decoder_only_student(teacher: Path, dat
     assert [e["step"] for e in result.log_history if "loss" in e] == [1, 2]
     assert (result.checkpoint / "config.json").is_file()
     assert json.loads((result.checkpoint / "convdistill.json").read_text())["beta"] == 0.5
+    stats = result.data["train"]
+    assert stats.examples > 0 and stats.selected_tokens == 0  # prompts only: the student writes the replies
+    assert "prompts only" in stats.summary() and "trained tokens 0/0" not in stats.summary()
     with pytest.raises(ValueError, match=r"on_policy.*causal students only"):
         distill(teacher, data["train"], tmp_path / "op5", "t5", distill_mode="on_policy", max_steps=1)
 

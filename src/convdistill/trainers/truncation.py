@@ -71,8 +71,13 @@ class TruncationStats:
             f"({self.turns_dropped} turns dropped, {self.context_cut} context cut, "
             f"{self.reply_cut} replies cut); dropped {self.dropped}"
             + (f" ({reasons})" if reasons else "")
-            + f"; trained tokens {self.trained_tokens}/{self.selected_tokens} selected "
-            f"({self.trained_fraction:.1%}), {self.assistant_fraction:.1%} of all assistant tokens"
+            + (
+                f"; trained tokens {self.trained_tokens}/{self.selected_tokens} selected "
+                f"({self.trained_fraction:.1%}), {self.assistant_fraction:.1%} of all assistant tokens"
+                if self.selected_tokens
+                # on-policy distillation keeps prompts only: the student writes the replies it is trained on
+                else "; prompts only, no reference reply tokens"
+            )
         )
 
 
