@@ -42,6 +42,22 @@ DISTRACTORS: list[str] = [
 ]
 
 
+# How a fact turn's reference acknowledges the value (a reply naming the value copies it).
+ACK = "Noted, I'll remember "
+
+
+def _fact_turn(statement: str, value: str) -> dict[str, Any]:
+    return {
+        "user": f"{statement} Please remember that; a short acknowledgement is enough.",
+        "reference": f"{ACK}{value}.",
+        "checks": {"max_words": 40},
+    }
+
+
+def _question_turn(ask: str, value: str) -> dict[str, Any]:
+    return {"user": ask, "reference": f"{value}.", "checks": {"recall_of": [value], "max_words": 30}}
+
+
 def memory_case(index: int, depth: int, rng: random.Random) -> dict[str, Any]:
     """One case of `depth` turns: facts first, then distractors, then questions about the facts."""
     if depth < 2:
@@ -51,21 +67,14 @@ def memory_case(index: int, depth: int, rng: random.Random) -> dict[str, Any]:
     facts = rng.sample(FACTS, n_facts)
     chosen = [(slot, say.format(v=value), ask, value) for (slot, say, ask, values), value in
               zip(facts, (rng.choice(f[3]) for f in facts), strict=True)]
-    turns: list[dict[str, Any]] = []
-    for _slot, statement, _ask, value in chosen:
-        turns.append({
-            "user": f"{statement} Please remember that; a short acknowledgement is enough.",
-            "reference": f"Noted, I'll remember {value}.",
-            "checks": {"max_words": 40},
-        })
+    turns: list[dict[str, Any]] = [_fact_turn(statement, value) for _slot, statement, _ask, value in chosen]
     for question in rng.sample(DISTRACTORS, min(n_distract, len(DISTRACTORS))) + ["Thanks."] * max(
         0, n_distract - len(DISTRACTORS)
     ):
         turns.append({"user": question, "checks": {"max_words": 80}})
     order = list(chosen)
     rng.shuffle(order)
-    for _slot, _statement, ask, value in order:
-        turns.append({"user": ask, "reference": f"{value}.", "checks": {"recall_of": [value], "max_words": 30}})
+    turns += [_question_turn(ask, value) for _slot, _statement, ask, value in order]
     slots = "-".join(c[0] for c in chosen)
     return {"id": f"synthetic-memory-d{depth}-{index:03d}-{slots}", "tags": ["context_memory", "synthetic"],
             "turns": turns}
@@ -116,12 +125,6 @@ def _values(slot: str, value_set: str) -> list[str]:
     return TRAIN_VALUES[slot] if value_set == "train" else next(f[3] for f in FACTS if f[0] == slot)
 
 
-def _fact_turn(statement: str, value: str) -> dict[str, Any]:
-    return {
-        "user": f"{statement} Please remember that; a short acknowledgement is enough.",
-        "reference": f"Noted, I'll remember {value}.",
-        "checks": {"max_words": 40},
-    }
 
 
 def recall_case(
@@ -161,10 +164,10 @@ def recall_case(
     value = rng.choice(_values(slot, value_set))
     turns.append(_fact_turn(say.format(v=value), value))
     turns += [filler(kinds[k]) for k in range(lead, fillers)]
-    turns.append({"user": ask, "reference": f"{value}.", "checks": {"recall_of": [value], "max_words": 30}})
+    turns.append(_question_turn(ask, value))
     if ask_all:
         rng.shuffle(stated)
-        turns += [{"user": q, "reference": f"{v}.", "checks": {"recall_of": [v], "max_words": 30}} for q, v in stated]
+        turns += [_question_turn(q, v) for q, v in stated]
     return {"id": f"synthetic-recall-{value_set}-d{distance}-{index:03d}-{slot}",
             "tags": ["context_memory", "synthetic", f"distance-{distance}"], "turns": turns}
 
