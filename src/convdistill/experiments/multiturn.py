@@ -26,13 +26,16 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from convdistill.eval.suite import Case
 
 NAME = "multiturn_vs_singleturn"
 REGIMES: dict[str, str] = {
@@ -54,7 +57,6 @@ REAL_SUITES = (
     "eval/suites/refusal_consistency.jsonl",
 )
 Log = Callable[[str], None]
-ACK = "Noted, I'll remember "  # how the generator's fact turns are acknowledged
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,7 @@ def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> d
     kept: dict[str, int] = {}
     chosen = []
     for case in cases:
-        distance = next(t for t in case.tags if t.startswith("distance-"))
+        distance = _distance(case.tags)
         if kept.get(distance, 0) < settings.teacher_per_distance:
             kept[distance] = kept.get(distance, 0) + 1
             chosen.append(case)
@@ -382,6 +384,8 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
 def copy_accuracy(results: dict[str, Any]) -> float | None:
     """Share of fact turns whose acknowledgement names the value just given in the same user turn:
     copying within a turn, which every regime trains alike (recall needs it across turns)."""
+    from convdistill.eval.generator import ACK
+
     hits = [t["reference"].removeprefix(ACK).rstrip(".").casefold() in t["reply"].casefold()
             for c in results["cases"] for t in c["turns"] if (t["reference"] or "").startswith(ACK)]
     return sum(hits) / len(hits) if hits else None
@@ -391,7 +395,7 @@ def recall_accuracy(results: dict[str, Any]) -> dict[str, float]:
     """Share of recall questions answered right, by the distance (in turns) from the fact."""
     by: dict[str, list[bool]] = {}
     for case in results["cases"]:
-        distance = next(t.removeprefix("distance-") for t in case["tags"] if t.startswith("distance-"))
+        distance = _distance(case["tags"])
         for turn in case["turns"]:
             for check in turn["checks"]:
                 if check["name"] == "recall_of":
@@ -406,13 +410,19 @@ def first_turn(results: dict[str, Any]) -> dict[str, float | None]:
             "nll": sum(nlls) / len(nlls) if nlls else None}
 
 
-def forced_choice(backend: Any, cases: list[dict[str, Any]], value_set: str) -> dict[str, float]:
+def _distance(tags: Sequence[str]) -> str:
+    """The `distance-<d>` tag of a recall case, as "<d>"."""
+    return next(t.removeprefix("distance-") for t in tags if t.startswith("distance-"))
+
+
+def forced_choice(backend: Any, cases: Sequence[Case], value_set: str) -> dict[str, float]:
     """Share of recall questions where the student gives the right value the highest likelihood
     among all values of the asked slot (the gold conversation before the question, the answer
     "<value>." teacher-forced, summed over its tokens). Greedy answers need the whole value right;
     this shows a student starting to use its context earlier, and a student that ignores the
     conversation stays at 1 / (values of the slot) here, whatever it learned."""
     from convdistill.eval.generator import FACTS, _values
+    from convdistill.eval.runner import _history
     from convdistill.models import seq2seq_format
 
     slots = {ask: slot for slot, _say, ask, _values in FACTS}
@@ -420,15 +430,13 @@ def forced_choice(backend: Any, cases: list[dict[str, Any]], value_set: str) -> 
     items: list[tuple[str, int, list[str]]] = []  # (distance, index of the right value, candidates)
     pairs: list[tuple[list[dict[str, str]], str]] = []
     for case in cases:
-        distance = next(t.removeprefix("distance-") for t in case["tags"] if t.startswith("distance-"))
-        for k, turn in enumerate(case["turns"]):
-            if "recall_of" not in turn.get("checks", {}):
+        distance = _distance(case.tags)
+        for k, turn in enumerate(case.turns):
+            if not turn.checks.recall_of:
                 continue
-            history = [m for t in case["turns"][:k] for m in ({"role": "user", "content": t["user"]},
-                                                              {"role": "assistant", "content": t["reference"]})]
-            history.append({"role": "user", "content": turn["user"]})
-            candidates = _values(slots[turn["user"]], value_set)
-            items.append((distance, candidates.index(turn["checks"]["recall_of"][0]), candidates))
+            history = _history(case, k, [None] * len(case.turns), "gold")  # what generation sees
+            candidates = _values(slots[turn.user], value_set)
+            items.append((distance, candidates.index(turn.checks.recall_of[0]), candidates))
             pairs += [(history, f"{c}.") for c in candidates]
     means = backend.reference_nll(pairs)
     lengths = [len(tokenizer(seq2seq_format.target_text(ref, tokenizer), add_special_tokens=False)["input_ids"])
@@ -449,12 +457,13 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
     metrics: dict[str, Any] = {}
     started = time.perf_counter()
     for name, path in suites.items():
-        results = run_suite(load_suite(path), backend, RunOptions(history="gold", nll=False))
+        suite = load_suite(path)
+        results = run_suite(suite, backend, RunOptions(history="gold", nll=False))
         (out / f"{name}.json").write_bytes(orjson.dumps(results))
         metrics[name] = {"accuracy_by_distance": recall_accuracy(results), "copy": copy_accuracy(results),
                          "score": results["summary"]["score"], "by_depth": results["summary"]["by_depth"]}
         # Forced choice among the unseen values would rank output rows no training ever touched.
-        choice = forced_choice(backend, _read_jsonl(Path(path)), "train") if name == "recall_seen" else {}
+        choice = forced_choice(backend, suite.cases, "train") if name == "recall_seen" else {}
         metrics[name]["choice_by_distance"] = choice
         for key, by in (("accuracy", metrics[name]["accuracy_by_distance"]), ("choice", choice)):
             metrics[name][key] = sum(by.values()) / len(by) if by else None
@@ -535,7 +544,8 @@ def _unit_order(settings: Settings) -> list[tuple[str, str, int]]:
 
 
 def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: int, threads: int,
-              keep_checkpoints: bool, log: Log) -> list[dict[str, Any]]:
+              keep_checkpoints: bool, log: Log) -> tuple[list[dict[str, Any]], int]:
+    """Every unit's metrics (finished ones kept), and how many units this call trained."""
     done: dict[str, dict[str, Any]] = {}
     todo = []
     for family, regime, seed in _unit_order(settings):
@@ -560,7 +570,7 @@ def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: in
     if jobs <= 1:
         for family, regime, seed in todo:
             finished(run_unit(settings, family, regime, seed, *args))
-        return [done[layout.unit(*u)] for u in _unit_order(settings)]
+        return [done[layout.unit(*u)] for u in _unit_order(settings)], len(todo)
 
     import multiprocessing
 
@@ -581,7 +591,7 @@ def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: in
             if regime == "d" and seed == first_seed:
                 ready += [u for u in waiting if u[0] == family]
                 waiting = [u for u in waiting if u[0] != family]
-    return [done[layout.unit(*u)] for u in _unit_order(settings)]
+    return [done[layout.unit(*u)] for u in _unit_order(settings)], len(todo)
 
 
 def _first_done(running: dict[Future, Any]) -> set[Future]:
@@ -617,15 +627,13 @@ def run(root: str | Path, settings: Settings = FULL, jobs: int = 2, threads: int
     data = prepare_data(settings, layout, threads, log)
     data_s = time.perf_counter() - stage
     stage = time.perf_counter()
-    names = [layout.unit(*u) for u in _unit_order(settings)]
-    cached = sum(_cached_unit(layout, settings, name) is not None for name in names)
-    units = run_units(settings, layout, data, jobs, threads, keep_checkpoints, log)
+    units, trained = run_units(settings, layout, data, jobs, threads, keep_checkpoints, log)
     units_s = time.perf_counter() - stage
     wall = time.perf_counter() - started
     timing = {"wall_s": round(wall, 1), "data_s": round(data_s, 1), "units_s": round(units_s, 1),
               "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
-              "cpus": os.cpu_count(), "jobs": jobs, "threads": threads, "units_trained": len(names) - cached}
-    earlier = _earlier_timing(layout, settings, names) if cached == len(names) else None
+              "cpus": os.cpu_count(), "jobs": jobs, "threads": threads, "units_trained": trained}
+    earlier = _earlier_timing(layout, settings, [u["unit"] for u in units]) if trained == 0 else None
     if earlier is not None:
         # Nothing was trained: this run only rebuilt the report. Its wall time says nothing about
         # the experiment, so the report keeps the timing of the run that trained the units.

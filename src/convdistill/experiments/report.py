@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -69,14 +70,18 @@ def chance_level(value_set: str = "train") -> float:
     return statistics.fmean(1 / len(_values(slot, value_set)) for slot, *_ in FACTS)
 
 
+def _group(units: Sequence[dict[str, Any]], family: str, regime: str) -> list[dict[str, Any]]:
+    """The units of one (family, regime), by seed."""
+    return sorted((u for u in units if u["family"] == family and u["regime"] == regime), key=lambda u: u["seed"])
+
+
 def summarize(settings: Settings, data: dict[str, Any], units: Sequence[dict[str, Any]], timing: dict[str, Any],
               command: str) -> dict[str, Any]:
     metrics = _metrics(settings)
     groups: dict[str, dict[str, Any]] = {}
     for family in settings.families:
         for regime in settings.regimes:
-            mine = sorted((u for u in units if u["family"] == family and u["regime"] == regime),
-                          key=lambda u: u["seed"])
+            mine = _group(units, family, regime)
             row = {name: spread([f(u) for u in mine]) for name, f in metrics.items()}
             row["real_by_depth"] = {d: spread([u["real"]["by_depth"].get(d) for u in mine])
                                     for d in _real_depths(units)}
@@ -99,7 +104,7 @@ def _paired(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b:
             ) -> dict[str, Any] | None:
     """b minus a, paired by seed (a seed fixes the student's initial weights and the data order)."""
     def by_seed(family: str, regime: str) -> dict[int, float | None]:
-        return {u["seed"]: key(u) for u in units if u["family"] == family and u["regime"] == regime}
+        return {u["seed"]: key(u) for u in _group(units, family, regime)}
 
     left, right = by_seed(*a), by_seed(*b)
     diffs = [right[s] - left[s] for s in sorted(set(left) & set(right))  # type: ignore[operator]
@@ -111,12 +116,10 @@ def _paired(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b:
 
 def _question_counts(data: dict[str, Any]) -> dict[str, int]:
     """Recall questions per unit, by suite: what a share's sampling error depends on."""
-    counts = {}
-    for name, path in data.get("suites", {}).items():
-        lines = Path(path).read_text().splitlines() if Path(path).is_file() else []
-        cases = [json.loads(line) for line in lines if line.strip()]
-        counts[name] = sum("recall_of" in t.get("checks", {}) for c in cases for t in c["turns"])
-    return counts
+    from convdistill.eval import load_suite
+
+    return {name: sum(bool(t.checks.recall_of) for c in load_suite(path).cases for t in c.turns)
+            if Path(path).is_file() else 0 for name, path in data.get("suites", {}).items()}
 
 
 # metric -> the suite whose recall questions it is a share of
@@ -129,11 +132,8 @@ def _share_error(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str
     (all seeds' questions pooled, the groups taken as independent): with three seeds the seeds'
     sd of a difference is itself very uncertain, and this says how much of it the question
     sampling alone explains."""
-    import math
-
     def pooled(family: str, regime: str) -> tuple[float, int] | None:
-        values = [v for u in units if u["family"] == family and u["regime"] == regime
-                  and (v := key(u)) is not None]
+        values = [v for u in _group(units, family, regime) if (v := key(u)) is not None]
         return (statistics.fmean(values), questions * len(values)) if values and questions else None
 
     left, right = pooled(*a), pooled(*b)
