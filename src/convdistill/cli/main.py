@@ -6,7 +6,7 @@ import typer
 
 from convdistill import __version__
 from convdistill.cli import eval as eval_commands
-from convdistill.cli import experiment, models, pairs, paths, teacher, train
+from convdistill.cli import experiment, models, pairs, paths, teacher, train, trees
 from convdistill.cli.demo import demo_command
 from convdistill.cli.serve import serve_command
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(paths.app, name="paths")
 app.add_typer(pairs.app, name="pairs")
+app.add_typer(trees.app, name="trees")
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 app.add_typer(eval_commands.app, name="eval")

@@ -9,7 +9,6 @@ import typer
 
 from convdistill.cli.common import (
     DropSyntheticOpt,
-    InputFile,
     LangOpt,
     OnErrorOpt,
     RejectLog,
@@ -25,6 +24,8 @@ from convdistill.cli.common import (
     print_report,
     read_progress,
 )
+from convdistill.cli.paths import HubSplitOpt
+from convdistill.cli.trees import InputPath, RedactOpt, RedactPatternsOpt, build_redactor
 from convdistill.conversation_trees.exports import ReadOptions, export_pairs
 from convdistill.conversation_trees.pairs import PAIRINGS
 from convdistill.conversation_trees.record_output import OUTPUT_FORMATS
@@ -36,7 +37,7 @@ app = typer.Typer(
 
 @app.command("export")
 def export_command(
-    input_file: InputFile,
+    input_file: InputPath,
     out: Annotated[
         Path,
         typer.Option(
@@ -74,6 +75,17 @@ def export_command(
     ] = None,
     rejects: RejectsOpt = None,
     on_error: OnErrorOpt = "skip",
+    rank_shown_branch: Annotated[
+        bool,
+        typer.Option(
+            "--rank-shown-branch",
+            help="Chat exports: among regenerated replies no one ranked, rank the one on the branch "
+            "the interface showed first (pairs marked ranked_by: shown-branch).",
+        ),
+    ] = False,
+    hub_split: HubSplitOpt = None,
+    redact: RedactOpt = None,
+    redact_patterns: RedactPatternsOpt = None,
 ) -> None:
     """Write preference pairs in TRL's conversational format: the multi-turn prompt up to a
     user message, and a better ("chosen") and worse ("rejected") ranked reply.
@@ -81,12 +93,14 @@ def export_command(
     Examples:
       convdistill pairs export export.jsonl -o pairs.jsonl --pairing adjacent
       convdistill pairs export export.jsonl --oasst-compat --pairing all -o oa_rm.parquet
+      convdistill pairs export conversations.json --rank-shown-branch -o chatgpt_pairs.jsonl
     """
     check_choice(pairing, PAIRINGS, "--pairing")
     check_choice(on_error, ("skip", "fail"), "--on-error")
     if fmt is not None:
         check_choice(fmt, OUTPUT_FORMATS, "--format")
     selection = build_selection(lang, tree_state, top_k, drop_synthetic, review)
+    redactor = build_redactor(redact, redact_patterns)
     log = RejectLog(rejects)
     with friendly_errors(), read_progress("reading") as progress:
         try:
@@ -99,7 +113,8 @@ def export_command(
                 validation_fraction=split,
                 seed=seed,
                 fmt=fmt,  # type: ignore[arg-type]
-                read=ReadOptions(on_error, log, progress),  # type: ignore[arg-type]
+                read=ReadOptions(on_error, log, progress, hub_split, redactor),  # type: ignore[arg-type]
+                shown_branch_ranks=rank_shown_branch,
             )
         finally:
             log.close()

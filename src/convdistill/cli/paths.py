@@ -13,7 +13,6 @@ from rich.table import Table
 from convdistill.cli.common import (
     DropSyntheticOpt,
     EmojiWeightOpt,
-    InputFile,
     LabelWeightOpt,
     LangOpt,
     MaxLabelOpt,
@@ -36,6 +35,7 @@ from convdistill.cli.common import (
     print_report,
     read_progress,
 )
+from convdistill.cli.trees import InputPath, RedactOpt, RedactPatternsOpt, build_redactor
 from convdistill.conversation_trees.exports import ReadOptions, export_paths, sample_paths
 from convdistill.conversation_trees.paths import STRATEGIES, DialogPath
 from convdistill.conversation_trees.readers import TreeReader
@@ -48,6 +48,10 @@ app = typer.Typer(
 )
 console = Console(highlight=False)
 
+HubSplitOpt = Annotated[
+    str | None,
+    typer.Option("--hub-split", help="Hub folders: read this split only (e.g. train); default: all."),
+]
 StrategyOpt = Annotated[
     str, typer.Option("--strategy", "-s", help=f"Path strategy: {', '.join(STRATEGIES)}.")
 ]
@@ -55,7 +59,7 @@ StrategyOpt = Annotated[
 
 @app.command("stats")
 def stats_command(
-    input_file: InputFile,
+    input_file: InputPath,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     lang: LangOpt = None,
     tree_state: StateOpt = None,
@@ -130,7 +134,7 @@ def _print_stats(data: dict) -> None:
 
 @app.command("sample")
 def sample_command(
-    input_file: InputFile,
+    input_file: InputPath,
     n: Annotated[int, typer.Option("-n", min=1, help="How many paths to draw.")] = 5,
     strategy: StrategyOpt = "all",
     seed: SeedOpt = 0,
@@ -202,7 +206,7 @@ def _print_path(index: int, path: DialogPath) -> None:
 
 @app.command("export")
 def export_command(
-    input_file: InputFile,
+    input_file: InputPath,
     out: Annotated[
         Path,
         typer.Option(
@@ -252,12 +256,17 @@ def export_command(
     ] = None,
     rejects: RejectsOpt = None,
     on_error: OnErrorOpt = "skip",
+    hub_split: HubSplitOpt = None,
+    redact: RedactOpt = None,
+    redact_patterns: RedactPatternsOpt = None,
 ) -> None:
     """Write ranked dialog paths as chat records (TRL's conversational format).
 
     Examples:
       convdistill paths export export.jsonl.gz -o paths.jsonl --lang en,de --split 0.05
       convdistill paths export export.jsonl --oasst-compat --top-k 1 -o oa_sft.jsonl
+      convdistill paths export oasst2/data --hub-split train -o paths.jsonl
+      convdistill paths export conversations.json --strategy best --redact emails,phones,urls -o mine.jsonl
     """
     check_choice(strategy, STRATEGIES, "--strategy")
     check_choice(on_error, ("skip", "fail"), "--on-error")
@@ -276,6 +285,7 @@ def export_command(
         min_label,
         max_label,
     )
+    redactor = build_redactor(redact, redact_patterns)
     log = RejectLog(rejects)
     with friendly_errors(), read_progress("reading") as progress:
         try:
@@ -290,7 +300,7 @@ def export_command(
                 seed=seed,
                 sample_n=n,
                 fmt=fmt,  # type: ignore[arg-type]
-                read=ReadOptions(on_error, log, progress),  # type: ignore[arg-type]
+                read=ReadOptions(on_error, log, progress, hub_split, redactor),  # type: ignore[arg-type]
             )
         finally:
             log.close()

@@ -30,8 +30,10 @@ from convdistill.conversation_trees.record_output import (
     split_path,
 )
 from convdistill.conversation_trees.records import PathRecordEncoder, pair_record, path_record
+from convdistill.conversation_trees.redact import Redactor
 from convdistill.conversation_trees.scoring import ScoreWeights, TreeScorer
 from convdistill.conversation_trees.selection import Selection
+from convdistill.conversation_trees.shown_branch import rank_shown_branch
 from convdistill.conversation_trees.splits import split_of
 from convdistill.conversation_trees.tree_graph import tree_id
 
@@ -57,11 +59,18 @@ class ReadOptions:
     on_error: OnError = "skip"
     on_reject: RejectSink | None = None
     progress: ProgressCallback | None = None
+    split: str | None = None  # the Hub layouts: one split of a folder (default: all)
+    redact: Redactor | None = None  # personal data replaced as trees are read
 
 
 def _reader(path: str | Path, read: ReadOptions) -> TreeReader:
     return TreeReader(
-        path, on_error=read.on_error, on_reject=read.on_reject, progress=read.progress
+        path,
+        on_error=read.on_error,
+        on_reject=read.on_reject,
+        progress=read.progress,
+        split=read.split,
+        redact=read.redact,
     )
 
 
@@ -132,18 +141,30 @@ def export_pairs(
     seed: int = 0,
     fmt: OutputFormat | None = None,
     read: ReadOptions | None = None,
+    shown_branch_ranks: bool = False,
 ) -> ExportSummary:
+    """``shown_branch_ranks``: rank unranked regenerated replies of chat exports by the branch the
+    interface showed (see ``shown_branch``), so that they give pairs marked ``ranked_by``."""
     selection = selection or Selection()
     reader = _reader(input_path, read or ReadOptions())
     summary = ExportSummary(reader.report)
     split = validation_fraction is not None and validation_fraction > 0
+    trees: Iterator[nx.DiGraph] = iter(reader)
+    if shown_branch_ranks:
+        trees = _with_shown_branch_ranks(trees)
     with RecordSink(out, PAIR_SCHEMA, fmt, split=split) as sink:
-        for pair in iter_pairs(iter(reader), selection, pairing, oasst_compat, summary):
+        for pair in iter_pairs(trees, selection, pairing, oasst_compat, summary):
             side = split_of(tree_id(pair.tree), validation_fraction, seed) if split else "train"
             sink.write(pair_record(pair), side)
     summary.written = sink.counts
     summary.outputs = _outputs(sink)
     return summary
+
+
+def _with_shown_branch_ranks(trees: Iterator[nx.DiGraph]) -> Iterator[nx.DiGraph]:
+    for graph in trees:
+        rank_shown_branch(graph)
+        yield graph
 
 
 def iter_pairs(

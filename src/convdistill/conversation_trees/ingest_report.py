@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 OnError = Literal["skip", "fail"]
+CHAT_UNITS = ("chatgpt", "openwebui", "librechat", "trl-messages", "sharegpt")
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,23 @@ class IngestReport:
     trees_kept: int = 0
     messages_kept: int = 0
     reasons: Counter = field(default_factory=Counter)  # reject kind -> records
+    # Chat exports: parts of kept conversations that the schema cannot carry (tool calls, images,
+    # hidden system messages, ...), by reason; never dropped without a count.
+    skipped: Counter = field(default_factory=Counter)
+    redacted: Counter = field(default_factory=Counter)  # --redact: kind -> replacements
 
     @property
     def balanced(self) -> bool:
         return self.records_read == self.records_kept + self.records_rejected
 
     def summary(self) -> str:
-        unit = {"trees": "tree lines", "messages": "message lines"}.get(self.format, "lines")
+        unit = {
+            "trees": "tree lines",
+            "messages": "message lines",
+            "hub-parquet": "message rows",
+            "hub-datasets": "message rows",
+            **{name: "conversations" for name in CHAT_UNITS},
+        }.get(self.format, "lines")
         text = (
             f"{self.file}: read {self.records_read} {unit}, kept {self.records_kept}, "
             f"rejected {self.records_rejected} ({self.trees_kept} trees, "
@@ -66,6 +77,11 @@ class IngestReport:
         )
         for kind, n in self.reasons.most_common():
             text += f"\n  rejected {n} x {kind}"
+        for reason, n in self.skipped.most_common():
+            text += f"\n  skipped {n} x {reason}"
+        if self.redacted:
+            parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.redacted.items()))
+            text += f"\n  redacted {parts}"
         return text
 
 

@@ -1,8 +1,14 @@
-"""Read Open-Assistant exports, either format, gzipped or not, into checked DiGraph trees.
+"""Read conversation trees from any input we know, recognised by content, into checked DiGraphs.
+
+Inputs: Open-Assistant exports (nested trees or flat messages, JSONL, gzipped or not), the Hub's
+Open-Assistant parquet layouts (``hub``), and chat histories and linear chat datasets
+(``chat_exports``). Whatever the source, trees go through the same checker.
 
 Nested-trees files stream: one line is parsed, checked and handed on at a time, so memory does
-not grow with the file. Flat-messages files may hold a tree's rows anywhere, so their rows are
-grouped in memory (one dict per message) before trees are built.
+not grow with the file. Flat inputs (flat messages, parquet) may hold a tree's rows anywhere;
+their rows are grouped in memory while small and in bucket files on disk once large
+(``flat_groups``), so memory does not grow with them either. Chat exports are single JSON
+documents and are parsed whole (their size is a person's history, not a corpus).
 
 Bad records never stop a ``skip`` read: each is reported (file, line, tree, message, reason) to
 the reject sink and counted, and every valid tree is kept. With ``fail`` the first bad record
@@ -22,6 +28,14 @@ from typing import IO, Any
 import networkx as nx
 import orjson
 
+from convdistill.conversation_trees.chat_exports import (
+    CHAT_FORMATS,
+    PARSERS,
+    ConversationError,
+    chat_format_of,
+    conversation_trees,
+)
+from convdistill.conversation_trees.flat_groups import SPILL_BYTES, FlatRows
 from convdistill.conversation_trees.ingest_report import (
     IngestReport,
     InputError,
@@ -42,6 +56,61 @@ from convdistill.conversation_trees.tree_graph import (
 
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, total bytes)
 GZIP_MAGIC = b"\x1f\x8b"
+ACCEPTED = (
+    "Open-Assistant nested trees or flat messages (JSONL), the Hub's Open-Assistant parquet "
+    "(file, folder or save_to_disk), ChatGPT conversations.json, Open WebUI or LibreChat "
+    "exports, TRL messages or ShareGPT records"
+)
+
+
+class UnknownFormatError(ValueError):
+    """An input none of whose records is of a format we read; one line, naming the formats."""
+
+    def __init__(self, path: str | Path, detail: str = "no record of a known format"):
+        super().__init__(f"{path}: {detail}; accepted: {ACCEPTED}")
+
+
+def detect_layout(path: Path) -> str:
+    """How an input is laid out, by content: hub-parquet, hub-datasets, json or lines."""
+    from convdistill.conversation_trees.hub import is_parquet_file, is_save_to_disk_folder
+
+    if path.is_dir():
+        if is_save_to_disk_folder(path):
+            return "hub-datasets"
+        if next(path.rglob("*.parquet"), None) is not None:
+            return "hub-parquet"
+        raise UnknownFormatError(path, "a folder with no parquet files and no save_to_disk layout")
+    if is_parquet_file(path):
+        return "hub-parquet"
+    stream, raw = open_export(path)
+    try:
+        head = stream.read(1 << 16)
+        first_line = head.split(b"\n", 1)[0] if b"\n" in head else None
+    except (OSError, EOFError, zlib.error):
+        return "lines"  # the line reader reports what can and cannot be read
+    finally:
+        stream.close()
+        raw.close()
+    start = head.lstrip()[:1]
+    if start == b"[":
+        return "json"
+    if start == b"{":
+        # One JSON object per line, or one document over many lines (pretty-printed).
+        if first_line is not None and parse_line(first_line)[1] is None:
+            return "lines"
+        return "json" if first_line is not None or len(head) < (1 << 16) else "lines"
+    if not start:
+        return "lines"  # empty: nothing read, nothing rejected
+    raise UnknownFormatError(path, "neither JSON, JSON lines nor parquet")
+
+
+def record_format(obj: dict[str, Any]) -> str | None:
+    """The format one record belongs to: trees, messages, or a chat format."""
+    if is_tree_object(obj):
+        return "trees"
+    if is_message_object(obj):
+        return "messages"
+    return chat_format_of(obj)
 
 
 def open_export(path: str | Path) -> tuple[IO[bytes], IO[bytes]]:
@@ -88,6 +157,9 @@ class TreeReader:
         on_error: OnError = "skip",
         on_reject: RejectSink | None = None,
         progress: ProgressCallback | None = None,
+        split: str | None = None,
+        redact: Callable[[nx.DiGraph], Any] | None = None,
+        spill_bytes: int = SPILL_BYTES,
     ):
         if on_error not in ("skip", "fail"):
             raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -95,10 +167,26 @@ class TreeReader:
         self.on_error = on_error
         self.on_reject = on_reject
         self.progress = progress
+        self.split = split  # the Hub layouts: read one split of a folder
+        self.redact = redact  # called on each kept tree before anyone sees it (--redact)
+        self.spill_bytes = spill_bytes
         self.report = IngestReport(file=str(path))
+        self._files: list[tuple[int, Path]] = [(0, self.path)]
+
+    def _where(self, number: int) -> tuple[str, int]:
+        """(file, line or row) of a record number; a Hub folder numbers rows across files."""
+        for start, file in reversed(self._files):
+            if number > start:
+                return str(file), number - start
+        return str(self.path), number
+
+    def _redact(self, graph: nx.DiGraph) -> None:
+        if self.redact is not None:
+            self.report.redacted.update(self.redact(graph))
 
     def _reject(self, line: int, kind: str, reason: str, tree_id=None, message_id=None) -> None:
-        reject = Reject(str(self.path), line, kind, reason, tree_id, message_id)
+        file, line = self._where(line)
+        reject = Reject(file, line, kind, reason, tree_id, message_id)
         self.report.records_rejected += 1
         self.report.reasons[kind] += 1
         if self.on_reject is not None:
@@ -107,15 +195,28 @@ class TreeReader:
             raise InputError(reject)
 
     def _keep(self, graph: nx.DiGraph, records: int) -> nx.DiGraph:
+        self._redact(graph)
         self.report.records_kept += records
         self.report.trees_kept += 1
         self.report.messages_kept += graph.number_of_nodes()
         return graph
 
     def __iter__(self) -> Iterator[nx.DiGraph]:
+        layout = detect_layout(self.path)
+        self.report.format = "unknown"
+        self._files = [(0, self.path)]
+        if layout in ("hub-parquet", "hub-datasets"):
+            yield from self._hub_trees(layout)
+        elif layout == "json":
+            yield from self._json_document()
+        else:
+            yield from self._lines()
+
+    def _lines(self) -> Iterator[nx.DiGraph]:
+        """JSON lines: Open-Assistant trees or messages, or one chat conversation per line."""
         stream, raw = open_export(self.path)
         total = self.path.stat().st_size
-        flat_rows: list[tuple[int, dict[str, Any]]] = []
+        flat = self._flat_rows(lambda: raw.tell() / max(total, 1))
         try:
             for line_no, line in enumerate(stream, start=1):
                 if self.progress is not None and line_no % 256 == 0:
@@ -131,36 +232,140 @@ class TreeReader:
                     self._reject(line_no, "unknown_object", "a line must hold a JSON object")
                     continue
                 if self.report.format == "unknown":
-                    self.report.format = (
-                        "trees"
-                        if is_tree_object(obj)
-                        else "messages"
-                        if is_message_object(obj)
-                        else "unknown"
-                    )
+                    self.report.format = record_format(obj) or "unknown"
                 if self.report.format == "trees":
                     tree = self._nested_line(line_no, obj)
                     if tree is not None:
                         yield tree
                 elif self.report.format == "messages":
-                    self._flat_row(line_no, obj, flat_rows)
+                    self._flat_row(line_no, obj, flat, len(line))
+                elif self.report.format in CHAT_FORMATS:
+                    yield from self._conversation(line_no, obj)
                 else:
-                    self._reject(
-                        line_no,
-                        "unknown_object",
-                        "neither a message tree (message_tree_id, prompt) "
-                        "nor a message (message_id)",
-                    )
-            if flat_rows:
-                yield from self._flat_trees(flat_rows)
+                    self._reject(line_no, "unknown_object", f"not a record of {ACCEPTED}")
+            yield from self._flat_groups(flat)
         except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip stream, for one
             self.report.records_read += 1
-            self._reject(
-                self.report.records_read, "unreadable", f"file cannot be read further: {exc}"
-            )
+            self._reject(self.report.records_read, "unreadable", f"file cannot be read further: {exc}")
+        finally:
+            flat.close()
+            stream.close()
+            raw.close()
+            if self.progress is not None:
+                self.progress(total, total)
+        self._check_recognised()
+
+    def _check_recognised(self) -> None:
+        """A file none of whose records is of a known kind gets one line naming the formats."""
+        if self.report.format == "unknown" and set(self.report.reasons) == {"unknown_object"}:
+            raise UnknownFormatError(self.path)
+
+    # whole JSON documents (ChatGPT conversations.json, Open WebUI and LibreChat exports) ------
+    def _json_document(self) -> Iterator[nx.DiGraph]:
+        stream, raw = open_export(self.path)
+        try:
+            data = stream.read()
+        except (OSError, EOFError, zlib.error) as exc:
+            self.report.records_read += 1
+            self._reject(1, "unreadable", f"file cannot be read: {exc}")
+            return
         finally:
             stream.close()
             raw.close()
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if data.lstrip()[:1] == b"{":  # JSON lines whose first line is damaged
+                yield from self._lines()
+                return
+            self.report.records_read += 1
+            self._reject(1, "malformed_json", f"malformed JSON (truncated file?): {exc}")
+            return
+        del data
+        records = doc if isinstance(doc, list) else [doc]
+        for index, obj in enumerate(records, start=1):
+            self.report.records_read += 1
+            if not isinstance(obj, dict):
+                self._reject(index, "unknown_object", f"conversation {index} is not an object")
+                continue
+            if self.report.format == "unknown":
+                self.report.format = record_format(obj) or "unknown"
+            if self.report.format in CHAT_FORMATS:
+                yield from self._conversation(index, obj)
+            elif self.report.format == "trees":
+                tree = self._nested_line(index, obj)
+                if tree is not None:
+                    yield tree
+            else:
+                self._reject(index, "unknown_object", f"not a record of {ACCEPTED}")
+        if self.progress is not None:
+            self.progress(1, 1)
+        self._check_recognised()
+
+    def _conversation(self, number: int, obj: dict[str, Any]) -> Iterator[nx.DiGraph]:
+        """One chat record -> its tree(s); a bad one is rejected whole, naming the conversation."""
+        fmt = self.report.format
+        if chat_format_of(obj) != fmt:
+            self._reject(number, "unknown_object", f"not a {fmt} conversation (the first was)")
+            return
+        conv_id = None
+        try:
+            conv = PARSERS[fmt](obj, number)
+            conv_id = conv.id
+            tree_objs, skipped = conversation_trees(conv)
+            graphs = [tree_from_nested(t) for t in tree_objs]
+        except ConversationError as exc:
+            self._reject(number, "conversation", f"conversation {conv_id or number}: {exc}", conv_id)
+            return
+        except TreeError as exc:
+            reason = f"conversation {conv_id or number}: {exc.reason}"
+            self._reject(number, exc.kind, reason, conv_id, exc.message_id)
+            return
+        self.report.skipped.update(skipped)
+        self.report.records_kept += 1
+        for graph in graphs:
+            self._redact(graph)
+            self.report.trees_kept += 1
+            self.report.messages_kept += graph.number_of_nodes()
+            yield graph
+
+    # the Hub's layout: parquet files or a save_to_disk folder ------------------------------
+    def _hub_trees(self, layout: str) -> Iterator[nx.DiGraph]:
+        from convdistill.conversation_trees.hub import (
+            hub_files,
+            hub_row_count,
+            hub_row_to_message,
+            iter_hub_rows,
+        )
+
+        self.report.format = layout
+        files = hub_files(self.path, self.split)
+        total = hub_row_count(files) or 1
+        flat = self._flat_rows(lambda: self.report.records_read / total)
+        self._files = []
+        try:
+            for file in files:
+                self._files.append((self.report.records_read, file))
+                for row in iter_hub_rows(file):
+                    self.report.records_read += 1
+                    number = self.report.records_read
+                    if self.progress is not None and number % 4096 == 0:
+                        self.progress(number, total)
+                    try:
+                        message = hub_row_to_message(row)
+                    except ValueError as exc:
+                        self._reject(
+                            number,
+                            "schema",
+                            f"emojis or labels: {exc}",
+                            _as_id(row.get("message_tree_id")),
+                            _as_id(row.get("message_id")),
+                        )
+                        continue
+                    self._flat_row(number, message, flat, len(message.get("text") or "") + 400)
+            yield from self._flat_groups(flat)
+        finally:
+            flat.close()
             if self.progress is not None:
                 self.progress(total, total)
 
@@ -172,9 +377,7 @@ class TreeReader:
                 line_no,
                 "unknown_object",
                 "a message row in a nested-trees file (the first record was a tree)",
-                message_id=obj.get("message_id")
-                if isinstance(obj.get("message_id"), str)
-                else None,
+                message_id=obj.get("message_id") if isinstance(obj.get("message_id"), str) else None,
             )
             return None
         try:
@@ -184,7 +387,22 @@ class TreeReader:
             return None
 
     # flat messages ------------------------------------------------------------------------
-    def _flat_row(self, line_no: int, obj: dict[str, Any], rows: list) -> None:
+    def _flat_rows(self, done_fraction: Callable[[], float]) -> FlatRows:
+        def unkeyed(number: int, row: dict[str, Any]) -> None:
+            self._reject(
+                number,
+                "schema",
+                "no message_tree_id: a flat input this large is grouped by tree id (only a root may omit it)",
+                message_id=_as_id(row.get("message_id")),
+            )
+
+        return FlatRows(done_fraction, unkeyed, spill_bytes=self.spill_bytes)
+
+    def _flat_groups(self, flat: FlatRows) -> Iterator[nx.DiGraph]:
+        for rows in flat.groups():
+            yield from self._flat_trees(rows)
+
+    def _flat_row(self, line_no: int, obj: dict[str, Any], rows: FlatRows, size: int) -> None:
         if not is_message_object(obj):
             self._reject(
                 line_no,
@@ -211,7 +429,7 @@ class TreeReader:
                 message_id=obj["message_id"],
             )
             return
-        rows.append((line_no, obj))
+        rows.add(line_no, obj, size)
 
     def _flat_trees(self, rows: list[tuple[int, dict[str, Any]]]) -> Iterator[nx.DiGraph]:
         by_id: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -273,9 +491,7 @@ class TreeReader:
         }
         fields = {k: v for k, v in fields.items() if v is not None}
         strip = ("message_tree_id", "tree_state")  # tree fields repeated on each flat row
-        messages = {
-            mid: {k: v for k, v in by_id[mid][1].items() if k not in strip} for mid in tree_ids
-        }
+        messages = {mid: {k: v for k, v in by_id[mid][1].items() if k not in strip} for mid in tree_ids}
         kids = {mid: [messages[c] for c in children.get(mid, ())] for mid in tree_ids}
         try:
             graph = tree_from_messages(fields, messages[root], kids)
@@ -314,16 +530,11 @@ class TreeReader:
             if pid not in by_id:
                 reason = f"orphan: parent {pid!r} is not in the file (or was rejected)"
                 if node != mid:
-                    reason = (
-                        f"orphan: ancestor {node!r} has parent {pid!r}, "
-                        "not in the file (or rejected)"
-                    )
+                    reason = f"orphan: ancestor {node!r} has parent {pid!r}, not in the file (or rejected)"
                 self._reject(line_no, "orphan", reason, tree_id, mid)
                 return
             if pid in seen:
-                self._reject(
-                    line_no, "cycle", f"cycle: the parent chain returns to {pid!r}", tree_id, mid
-                )
+                self._reject(line_no, "cycle", f"cycle: the parent chain returns to {pid!r}", tree_id, mid)
                 return
             seen.add(pid)
             node = pid

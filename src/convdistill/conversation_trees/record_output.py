@@ -48,6 +48,7 @@ PAIR_SCHEMA = pa.schema(
         ("chosen_synthetic", pa.bool_()),
         ("rejected_synthetic", pa.bool_()),
         ("lang", pa.string()),
+        ("ranked_by", pa.string()),
     ]
 )
 

@@ -20,17 +20,30 @@ from convdistill.conversation_trees.tree_graph import tree_id
 CHAT_ROLE = {"prompter": "user", "assistant": "assistant"}
 
 
+def system_turn(graph: nx.DiGraph) -> list[dict[str, str]]:
+    """The tree's system prompt as a leading message (chat exports carry one), or nothing.
+
+    It lives on the tree, not as a message, because the export schema's roots are prompters.
+    """
+    system = graph.graph.get("system")
+    return [{"role": "system", "content": system}] if isinstance(system, str) and system else []
+
+
 def chat_messages(graph: nx.DiGraph, ids: Sequence[str]) -> list[dict[str, str]]:
     nodes = graph._node
-    return [{"role": CHAT_ROLE[nodes[m]["role"]], "content": nodes[m]["text"]} for m in ids]
+    return system_turn(graph) + [
+        {"role": CHAT_ROLE[nodes[m]["role"]], "content": nodes[m]["text"]} for m in ids
+    ]
 
 
 def _provenance(graph: nx.DiGraph, ids: Sequence[str]) -> dict[str, Any]:
     nodes = graph._node
+    # A system turn has no message of its own: its entries keep the lists parallel to messages.
+    lead = len(system_turn(graph))
     return {
-        "ranks": [nodes[m].get("rank") for m in ids],
-        "synthetic": [bool(nodes[m].get("synthetic")) for m in ids],
-        "model_names": [nodes[m].get("model_name") for m in ids],
+        "ranks": [None] * lead + [nodes[m].get("rank") for m in ids],
+        "synthetic": [False] * lead + [bool(nodes[m].get("synthetic")) for m in ids],
+        "model_names": [None] * lead + [nodes[m].get("model_name") for m in ids],
     }
 
 
@@ -41,7 +54,7 @@ def path_record(path: DialogPath, with_messages: bool = True) -> dict[str, Any]:
     )
     return record | {
         "tree_id": tree_id(graph),
-        "message_ids": list(path.message_ids),
+        "message_ids": [f"{tree_id(graph)}/system"] * len(system_turn(graph)) + list(path.message_ids),
         "score": round(path.score, 6),
         "lang": graph._node[path.message_ids[0]].get("lang"),
         **_provenance(graph, path.message_ids),
@@ -65,7 +78,7 @@ class PathRecordEncoder:
         if graph is not self._graph:
             self._graph, self._pieces = graph, {}
         pieces, nodes = self._pieces, graph._node
-        parts = []
+        parts = [orjson.dumps(m) for m in system_turn(graph)]
         for mid in path.message_ids:
             piece = pieces.get(mid)
             if piece is None:
@@ -88,7 +101,7 @@ def pair_record(pair: PreferencePair) -> dict[str, Any]:
         "rejected": [{"role": "assistant", "content": rejected["text"]}],
         "tree_id": tree_id(graph),
         "parent_id": pair.prefix_ids[-1],
-        "prompt_ids": list(pair.prefix_ids),
+        "prompt_ids": [f"{tree_id(graph)}/system"] * len(system_turn(graph)) + list(pair.prefix_ids),
         "chosen_id": pair.chosen_id,
         "rejected_id": pair.rejected_id,
         "chosen_rank": chosen.get("rank"),
@@ -96,4 +109,6 @@ def pair_record(pair: PreferencePair) -> dict[str, Any]:
         "chosen_synthetic": bool(chosen.get("synthetic")),
         "rejected_synthetic": bool(rejected.get("synthetic")),
         "lang": graph._node[pair.prefix_ids[0]].get("lang"),
+        # "shown-branch" for ranks implied by a chat interface (see shown_branch), else None.
+        "ranked_by": chosen.get("ranked_by"),
     }

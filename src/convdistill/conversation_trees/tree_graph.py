@@ -145,17 +145,21 @@ def replies(graph: nx.DiGraph, mid: str) -> list[str]:
     return list(graph._succ[mid])
 
 
-def _sibling_key(msg: Message) -> tuple[int, str, str]:
+def _sibling_key(msg: Message) -> tuple[int, bool, str, str]:
     rank = msg.get("rank")
     return (
         rank if isinstance(rank, int) else 1 << 30,
+        # Chat exports: among unranked siblings, the reply the interface showed comes first, so
+        # that the `best` path is the branch the person saw. Open-Assistant messages have no
+        # `shown`, and their order is unchanged.
+        not msg.get("shown"),
         msg.get("created_date") or "",
         msg["message_id"],
     )
 
 
 def ranked_replies(graph: nx.DiGraph, mid: str) -> list[str]:
-    """Reply ids best first: by rank (unranked last), then creation date, then id.
+    """Reply ids best first: by rank (unranked last), then shown, then creation date, then id.
 
     This order does not depend on how the file was written, so every strategy built on it gives
     the same paths for a nested file and for the same trees as shuffled flat messages.

@@ -1,0 +1,41 @@
+"""``convdistill trees convert``: any input we read -> an Open-Assistant export.
+
+The output is the ordinary export format (nested trees by default, flat messages on request),
+so every tool that reads Open-Assistant exports, ours included (``extend``, ``demo --trees``),
+reads converted chat histories and Hub files as they are. Chat provenance (``source``,
+``conversation_id``, ``title``, ``system``, ``shown``, ``interrupted``) rides along as extra
+fields, which the schema keeps; the flat format carries only the message fields and the tree's
+id and state, so it drops the tree-level ones (say ``--format trees`` to keep them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convdistill.conversation_trees.exports import ReadOptions, _reader
+from convdistill.conversation_trees.ingest_report import IngestReport
+from convdistill.conversation_trees.writers import ExportFormat, write_trees
+
+
+def convert_trees(
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    fmt: ExportFormat = "trees",
+    read: ReadOptions | None = None,
+) -> tuple[IngestReport, int]:
+    """Read ``input_path`` (any supported format), write ``out``; returns (report, lines written).
+
+    The output is written next to its final name and moved into place at the end, so a failed
+    read under ``on_error="fail"`` leaves no half-written export behind.
+    """
+    out = Path(out)
+    reader = _reader(input_path, read or ReadOptions())
+    partial = out.with_name(out.name + ".partial")
+    try:
+        lines = write_trees(partial, reader, fmt)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
+    return reader.report, lines
