@@ -14,6 +14,7 @@ DatasetDict). Rows stream in record batches: nothing here holds a whole file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -207,5 +208,7 @@ def hub_row_count(files: list[Path]) -> int:
     total = 0
     for file in files:
         if file.suffix == ".parquet":
-            total += pq.ParquetFile(file).metadata.num_rows
+            # A damaged file counts nothing here; the reader reports it when it gets there.
+            with contextlib.suppress(OSError, pa.ArrowException):
+                total += pq.ParquetFile(file).metadata.num_rows
     return total

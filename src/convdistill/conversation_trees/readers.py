@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import networkx as nx
 import orjson
+import pyarrow as pa
 
 from convdistill.conversation_trees.chat_exports import (
     CHAT_FORMATS,
@@ -331,12 +332,7 @@ class TreeReader:
 
     # the Hub's layout: parquet files or a save_to_disk folder ------------------------------
     def _hub_trees(self, layout: str) -> Iterator[nx.DiGraph]:
-        from convdistill.conversation_trees.hub import (
-            hub_files,
-            hub_row_count,
-            hub_row_to_message,
-            iter_hub_rows,
-        )
+        from convdistill.conversation_trees.hub import hub_files, hub_row_count
 
         self.report.format = layout
         files = hub_files(self.path, self.split)
@@ -346,28 +342,37 @@ class TreeReader:
         try:
             for file in files:
                 self._files.append((self.report.records_read, file))
-                for row in iter_hub_rows(file):
+                try:
+                    self._hub_file_rows(file, flat, total)
+                except (OSError, pa.ArrowException) as exc:  # a truncated or damaged file
                     self.report.records_read += 1
-                    number = self.report.records_read
-                    if self.progress is not None and number % 4096 == 0:
-                        self.progress(number, total)
-                    try:
-                        message = hub_row_to_message(row)
-                    except ValueError as exc:
-                        self._reject(
-                            number,
-                            "schema",
-                            f"emojis or labels: {exc}",
-                            _as_id(row.get("message_tree_id")),
-                            _as_id(row.get("message_id")),
-                        )
-                        continue
-                    self._flat_row(number, message, flat, len(message.get("text") or "") + 400)
+                    self._reject(
+                        self.report.records_read,
+                        "unreadable",
+                        f"file cannot be read further: {str(exc).splitlines()[0]}",
+                    )
             yield from self._flat_groups(flat)
         finally:
             flat.close()
             if self.progress is not None:
                 self.progress(total, total)
+
+    def _hub_file_rows(self, file: Path, flat: FlatRows, total: int) -> None:
+        """Hand one file's rows to the flat grouper; trees are built once all files are read."""
+        from convdistill.conversation_trees.hub import hub_row_to_message, iter_hub_rows
+
+        for row in iter_hub_rows(file):
+            self.report.records_read += 1
+            number = self.report.records_read
+            if self.progress is not None and number % 4096 == 0:
+                self.progress(number, total)
+            try:
+                message = hub_row_to_message(row)
+            except ValueError as exc:
+                tree, mid = _as_id(row.get("message_tree_id")), _as_id(row.get("message_id"))
+                self._reject(number, "schema", f"emojis or labels: {exc}", tree, mid)
+                continue
+            self._flat_row(number, message, flat, len(message.get("text") or "") + 400)
 
     # nested trees -------------------------------------------------------------------------
     def _nested_line(self, line_no: int, obj: dict[str, Any]) -> nx.DiGraph | None:
