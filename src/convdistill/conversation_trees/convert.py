@@ -31,7 +31,7 @@ def convert_trees(
     """
     out = Path(out)
     reader = _reader(input_path, read or ReadOptions())
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # keeps .gz: gzip goes by name
     try:
         lines = write_trees(partial, reader, fmt)
     except BaseException:

@@ -88,7 +88,10 @@ def _best_thread(graph: nx.DiGraph, kept: set[str], trim: bool = True) -> list[s
         if nodes[thread[-1]]["role"] == "assistant":
             # Prompter follow-ups are never ranked: prefer one that got an answer.
             answered = [c for c in kids if any(g in kept for g in succ[c])]
-            kids = answered or kids
+            # Chat exports: the follow-up the interface showed wins, answered or not, so that
+            # the best path is the shown branch (trimmed to its last reply).
+            shown = [c for c in kids if nodes[c].get("shown")]
+            kids = shown or answered or kids
         thread.append(kids[0])
     return _trim_trailing_prompter(graph, thread) if trim else thread
 
