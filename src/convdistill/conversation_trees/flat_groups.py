@@ -27,8 +27,8 @@ import orjson
 
 Row = tuple[int, dict[str, Any]]  # (record number, message)
 
-SPILL_BYTES = 32 << 20
-BUCKET_BYTES = 16 << 20
+SPILL_BYTES = 16 << 20
+BUCKET_BYTES = 8 << 20
 MAX_BUCKETS = 512
 
 
