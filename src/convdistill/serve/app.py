@@ -98,6 +98,7 @@ def create_app(
             "pending": batcher.pending,
             "batches": batcher.batches,
             "rows": batcher.rows,
+            "tokens": model.generated_tokens,
         }
 
     @app.get("/v1/models")
@@ -122,7 +123,7 @@ def create_app(
         authorize(request)
         req = parse_request(await read_body(request, limits.max_body_bytes))
         plan = await plan_request(req, model, limits)
-        events: asyncio.Queue[Event] = asyncio.Queue()
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         def emit(event: Event) -> None:  # called from the worker thread
@@ -137,16 +138,38 @@ def create_app(
             batcher.submit(jobs)
         except Overloaded as exc:
             raise APIError(429, str(exc), "server_busy") from None
+        # Neither uvicorn nor Starlette stops a plain (non-streamed) handler when its client
+        # hangs up, and a stream only notices on its next write, which a queued request never
+        # makes: so every request watches its own connection from the moment it is queued.
+        watcher = asyncio.create_task(_watch_disconnect(request, batcher, jobs, events))
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if req.stream:
             return StreamingResponse(
-                _stream(plan, jobs, events, completion_id, model.name),
+                _stream(plan, jobs, events, completion_id, model.name, batcher, watcher),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        return await _complete(plan, jobs, events, completion_id, model.name)
+        try:
+            return await _complete(plan, jobs, events, completion_id, model.name)
+        finally:
+            watcher.cancel()
+            batcher.cancel(jobs)  # finished jobs ignore it; unfinished ones stop
 
     return app
+
+
+async def _watch_disconnect(
+    request: Request, batcher: Batcher, jobs: list[Job], events: asyncio.Queue[Event | None]
+) -> None:
+    """Cancel `jobs` once the client has gone, and wake their handler with a None event.
+
+    The body has been read, so the next ASGI message can only be `http.disconnect`: uvicorn
+    sends it when the connection closes (or once the response is complete, when this task is
+    cancelled anyway)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    batcher.cancel(jobs)
+    events.put_nowait(None)
 
 
 def _usage(plan: Plan, completion_tokens: int) -> dict[str, int]:
@@ -159,24 +182,22 @@ def _usage(plan: Plan, completion_tokens: int) -> dict[str, int]:
 
 
 async def _complete(
-    plan: Plan, jobs: list[Job], events: asyncio.Queue[Event], completion_id: str, name: str
+    plan: Plan, jobs: list[Job], events: asyncio.Queue[Event | None], completion_id: str, name: str
 ) -> Response:
     texts = [""] * len(jobs)
     reasons: list[str | None] = [None] * len(jobs)
     tokens = 0
-    try:
-        while any(r is None for r in reasons):
-            event = await events.get()
-            if isinstance(event, Delta):
-                texts[event.index] += event.text
-            elif isinstance(event, Finished):
-                reasons[event.index] = event.reason
-                tokens += event.completion_tokens
-            elif isinstance(event, Failed):
-                raise APIError(500, event.message, "generation_failed")
-    finally:
-        for job in jobs:  # the client may have gone: stop spending compute on it
-            job.cancelled = True
+    while any(r is None for r in reasons):
+        event = await events.get()
+        if event is None:  # the client has gone; this answer reaches nobody
+            return Response(status_code=499)  # nginx's "client closed request", for the logs
+        if isinstance(event, Delta):
+            texts[event.index] += event.text
+        elif isinstance(event, Finished):
+            reasons[event.index] = event.reason
+            tokens += event.completion_tokens
+        elif isinstance(event, Failed):
+            raise APIError(500, event.message, "generation_failed")
     return JSONResponse(
         {
             "id": completion_id,
@@ -199,7 +220,13 @@ async def _complete(
 
 
 async def _stream(
-    plan: Plan, jobs: list[Job], events: asyncio.Queue[Event], completion_id: str, name: str
+    plan: Plan,
+    jobs: list[Job],
+    events: asyncio.Queue[Event | None],
+    completion_id: str,
+    name: str,
+    batcher: Batcher,
+    watcher: asyncio.Task[None],
 ) -> AsyncIterator[bytes]:
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
     created = int(time.time())
@@ -227,6 +254,8 @@ async def _stream(
         tokens = 0
         while left:
             event = await events.get()
+            if event is None:  # the client has gone
+                return
             if isinstance(event, Delta):
                 yield chunk([choice(event.index, {"content": event.text})])
             elif isinstance(event, Finished):
@@ -241,5 +270,5 @@ async def _stream(
             yield chunk([], _usage(plan, tokens))
         yield b"data: [DONE]\n\n"
     finally:
-        for job in jobs:
-            job.cancelled = True
+        watcher.cancel()
+        batcher.cancel(jobs)

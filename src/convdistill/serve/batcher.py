@@ -69,6 +69,18 @@ class Batcher:
             self._queue.extend(jobs)
             self._cond.notify_all()
 
+    def cancel(self, jobs: list[Job]) -> None:
+        """The client has gone: queued jobs leave the queue (they never start), running ones
+        leave their batch at the next decoding step (the worker checks the flag every token)."""
+        with self._cond:
+            for job in jobs:
+                job.cancelled = True
+            # Rebuilding the deque is O(queue) but keeps `pending` honest at once: a server
+            # whose clients all hung up reads as idle, not as busy with work nobody will read.
+            if any(job in self._queue for job in jobs):
+                self._queue = deque(job for job in self._queue if not job.cancelled)
+            self._cond.notify_all()
+
     def _take(self) -> list[Job]:
         with self._cond:
             while not self._queue and not self._closing:

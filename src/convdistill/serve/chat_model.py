@@ -67,6 +67,12 @@ class ChatModel:
         forward = inspect.signature(self.model.forward).parameters
         # whether forward can compute the output layer for the last positions only
         self.takes_logits_to_keep = "logits_to_keep" in forward
+        # transformers 5.x renamed `past_key_values` to `cache` (the old name warns, and goes in
+        # 5.40); older releases know only the old name
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        # tokens sampled since start (written by the worker only): /health shows it, so that a
+        # test or a benchmark can tell a server that still generates from an idle one
+        self.generated_tokens = 0
 
     # -- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -110,9 +116,10 @@ class ChatModel:
     def _advance(self, row: _Row, token: int) -> bool:
         """Take a row's new token; True while the row goes on."""
         job = row.job
-        if job.cancelled:
+        if job.cancelled:  # the client has gone: the row leaves the batch at this step
             return False
         row.count += 1
+        self.generated_tokens += 1
         reason = None
         if token in self.eos_ids:
             reason = "stop"
@@ -156,7 +163,7 @@ class ChatModel:
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
         )
-        state = {"cache": out.past_key_values, "mask": mask, "positions": positions[:, -1:]}
+        state = {"cache": _cache_of(out), "mask": mask, "positions": positions[:, -1:]}
         return out.logits[:, -1], state
 
     def _step(
@@ -169,10 +176,10 @@ class ChatModel:
                 encoder_outputs=BaseModelOutput(last_hidden_state=state["encoder"]),
                 attention_mask=state["mask"],
                 decoder_input_ids=tokens,
-                past_key_values=state["cache"],
                 use_cache=True,
+                **{self._cache_arg: state["cache"]},
             )
-            state["cache"] = out.past_key_values
+            state["cache"] = _cache_of(out)
             return out.logits[:, -1], state
         mask = torch.cat([state["mask"], torch.ones((tokens.shape[0], 1), dtype=torch.long)], dim=1)
         positions = state["positions"] + 1
@@ -180,10 +187,10 @@ class ChatModel:
             input_ids=tokens,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=state["cache"],
             use_cache=True,
+            **{self._cache_arg: state["cache"]},
         )
-        state.update(cache=out.past_key_values, mask=mask, positions=positions)
+        state.update(cache=_cache_of(out), mask=mask, positions=positions)
         return out.logits[:, -1], state
 
     def _select(self, state: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
@@ -193,6 +200,13 @@ class ChatModel:
             if key in state:
                 state[key] = state[key][keep]
         return state
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache of a model output: `cache` in transformers 5.x (reading the deprecated
+    `past_key_values` alias warns), `past_key_values` before."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _as_list(value: Any) -> list[Any]:
