@@ -18,20 +18,28 @@ _TYPES = {
 
 class APIError(Exception):
     def __init__(
-        self, status: int, message: str, code: str | None = None, param: str | None = None
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        self.headers = headers or {}
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return error_body(self.status, self.message, self.code, self.param)
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        return JSONResponse(
+            self.body(), status_code=self.status, headers={**headers, **self.headers}
+        )
 
 
 def error_body(

@@ -6,6 +6,8 @@ this point sees an unchecked value.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ import orjson
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from convdistill.serve.chat_model import ChatModel
 from convdistill.serve.errors import APIError
@@ -29,19 +32,52 @@ class Plan:
     seeds: list[int]  # one per choice
 
 
+# A refused body is still read (and dropped) up to this much: a client that sends its whole body
+# before reading the answer (urllib, most simple clients) would otherwise see the connection
+# reset under its write, not the 413. Beyond it the connection is closed unread: the client
+# wastes our bandwidth no further.
+DRAIN_BYTES = 64 * 2**20
+DRAIN_SECONDS = 10.0
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (413) as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"request body exceeds {limit} bytes", "request_too_large")
+        await _drain(request, int(declared))
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise APIError(413, f"request body exceeds {limit} bytes", "request_too_large")
+            await _drain(request, DRAIN_BYTES)  # chunked upload: the size is not known
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> APIError:
+    # Connection: close, as the body may not have been read to its end
+    return APIError(
+        413,
+        f"request body exceeds {limit} bytes",
+        "request_too_large",
+        headers={"Connection": "close"},
+    )
+
+
+async def _drain(request: Request, size: int) -> None:
+    """Read and drop the rest of the body, if it is at most DRAIN_BYTES, in DRAIN_SECONDS."""
+    if size > DRAIN_BYTES:
+        return
+    read = 0
+    with contextlib.suppress(TimeoutError, ClientDisconnect):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in request.stream():
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    return
 
 
 def parse_request(body: bytes) -> ChatCompletionRequest:
