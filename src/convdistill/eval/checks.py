@@ -55,15 +55,53 @@ def _threshold(name: str, value: float, minimum: float) -> CheckResult:
     return CheckResult(name, score, passed, f"{value:.3f} {'>=' if passed else '<'} {minimum:g}", value)
 
 
+# A degenerate reply: a word n-gram of LOOP_NGRAM words occurring more than LOOP_REPEATS times,
+# or a stretch of 1-10 characters repeated 8 times in a row (loops without spaces: "!!!!!!!!",
+# "ababab..."), or nothing at all, or the user's own words given back.
+LOOP_NGRAM = 3
+LOOP_REPEATS = 3
+_CHARACTER_LOOP = re.compile(r"(.{1,10}?)\1{7,}", re.DOTALL)
+_WORD = re.compile(r"\w+")
+ECHO_MIN_WORDS = 5  # shorter user turns ("Why?") may be repeated by a fine reply
+
+
+def degenerate(reply: str, user: str | None = None) -> str | None:
+    """Why `reply` is degenerate (empty, a loop, an echo of `user`), or None when it is not."""
+    words = _WORD.findall(reply.casefold())
+    if not words:
+        return "empty reply"
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - LOOP_NGRAM + 1):
+        gram = tuple(words[i: i + LOOP_NGRAM])
+        counts[gram] = counts.get(gram, 0) + 1
+    gram, times = max(counts.items(), key=lambda kv: kv[1], default=((), 0))
+    if times > LOOP_REPEATS:
+        return f"repeats {' '.join(gram)!r} {times} times"
+    loop = _CHARACTER_LOOP.search(reply)
+    if loop:
+        return f"repeats {loop.group(1)!r} {len(loop.group(0)) // len(loop.group(1))} times in a row"
+    if user is not None:
+        said = _WORD.findall(user.casefold())
+        if words == said:
+            return "repeats the user's message"
+        if len(said) >= ECHO_MIN_WORDS and " ".join(said) in " ".join(words) and len(said) * 2 >= len(words):
+            return "mostly the user's message given back"
+    return None
+
+
 def run_checks(
     checks: Checks,
     reply: str,
     reference: str | None = None,
     judge_rating: float | None = None,
     nll: float | None = None,
+    user: str | None = None,
 ) -> list[CheckResult]:
     results: list[CheckResult] = []
     sensitive = checks.case_sensitive
+    if checks.no_loops:
+        problem = degenerate(reply, user)
+        results.append(CheckResult("no_loops", 0.0 if problem else 1.0, problem is None, problem or "a reply"))
     if checks.contains:
         results.append(_share("contains", checks.contains, reply, sensitive))
     if checks.not_contains:
@@ -106,8 +144,12 @@ def run_checks(
 
 
 def turn_score(results: list[CheckResult]) -> tuple[float | None, bool]:
-    """(mean score of the checks that ran, whether all of them passed); None when none ran."""
+    """(mean score of the checks that ran, whether all of them passed); None when none ran.
+    A failed `no_loops` makes the turn's score 0: a loop that happens to stay under a word limit
+    and to avoid a forbidden phrase has not answered anything."""
     scored = [r for r in results if r.score is not None]
     if not scored:
         return None, True
+    if any(r.name == "no_loops" and not r.passed for r in scored):
+        return 0.0, False
     return sum(r.score for r in scored) / len(scored), all(r.passed for r in scored)  # type: ignore[misc]

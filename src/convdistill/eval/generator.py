@@ -50,12 +50,12 @@ def _fact_turn(statement: str, value: str) -> dict[str, Any]:
     return {
         "user": f"{statement} Please remember that; a short acknowledgement is enough.",
         "reference": f"{ACK}{value}.",
-        "checks": {"max_words": 40},
+        "checks": {"max_words": 40, "no_loops": True},
     }
 
 
 def _question_turn(ask: str, value: str) -> dict[str, Any]:
-    return {"user": ask, "reference": f"{value}.", "checks": {"recall_of": [value], "max_words": 30}}
+    return {"user": ask, "reference": f"{value}.", "checks": {"recall_of": [value], "max_words": 30, "no_loops": True}}
 
 
 def memory_case(index: int, depth: int, rng: random.Random) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def memory_case(index: int, depth: int, rng: random.Random) -> dict[str, Any]:
     for question in rng.sample(DISTRACTORS, min(n_distract, len(DISTRACTORS))) + ["Thanks."] * max(
         0, n_distract - len(DISTRACTORS)
     ):
-        turns.append({"user": question, "checks": {"max_words": 80}})
+        turns.append({"user": question, "checks": {"max_words": 80, "no_loops": True}})
     order = list(chosen)
     rng.shuffle(order)
     turns += [_question_turn(ask, value) for _slot, _statement, ask, value in order]
@@ -157,7 +157,7 @@ def recall_case(
             return _fact_turn(say.format(v=value), value)
         question = pool.pop() if pool else "Thanks."
         return {"user": question, "reference": DISTRACTOR_REPLIES.get(question, "You're welcome."),
-                "checks": {"max_words": 80}}
+                "checks": {"max_words": 80, "no_loops": True}}
 
     turns += [filler(kinds[k]) for k in range(lead)]
     slot, say, ask, _ = target

@@ -118,7 +118,8 @@ def run_suite(
         for k, turn in enumerate(case.turns):
             rating = ratings.get((i, k))
             checks = run_checks(
-                turn.checks, replies[i][k], turn.reference, rating.median if rating else None, nll.get((i, k))
+                turn.checks, replies[i][k], turn.reference, rating.median if rating else None, nll.get((i, k)),
+                turn.user,
             )
             score, passed = turn_score(checks)
             record: dict[str, Any] = {

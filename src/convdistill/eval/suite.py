@@ -4,7 +4,8 @@
      "turns": [{"user": "...", "reference": "optional gold reply",
                 "checks": {"contains": ["x", ["y", "or y"]], "not_contains": [...], "regex": [...],
                            "recall_of": ["fact from an earlier turn"], "max_words": 40,
-                           "rouge_l": 0.3, "chrf": 0.4, "judge": 6, "nll": 4.0}}, ...]}
+                           "rouge_l": 0.3, "chrf": 0.4, "judge": 6, "nll": 4.0,
+                           "no_loops": true}}, ...]}
 
 Validation is hand-written rather than jsonschema-driven so that every error names the file,
 the line and the field (`suite.jsonl:12: turns[1].checks.regex[0]: bad pattern ...`), and so
@@ -23,7 +24,9 @@ from typing import Any
 import orjson
 
 SCHEMA_PATH = Path(__file__).with_name("suite.schema.json")
-CHECK_NAMES = ("contains", "not_contains", "regex", "recall_of", "max_words", "rouge_l", "chrf", "judge", "nll")
+CHECK_NAMES = (
+    "contains", "not_contains", "regex", "recall_of", "max_words", "rouge_l", "chrf", "judge", "nll", "no_loops"
+)
 _CASE_KEYS = {"id", "tags", "system", "turns", "description"}
 _TURN_KEYS = {"user", "reference", "checks"}
 
@@ -46,10 +49,11 @@ class Checks:
     chrf: float | None = None  # minimum chrF against the reference, 0..1 (sacrebleu's / 100)
     judge: float | None = None  # minimum judge rating, 1..10
     nll: float | None = None  # maximum mean NLL per reference token (local models)
+    no_loops: bool = False  # a degenerate reply (empty, looping, echoing the user) scores 0
     case_sensitive: bool = False
 
     def names(self) -> list[str]:
-        out = [n for n in ("contains", "not_contains", "regex", "recall_of") if getattr(self, n)]
+        out = [n for n in ("contains", "not_contains", "regex", "recall_of", "no_loops") if getattr(self, n)]
         return out + [n for n in ("max_words", "rouge_l", "chrf", "judge", "nll") if getattr(self, n) is not None]
 
 
@@ -231,6 +235,10 @@ def _parse_checks(data: Any, where: str, reference: str | None, earlier: list[st
             fields[name] = _number(data[name], f"{where}.{name}", 0.0, 1.0)
             if reference is None:
                 raise SuiteError(f"{where}.{name}: needs a reference reply in this turn")
+    if "no_loops" in data:
+        if not isinstance(data["no_loops"], bool):
+            raise SuiteError(f"{where}.no_loops: must be true or false")
+        fields["no_loops"] = data["no_loops"]
     if "judge" in data:
         fields["judge"] = _number(data["judge"], f"{where}.judge", 1.0, 10.0)
     if "nll" in data:
