@@ -11,7 +11,8 @@ from convdistill.cli.common import check_choice, dump_json, err_console, fail, f
 from convdistill.models import FAMILIES, SIZES, ModelNotAvailable, convdistill_home
 
 app = typer.Typer(
-    help="Embedded models (converted once into CONVDISTILL_HOME) and tiny random students.",
+    help="Embedded models (converted once into CONVDISTILL_HOME) and students: built from a "
+    "teacher's layers or random-initialised.",
     no_args_is_help=True,
 )
 
@@ -70,26 +71,79 @@ def init(
                                         "(decoder-only).")],
     output: Annotated[Path, typer.Option("--output", "-o", file_okay=False,
                                          help="New (or empty) folder for the checkpoint.")],
-    size: Annotated[str, typer.Option("--size", help="tiny (~5M parameters) or small "
-                                      "(~28-33M) with SmolLM2's vocabulary.")] = "tiny",
+    teacher: Annotated[str | None, typer.Option(
+        "--from", help="Build the student from this teacher's weights: an embedded name "
+        "(smollm2-135m-instruct) or a Llama-family checkpoint folder. Without it the student "
+        "is random-initialised (--size).")] = None,
+    layers: Annotated[int | None, typer.Option(
+        "--layers", min=1, help="With --from: teacher layers the student keeps (T5: in its "
+        "decoder), those of highest block influence on --sample.")] = None,
+    keep: Annotated[str | None, typer.Option(
+        "--keep", help="With --from: exactly these teacher layers, e.g. 0,4,8 (overrides "
+        "--layers).")] = None,
+    encoder_layers: Annotated[int | None, typer.Option(
+        "--encoder-layers", min=1, help="With --from --family t5: encoder layers (default: as "
+        "many as the decoder).")] = None,
+    encoder_keep: Annotated[str | None, typer.Option(
+        "--encoder-keep", help="With --from --family t5: exactly these teacher layers in the "
+        "encoder.")] = None,
+    sample: Annotated[Path | None, typer.Option(
+        "--sample", exists=True, dir_okay=False, help="With --from: conversations (a tree "
+        "export or path records) to measure layers on. Default: the bundled sample.")] = None,
+    random_init: Annotated[bool, typer.Option(
+        "--random-init", help="With --from: the same shape with random weights (a control).")
+    ] = False,
+    size: Annotated[str, typer.Option("--size", help="Without --from: tiny (~5M parameters) or "
+                                      "small (~28-33M) with SmolLM2's vocabulary.")] = "tiny",
     tokenizer: Annotated[Path | None, typer.Option(
-        "--tokenizer", help="A tokenizer folder, or a JSONL export / path-records file to train "
-        "a BPE tokenizer on. Default: SmolLM2's, shared with the embedded teacher.")] = None,
+        "--tokenizer", help="Without --from: a tokenizer folder, or a JSONL export / path-records "
+        "file to train a BPE tokenizer on. Default: SmolLM2's, shared with the embedded "
+        "teacher.")] = None,
     vocab_size: Annotated[int, typer.Option("--vocab-size", min=300,
                                             help="Vocabulary of a trained tokenizer.")] = 8000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
 ) -> None:
-    """Build a random-initialised student with a TRL-ready chat template; save it to -o DIR."""
+    """Build a student with a TRL-ready chat template and save it to -o DIR: from a teacher's
+    layers (--from) or random-initialised."""
     from convdistill.models import init_student
+    from convdistill.models.from_teacher import init_from_teacher
 
     check_choice(family, FAMILIES, "--family")
-    check_choice(size, SIZES, "--size")
+    if teacher is None:
+        if layers or keep or encoder_layers or encoder_keep or sample or random_init:
+            fail("--layers, --keep, --encoder-layers, --encoder-keep, --sample and --random-init "
+                 "need --from TEACHER")
+        check_choice(size, SIZES, "--size")
+    elif layers is None and keep is None:
+        fail("--from needs --layers N or --keep I,J,...")
     with friendly_errors():
         try:
-            info = init_student(family, size, output, tokenizer=tokenizer,
-                                vocab_size=vocab_size, seed=seed)
+            if teacher is None:
+                info = init_student(family, size, output, tokenizer=tokenizer,
+                                    vocab_size=vocab_size, seed=seed)
+                typer.echo(f"{info.path}: {family}-{size}, {info.parameters:,} parameters, "
+                           f"vocabulary {info.vocab_size:,}")
+                return
+            err_console.print(f"building a {family} student from {teacher} (measuring layers on "
+                              "the sample, about a minute) ...")
+            built = init_from_teacher(
+                teacher, family, output, layers=layers, keep=_layer_list(keep, "--keep"),
+                encoder_layers=encoder_layers,
+                encoder_keep=_layer_list(encoder_keep, "--encoder-keep"), sample=sample,
+                random_init=random_init, seed=seed)
         except ModelNotAvailable as exc:
             fail(str(exc))
-            return
-    typer.echo(f"{info.path}: {family}-{size}, {info.parameters:,} parameters, "
-               f"vocabulary {info.vocab_size:,}")
+    layout = (f"encoder layers {built.encoder_layers}, decoder layers {built.decoder_layers}"
+              if built.encoder_layers is not None else f"layers {built.decoder_layers}")
+    typer.echo(f"{built.path}: {family} from {teacher}, {built.parameters:,} parameters, {layout}"
+               + (" (random weights)" if random_init else ""))
+
+
+def _layer_list(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"{option} {text!r}: expected layer numbers separated by commas, e.g. 0,4,8")
+        raise

@@ -4,6 +4,7 @@ encoder-decoder prompt format shared by trainers and the server.
     EMBEDDED, model_table, resolve_model   embedded models by name; name or folder -> checkpoint
     prepare_smollm2, prepare_tokenizer     one-time GGUF conversion into CONVDISTILL_HOME
     init_student, build_student            random-initialised students (t5|llama x tiny|small)
+    from_teacher.init_from_teacher         students built from a teacher's layers (imports torch)
     STUDENT_TEMPLATE, SMOLLM2_TEMPLATE     ChatML templates with TRL generation markers
     seq2seq_format                         how a conversation feeds an encoder-decoder model
     convdistill_home                       where converted files are cached

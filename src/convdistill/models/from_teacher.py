@@ -331,6 +331,8 @@ def init_from_teacher(
     encoder_keep: Sequence[int] | None = None,
     sample: str | Path | None = None,
     sample_size: int = 32,
+    random_init: bool = False,
+    seed: int = 0,
 ) -> TeacherInitInfo:
     """Build and save a student from `teacher` (an embedded name or a Llama-family checkpoint).
 
@@ -338,7 +340,8 @@ def init_from_teacher(
     `t5`: a T5Gemma student whose decoder holds `layers` (or `keep`) and whose encoder holds
     `encoder_layers` (default: as many) of the same ranking (or exactly `encoder_keep`).
     `sample`: the conversations that layers are measured and post-norm gains fitted on
-    (default: the bundled Open-Assistant sample)."""
+    (default: the bundled Open-Assistant sample). `random_init`: the same shape with random
+    weights (seeded), the control that shows what the teacher's weights are worth."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from convdistill.models.registry import resolve_model
@@ -357,21 +360,25 @@ def init_from_teacher(
                          "from Llama-family (LlamaForCausalLM) teachers")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     count = teacher_model.config.num_hidden_layers
+    given = check_keep(keep, count) if keep is not None else None
+    given_encoder = check_keep(encoder_keep, count, "--encoder-keep") if encoder_keep else None
     sample_path = Path(sample) if sample is not None else _project_file(DEFAULT_SAMPLE)
     stats = measure_layers(teacher_model, tokenizer, sample_conversations(sample_path, sample_size))
-    chosen = check_keep(keep, count) if keep is not None else choose_layers(stats.influence, layers)
+    chosen = given if given is not None else choose_layers(stats.influence, layers)
     enc: list[int] | None = None
     if family == "llama":
         student = llama_student(teacher_model, chosen)
     else:
-        if encoder_keep is not None:
-            enc = check_keep(encoder_keep, count, "--encoder-keep")
-        else:
-            enc = choose_layers(stats.influence, encoder_layers or len(chosen))
+        enc = given_encoder or choose_layers(stats.influence, encoder_layers or len(chosen))
         pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
         start = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
         student = t5_student(teacher_model, stats, enc, chosen, decoder_start_token_id=start,
                              pad_token_id=pad)
+    if random_init:
+        torch.manual_seed(seed)
+        generation = student.generation_config
+        student = type(student)(student.config)
+        student.generation_config = generation
     out.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -380,7 +387,8 @@ def init_from_teacher(
         "name": f"{family}-from-{Path(str(teacher)).name}",
         "family": family,
         "architecture": type(student).__name__,
-        "initialised": "teacher",
+        "initialised": "random (teacher's shape)" if random_init else "teacher",
+        **({"seed": seed} if random_init else {}),
         "teacher": str(teacher),
         "teacher_folder": str(folder),
         "teacher_layers": count,
