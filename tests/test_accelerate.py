@@ -53,3 +53,40 @@ def test_two_cpu_processes_train_one_model(tmp_path: Path) -> None:
     # are 24/32 = 0.75 epoch (one process alone would be at 0.375).
     assert steps[-1]["epoch"] == pytest.approx(0.75)
     assert (out / "config.json").is_file()  # rank 0 saved the trained model
+
+
+def test_processes_that_cannot_train_together_are_stopped_before_training(tmp_path: Path) -> None:
+    """Two processes under the multi-GPU launcher on a machine without a GPU and without
+    --use_cpu: each would train alone on all the data. Refused at once, in one line."""
+    out = tmp_path / "alone"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "convdistill.cli.main", "train", "sft", "--config", str(ROOT / "trainers" / "llama-tiny-sft.yaml"),
+        "--train_file", str(SAMPLE), "--output_dir", str(out), "--max_steps", "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2, done.stderr[-3000:]  # one line from each process
+    assert all("add --use_cpu true" in line for line in lines)
+    assert "Traceback" not in "\n".join(lines)
+    assert not out.exists()  # stopped before anything was loaded or written
+
+
+def test_launch_check_reads_world_size_and_use_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convdistill.launch import LaunchError, check_distributed_launch, recipe_use_cpu
+
+    monkeypatch.setattr("convdistill.launch._has_accelerator", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    check_distributed_launch(use_cpu=False)  # a plain run
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_distributed_launch(use_cpu=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_distributed_launch(use_cpu=True)  # gloo on the CPU: fine
+    with pytest.raises(LaunchError, match="add --use_cpu true"):
+        check_distributed_launch(use_cpu=False)
+    assert recipe_use_cpu({"use_cpu": True}, {}) and not recipe_use_cpu({"use_cpu": True}, {"use_cpu": "false"})
+    assert recipe_use_cpu({}, {"use_cpu": True}) and not recipe_use_cpu({}, {})
