@@ -39,7 +39,8 @@ def _load_results(path: Path) -> dict[str, Any]:
 
 @app.command("run")
 def run(
-    suite: Annotated[list[Path], typer.Option("--suite", "-s", help="Suite JSONL file (repeatable).")],
+    suite: Annotated[list[Path], typer.Option("--suite", "-s", help="Suite JSONL file, or the name of a "
+                                              "shipped suite (`convdistill eval suites`); repeatable.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint folder, embedded model name "
                                        "(smollm2-135m-instruct), or the model name at --endpoint.")],
     output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Results JSON to write.")],
@@ -83,7 +84,7 @@ def run(
     if pairwise_baseline is not None and judge_url is None:
         raise typer.BadParameter("pairwise judging needs --judge-url/--judge-model", param_hint="--pairwise-baseline")
     try:
-        cases = load_suites(suite)
+        cases = load_suites([_suite_file(path) for path in suite])
     except SuiteError as exc:
         _fail(str(exc))
         return
@@ -118,6 +119,32 @@ def run(
 
         md, png = write_report(results, report)
         err_console.print(escape(f"report: {md}, plot: {png}"))
+
+
+def _shipped_suites() -> dict[str, Path]:
+    from convdistill.resources import shipped_files
+
+    return {path.stem: path for path in shipped_files("eval/suites")}
+
+
+def _suite_file(path: Path) -> Path:
+    """A suite file as given, or the shipped suite of that name (`anaphora`, `anaphora.jsonl`)."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    return _shipped_suites().get(path.name.removesuffix(".jsonl"), path)
+
+
+@app.command("suites")
+def suites() -> None:
+    """The regression suites shipped with convdistill: name, cases, turns, tags, file.
+    Run one by name: convdistill eval run --suite anaphora ..."""
+    shipped = _shipped_suites()
+    width = max(map(len, shipped), default=0)
+    for name, path in shipped.items():
+        cases = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        turns = sum(len(case.get("turns", [])) for case in cases)
+        tags = sorted({tag for case in cases for tag in case.get("tags", [])})
+        typer.echo(f"{name:<{width}}  {len(cases):3d} cases  {turns:3d} turns  {','.join(tags):<30}  {path}")
 
 
 @app.command("compare")

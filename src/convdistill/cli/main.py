@@ -6,7 +6,7 @@ import typer
 
 from convdistill import __version__
 from convdistill.cli import eval as eval_commands
-from convdistill.cli import experiment, models, pairs, paths, teacher, train, trees
+from convdistill.cli import experiment, models, pairs, paths, recipes, teacher, train, trees
 from convdistill.cli.demo import demo_command
 from convdistill.cli.serve import serve_command
 
@@ -22,6 +22,7 @@ app.add_typer(pairs.app, name="pairs")
 app.add_typer(trees.app, name="trees")
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
+app.add_typer(recipes.app, name="recipes")
 app.add_typer(eval_commands.app, name="eval")
 app.add_typer(experiment.app, name="experiment")
 app.command("serve")(serve_command)
