@@ -138,7 +138,9 @@ def project_file(relative: str) -> Path:
     here = Path(relative)
     if here.exists():
         return here
-    return project_root() / relative
+    from convdistill.resources import shipped_file  # the wheel's copy when installed, else the checkout's
+
+    return shipped_file(relative)
 
 
 def make_config(
