@@ -90,6 +90,8 @@ def init(
     sample: Annotated[Path | None, typer.Option(
         "--sample", exists=True, dir_okay=False, help="With --from: conversations (a tree "
         "export or path records) to measure layers on. Default: the bundled sample.")] = None,
+    sample_size: Annotated[int, typer.Option(
+        "--sample-size", min=1, help="With --from: conversations of --sample to measure on.")] = 32,
     random_init: Annotated[bool, typer.Option(
         "--random-init", help="With --from: the same shape with random weights (a control).")
     ] = False,
@@ -130,7 +132,7 @@ def init(
                 teacher, family, output, layers=layers, keep=_layer_list(keep, "--keep"),
                 encoder_layers=encoder_layers,
                 encoder_keep=_layer_list(encoder_keep, "--encoder-keep"), sample=sample,
-                random_init=random_init, seed=seed)
+                sample_size=sample_size, random_init=random_init, seed=seed)
         except ModelNotAvailable as exc:
             fail(str(exc))
     layout = (f"encoder layers {built.encoder_layers}, decoder layers {built.decoder_layers}"
