@@ -35,7 +35,11 @@ def next_tokens(
         if p.temperature <= 0 or p.top_p <= 0:
             chosen.append(int(torch.argmax(logits[row])))
             continue
-        probs = torch.softmax(logits[row] / p.temperature, dim=-1)
+        scaled = logits[row] / p.temperature
+        if not torch.isfinite(scaled.max()):  # a temperature so small (5e-324) that it overflows:
+            chosen.append(int(torch.argmax(logits[row])))  # the limit of sampling is greedy
+            continue
+        probs = torch.softmax(scaled, dim=-1)
         if p.top_p < 1.0:
             probs = _nucleus(probs, p.top_p)
         chosen.append(int(torch.multinomial(probs, 1, generator=generator)))
@@ -46,6 +50,8 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose mass reaches top_p (at least one)."""
     sorted_probs, order = torch.sort(probs, descending=True)
     before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of strictly likelier tokens
-    sorted_probs[before >= top_p] = 0.0
+    drop = before >= top_p
+    drop[0] = False  # the likeliest token stays even when top_p rounds to 0 in float32 (1e-46)
+    sorted_probs[drop] = 0.0
     kept = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return kept / kept.sum()
