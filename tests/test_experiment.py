@@ -94,16 +94,23 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
         assert (results / name).is_file(), name
     assert (results / "recall_by_distance.png").read_bytes().startswith(b"\x89PNG")
     summary = json.loads((results / "summary.json").read_text())
-    assert sorted(u["unit"] for u in summary["units"]) == ["llama-a-s0", "llama-d-s0", "t5-a-s0", "t5-d-s0"]
+    assert sorted(u["unit"] for u in summary["units"]) == ["llama-a-s0", "llama-d-s0", "smollm2-lora-a-s0",
+                                                           "smollm2-lora-d-s0", "t5-a-s0", "t5-d-s0"]
     for unit in summary["units"]:
         assert unit["train"]["steps"] == settings.max_steps and unit["train"]["trained_tokens"] > 0
         assert set(unit["recall_seen"]["accuracy_by_distance"]) == {"1", "2"}
         assert set(unit["recall_seen"]["choice_by_distance"]) == {"1", "2"}
-        assert unit["real"]["first_turn"]["nll"] > 0
+        assert unit["real"]["first_turn"]["nll"] > 0 and unit["heldout_first_turn_nll"] > 0
+        assert set(unit["recall_unseen"]["accuracy_by_distance"]) == {"1", "2"}
     assert {u["method"] for u in summary["units"] if u["regime"] == "d"} == {"distill"}
     counts = summary["data"]["counts"]
     assert counts["records"]["a"] == counts["records"]["b"] and counts["teacher_written_replies"] > 0
     assert summary["data"]["teacher_recall"]["cases"] == 2
+    students = json.loads((tmp_path / "run" / "work" / "students" / "llama-2" / "convdistill.json").read_text())
+    assert students["initialised"] == "teacher" and len(students["layers"]) == 2
+    unseen = tmp_path / "run" / "work" / "data" / "recall_unseen.jsonl"
+    held = [json.loads(line) for line in unseen.read_text().splitlines()]
+    assert all("-heldout-" in case["id"] for case in held)
     text = doc.read_text()
     assert "Written by people, kept." in text and "| T5 (enc-dec) | a single-turn |" in text
     assert "recall_by_distance.png" in text
@@ -111,11 +118,11 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
     # A rerun with the same settings reuses the data and every unit, and rewrites only the block.
     again: list[str] = []
     multiturn.run(tmp_path / "run", settings, jobs=1, doc=doc, command="test", log=again.append)
-    assert any("reusing" in line for line in again) and any("4 finished earlier" in line for line in again)
+    assert any("reusing" in line for line in again) and any("6 finished earlier" in line for line in again)
     assert doc.read_text().count("generated:multiturn_vs_singleturn:begin") == 1
     # ... and, having trained nothing, keeps the timing of the run that trained the units
     rebuilt = json.loads((results / "summary.json").read_text())["timing"]
-    assert summary["timing"]["units_trained"] == 4
+    assert summary["timing"]["units_trained"] == 6
     assert rebuilt["wall_s"] == summary["timing"]["wall_s"] and "report_rebuilt_s" in rebuilt
     assert "rebuilt from the cached units" in doc.read_text()
     # the paired differences of recall shares carry the error the number of questions gives them

@@ -41,7 +41,10 @@ def run(
                                                       "e.g. --set max_steps=1000 --set families=t5. Fields: see "
                                                       "Settings in convdistill/experiments/multiturn.py.")] = None,
     keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each unit's trained "
-                                                   "student in work/units/ (about 21 MB each).")] = False,
+                                                   "student in work/units/.")] = False,
+    preset: Annotated[str, typer.Option("--preset", help="full (students built from the teacher) or tiny "
+                                        "(the first run: tiny random students; results under NAME/tiny/, no "
+                                        "doc unless --doc).")] = "full",
 ) -> None:
     """Run an experiment end to end; finished units are reused when the settings are unchanged."""
     from convdistill.experiments import EXPERIMENTS, run_experiment
@@ -53,16 +56,18 @@ def run(
         seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else None
     except ValueError:
         raise typer.BadParameter(f"{seeds!r}: expected comma-separated integers", param_hint="--seeds") from None
-    if doc is None and not quick and not no_doc:
+    if doc is None and not quick and not no_doc and preset == "full":
         doc = Path(__file__).resolve().parents[3] / "docs" / "experiments.md"
     # The command as it could be typed again (also when called through experiments/NAME/run.py).
     parts = ["convdistill", "experiment", "run", name, *(["--quick"] if quick else []),
              *([f"--out={out}"] if out else []), *([f"--jobs={jobs}"] if jobs != 2 else []),
              *([f"--threads={threads}"] if threads != 1 else []), *([f"--seeds={seeds}"] if seeds else []),
+             *([f"--preset={preset}"] if preset != "full" else []),
              *(f"--set={c}" for c in changes or [])]
     command = " ".join(shlex.quote(p) for p in parts)
     try:
-        outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], jobs=jobs, threads=threads,
+        outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], preset=preset,
+                                 jobs=jobs, threads=threads,
                                  doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
     except ValueError as exc:
         fail(str(exc))

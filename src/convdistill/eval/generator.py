@@ -46,9 +46,10 @@ DISTRACTORS: list[str] = [
 ACK = "Noted, I'll remember "
 
 
-def _fact_turn(statement: str, value: str) -> dict[str, Any]:
+def _fact_turn(statement: str, value: str, remember: str = "Please remember that; a short acknowledgement is enough."
+               ) -> dict[str, Any]:
     return {
-        "user": f"{statement} Please remember that; a short acknowledgement is enough.",
+        "user": f"{statement} {remember}",
         "reference": f"{ACK}{value}.",
         "checks": {"max_words": 40, "no_loops": True},
     }
@@ -118,6 +119,32 @@ TRAIN_VALUES: dict[str, list[str]] = {
 }
 VALUE_SETS = ("eval", "train")
 
+# Other words for the same facts, questions and requests: a memory test in this wording (with the
+# eval values) shares neither phrasing nor values with training conversations written in the
+# default one, so a student passes it only by reading the conversation, not by recognising it.
+HELDOUT_WORDING: dict[str, tuple[str, str]] = {
+    "pet": ("We named our cat {v}.", "Remind me, what's the name of my cat?"),
+    "city": ("These days I'm based in {v}.", "Where am I based these days?"),
+    "colour": ("The colour I like best is {v}.", "Which colour do I like best?"),
+    "job": ("By trade I'm a {v}.", "What's my trade?"),
+    "number": ("The number on my locker is {v}.", "Which number is on my locker?"),
+    "sister": ("I have a sister called {v}.", "What is my sister called?"),
+    "book": ("Right now I'm reading {v}.", "Which book am I reading right now?"),
+    "flight": ("I'm booked on flight {v}.", "Which flight am I booked on?"),
+}
+HELDOUT_REMEMBER = "Keep that in mind; just confirm briefly."
+HELDOUT_DISTRACTORS: dict[str, str] = {
+    "Recommend a houseplant that needs little light.": "A snake plant.",
+    "What is the chemical symbol for gold?": "Au.",
+    "Give me a word that rhymes with 'light'.": "Night.",
+    "How many minutes are in two hours?": "120 minutes.",
+    "Name a river in Africa.": "The Nile.",
+    "What colour do you get by mixing blue and yellow?": "Green.",
+    "Suggest a title for a short poem about rain.": "Silver Threads.",
+    "What is 15 plus 27?": "42.",
+}
+WORDINGS = ("train", "heldout")
+
 
 def _values(slot: str, value_set: str) -> list[str]:
     if value_set not in VALUE_SETS:
@@ -128,7 +155,8 @@ def _values(slot: str, value_set: str) -> list[str]:
 
 
 def recall_case(
-    index: int, distance: int, rng: random.Random, lead: int = 0, value_set: str = "eval", ask_all: bool = False
+    index: int, distance: int, rng: random.Random, lead: int = 0, value_set: str = "eval", ask_all: bool = False,
+    wording: str = "train",
 ) -> dict[str, Any]:
     """A case whose question about one fact comes exactly `distance` turns after the fact was given.
 
@@ -137,14 +165,21 @@ def recall_case(
     answered by finding the right one) or is a distractor request; every turn has a reference.
     With `ask_all` the other stated facts are asked for afterwards too (more recall per
     conversation, for training data). The case is tagged `distance-<d>` for its first question.
+    `wording="heldout"` states and asks with HELDOUT_WORDING and its own requests.
     """
     if distance < 1 or lead < 0:
         raise ValueError(f"distance must be >= 1 and lead >= 0, got {distance} and {lead}")
+    if wording not in WORDINGS:
+        raise ValueError(f"wording {wording!r}: choose {' or '.join(WORDINGS)}")
     fillers = lead + distance - 1
     slots = rng.sample(FACTS, min(len(FACTS), 1 + fillers))
+    if wording == "heldout":
+        slots = [(slot, *HELDOUT_WORDING[slot], values) for slot, _say, _ask, values in slots]
     target, others = slots[0], slots[1:]
     kinds = [rng.random() < 0.5 and bool(others) for _ in range(fillers)]  # True: another fact
-    pool = list(DISTRACTORS)
+    replies = HELDOUT_DISTRACTORS if wording == "heldout" else DISTRACTOR_REPLIES
+    remember = (HELDOUT_REMEMBER,) if wording == "heldout" else ()
+    pool = list(replies)
     rng.shuffle(pool)
     turns: list[dict[str, Any]] = []
     stated: list[tuple[str, str]] = []  # (question, value) of the fillers' facts, in order
@@ -154,26 +189,28 @@ def recall_case(
             slot, say, ask, _ = others[len(stated)]
             value = rng.choice(_values(slot, value_set))
             stated.append((ask, value))
-            return _fact_turn(say.format(v=value), value)
+            return _fact_turn(say.format(v=value), value, *remember)
         question = pool.pop() if pool else "Thanks."
-        return {"user": question, "reference": DISTRACTOR_REPLIES.get(question, "You're welcome."),
+        return {"user": question, "reference": replies.get(question, "You're welcome."),
                 "checks": {"max_words": 80, "no_loops": True}}
 
     turns += [filler(kinds[k]) for k in range(lead)]
     slot, say, ask, _ = target
     value = rng.choice(_values(slot, value_set))
-    turns.append(_fact_turn(say.format(v=value), value))
+    turns.append(_fact_turn(say.format(v=value), value, *remember))
     turns += [filler(kinds[k]) for k in range(lead, fillers)]
     turns.append(_question_turn(ask, value))
     if ask_all:
         rng.shuffle(stated)
         turns += [_question_turn(q, v) for q, v in stated]
-    return {"id": f"synthetic-recall-{value_set}-d{distance}-{index:03d}-{slot}",
+    name = value_set if wording == "train" else f"{value_set}-{wording}"
+    return {"id": f"synthetic-recall-{name}-d{distance}-{index:03d}-{slot}",
             "tags": ["context_memory", "synthetic", f"distance-{distance}"], "turns": turns}
 
 
 def generate_recall_suite(
-    per_distance: int, distances: tuple[int, int] = (1, 6), seed: int = 0, value_set: str = "eval"
+    per_distance: int, distances: tuple[int, int] = (1, 6), seed: int = 0, value_set: str = "eval",
+    wording: str = "train",
 ) -> list[dict[str, Any]]:
     """`per_distance` recall cases at each distance from low to high (a balanced memory test);
     the same seed always gives the same cases."""
@@ -181,7 +218,7 @@ def generate_recall_suite(
     low, high = distances
     if low < 1 or high < low:
         raise ValueError(f"distances must be >= 1 (and low <= high), got {distances}")
-    return [recall_case(i, d, rng, lead=rng.randint(0, 1), value_set=value_set)
+    return [recall_case(i, d, rng, lead=rng.randint(0, 1), value_set=value_set, wording=wording)
             for d in range(low, high + 1) for i in range(per_distance)]
 
 

@@ -14,15 +14,16 @@ from typing import Any
 
 EXPERIMENTS: dict[str, str] = {
     "multiturn_vs_singleturn": "Does multi-turn tree distillation beat single-turn distillation, and which "
-    "student family (T5 or Llama, equal size) wins? Four regimes x two families x seeds.",
+    "student family (T5 or Llama, equal size, both built from the teacher) wins, and how close is SmolLM2 "
+    "with LoRA? Four regimes x three students x seeds (--preset tiny: the first run's tiny random students).",
 }
 
 
-def default_root(name: str, quick: bool) -> Path:
-    """`experiments/<name>` of the repository (its `quick/` subfolder for --quick runs, so a quick
-    run never overwrites the full run's results)."""
+def default_root(name: str, quick: bool, preset: str = "full") -> Path:
+    """`experiments/<name>` of the repository (its `quick/` subfolder for --quick runs and
+    `<preset>/` for another preset, so neither overwrites the full run's results)."""
     root = Path(__file__).resolve().parents[3] / "experiments" / name
-    return root / "quick" if quick else root
+    return root / "quick" if quick else root if preset == "full" else root / preset
 
 
 def run_experiment(name: str, quick: bool = False, root: str | Path | None = None, **options: Any) -> Any:
@@ -30,5 +31,6 @@ def run_experiment(name: str, quick: bool = False, root: str | Path | None = Non
         raise ValueError(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
     from convdistill.experiments import multiturn
 
-    settings = multiturn.settings_for(quick, options.pop("seeds", None), options.pop("changes", None))
-    return multiturn.run(root or default_root(name, quick), settings, **options)
+    preset = options.pop("preset", "full")
+    settings = multiturn.settings_for(quick, options.pop("seeds", None), options.pop("changes", None), preset)
+    return multiturn.run(root or default_root(name, quick, preset), settings, **options)

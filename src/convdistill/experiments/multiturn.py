@@ -1,8 +1,12 @@
 """Experiment `multiturn_vs_singleturn`: does multi-turn tree distillation beat single-turn
 distillation, and which student family wins?
 
-Tiny T5 and tiny Llama students (about 5.2M parameters each, SmolLM2's vocabulary) are trained
-from scratch, with the same records, batch size, steps and learning rate, under four regimes:
+Students that start from knowledge: built from the teacher's own layers (`models init --from`), an
+encoder-decoder (T5Gemma) and a decoder-only (depth-pruned Llama) at matched parameter counts, and
+SmolLM2-135M-Instruct itself with LoRA (the upper reference). `students="tiny"` runs the first
+version instead: tiny random-initialised T5 and Llama students (about 5.2M parameters), kept as a
+documented baseline. Every student of a run gets the same records, batch size, steps and learning
+rate under four regimes:
 
     a  single_turn     every assistant turn as an independent prompt -> reply (LaMini style)
     b  multi_turn      every assistant turn with its whole conversation before it
@@ -34,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from convdistill.experiments.regimes import cut_words
+
 if TYPE_CHECKING:
     from convdistill.eval.suite import Case
 
@@ -45,6 +51,8 @@ REGIMES: dict[str, str] = {
     "d": "+ logit distillation",
 }
 FAMILIES = ("t5", "llama")
+TEACHER_FAMILIES = ("t5", "llama", "smollm2-lora")  # students of the teacher-initialised run
+STUDENT_KINDS = ("teacher", "tiny")
 SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
 # The hand-written shipped suites: real-text multi-turn cases (the synthetic one is left out,
 # the controlled task has its own held-out suites).
@@ -66,6 +74,15 @@ class Settings:
     families: tuple[str, ...] = FAMILIES
     regimes: tuple[str, ...] = tuple(REGIMES)
     seeds: tuple[int, ...] = (0, 1, 2)
+    # "teacher": students built from the teacher's layers (+ SmolLM2 LoRA); "tiny": random tiny ones.
+    # The field defaults are the tiny baseline run's settings (TINY); FULL changes what differs.
+    students: str = "tiny"
+    llama_layers: int = 10  # depth-pruned Llama: 63.7M parameters
+    t5_encoder_layers: int = 1  # T5Gemma 1+1: 64.5M (two embedding tables of 28.3M each)
+    t5_decoder_layers: int = 1
+    lora_r: int = 16
+    lora_learning_rate: float = 1e-3
+    calibration_conversations: int = 16  # sample conversations the students' layers are measured on
     # controlled task: training conversations (values disjoint from the unseen-fact suite)
     train_conversations: int = 128
     train_seed: int = 1000
@@ -109,6 +126,13 @@ class Settings:
     real_max_tokens: int = 48
     eval_batch_size: int = 32
     teacher_per_distance: int = 4  # the teacher answers this many recall cases per distance (0: skip)
+    # held-out memory test: "heldout" states and asks in words no training conversation uses
+    unseen_wording: str = "train"
+    forced_choice: bool = True  # forced-choice recall over the seen suite (one NLL per candidate value)
+    # turn 1 of real Open-Assistant conversations the students never train on: reference NLL of the
+    # first reply of the best paths of these trees of the sample (0: skip)
+    heldout_first_turns: int = 0
+    heldout_from_tree: int = 60
 
     def fingerprint(self) -> str:
         """Of the settings that change a unit's numbers (not seeds/families/regimes: those name units)."""
@@ -116,11 +140,43 @@ class Settings:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-FULL = Settings()
-# Seconds, not minutes: every stage for real (teacher, both families, all regimes, two seeds so a
-# spread exists) on a handful of records, for tests/test_experiment.py and a first look.
-QUICK = Settings(
-    seeds=(0, 1),
+# The first run (tiny random-initialised students), kept as a documented baseline: --preset tiny.
+TINY = Settings()
+# Students that start from knowledge, sized so that 3 students x 4 regimes x 3 seeds fit an hour
+# on 2 CPU cores (docs/experiments.md gives the measured unit times).
+FULL = replace(
+    TINY,
+    students="teacher",
+    families=TEACHER_FAMILIES,
+    train_conversations=96,
+    real_trees=40,
+    max_steps=40,
+    batch_size=8,
+    learning_rate=3e-4,
+    warmup_steps=4,
+    max_length=256,
+    max_target_length=64,
+    eval_per_distance=4,
+    unseen_per_distance=8,
+    unseen_wording="heldout",
+    forced_choice=False,
+    real_cases=2,
+    real_max_tokens=32,
+    eval_batch_size=16,
+    teacher_per_distance=2,
+    heldout_first_turns=20,
+)
+# Seconds, not minutes: every stage for real (teacher, every student, all regimes, one seed) on a
+# handful of records, for tests/test_experiment.py and a first look.
+QUICK = replace(
+    FULL,
+    llama_layers=2,
+    t5_encoder_layers=1,
+    t5_decoder_layers=1,
+    calibration_conversations=2,
+    heldout_first_turns=2,
+    forced_choice=True,
+    seeds=(0,),
     train_conversations=3,
     eval_per_distance=1,
     unseen_per_distance=1,
@@ -264,7 +320,7 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
     suites = {
         "recall_seen": generate_recall_suite(settings.eval_per_distance, (low, high), settings.eval_seed, "train"),
         "recall_unseen": generate_recall_suite(settings.unseen_per_distance, (low, high), settings.eval_seed + 1,
-                                               "eval"),
+                                               "eval", wording=settings.unseen_wording),
     }
     synthetic = synthetic_paths(settings.train_conversations, settings.train_seed, settings.train_distances,
                                 settings.train_max_lead, "train")
@@ -290,6 +346,7 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
         "c": _write_jsonl(data / "c-teacher-turns.jsonl", teacher_multi),
     }
     files["d"] = files["c"]  # the same records; the teacher's logits are the difference
+    first_turns = heldout_first_turns(settings, data / "heldout_first_turns.jsonl")
     counts = {
         "synthetic_conversations": len(synthetic),
         "synthetic_records": len(memory),
@@ -299,8 +356,10 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
         "records": {k: len(_read_jsonl(v)) for k, v in files.items()},
         "eval_cases": {name: len(cases) for name, cases in suites.items()},
         "disjoint": disjoint,
+        "heldout_first_turns": len(first_turns),
     }
     done = {"fingerprint": settings.fingerprint(), "files": {k: str(v) for k, v in files.items()},
+            "first_turns": str(data / "heldout_first_turns.jsonl"),
             "suites": {name: str(data / f"{name}.jsonl") for name in suites}, "counts": counts,
             "teacher": teacher, "teacher_recall": teacher_memory}
     marker.write_text(json.dumps(done, indent=2) + "\n")
@@ -308,6 +367,32 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
         f"(c/d: {counts['sample_teacher_records']} sample records, {counts['teacher_written_replies']} teacher "
         f"replies); held-out recall cases {counts['eval_cases']}")
     return done
+
+
+def heldout_first_turns(settings: Settings, out: Path) -> list[dict[str, Any]]:
+    """The first exchange of the best path of sample trees from `heldout_from_tree` on: real
+    Open-Assistant prompts no unit trains on (training takes the first `real_trees` trees)."""
+    from convdistill.conversation_trees import Selection, read_trees, tree_paths
+    from convdistill.conversation_trees.records import chat_messages
+
+    if settings.real_trees is not None and settings.heldout_from_tree < settings.real_trees:
+        raise ValueError(f"heldout_from_tree {settings.heldout_from_tree} overlaps the {settings.real_trees} "
+                         "training trees")
+    pairs: list[dict[str, Any]] = []
+    if settings.heldout_first_turns > 0:
+        for graph in read_trees(_project_file(settings.export))[settings.heldout_from_tree:]:
+            best = next(tree_paths(graph, Selection(), "best"), None)
+            if best is None:
+                continue
+            messages = chat_messages(graph, best.message_ids)
+            first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+            if first is not None:
+                pairs.append({"history": messages[:first],
+                              "reply": cut_words(messages[first]["content"], settings.max_reply_words)})
+            if len(pairs) >= settings.heldout_first_turns:
+                break
+    _write_jsonl(out, pairs)
+    return pairs
 
 
 def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> dict[str, Any] | None:
@@ -344,12 +429,11 @@ def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> d
 
 
 def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: str, output_dir: Path,
-           kd_cache_dir: Path) -> tuple[str, dict[str, Any]]:
+           kd_cache_dir: Path, student: str | None = None) -> tuple[str, dict[str, Any]]:
     """The trainer method and recipe mapping of a unit: the same for every regime but the data
-    file (and, for d, the distillation fields)."""
+    file (and, for d, the distillation fields). `student`: the checkpoint a teacher-initialised
+    unit starts from (built once in the data stage)."""
     values: dict[str, Any] = {
-        "model_name_or_path": f"student:{family}-tiny",
-        "student_seed": seed,  # a different random student per seed, the same across regimes
         "seed": seed,  # data order: the same across regimes of equal size
         "train_file": train_file,
         "train_on": "all",  # records carry their own `train` flags: exactly one reply each
@@ -371,6 +455,17 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
         "dataloader_pin_memory": False,
         "disable_tqdm": True,
     }
+    if settings.students == "tiny":
+        values["model_name_or_path"] = f"student:{family}-tiny"
+        values["student_seed"] = seed  # a different random student per seed, the same across regimes
+    elif family == "smollm2-lora":
+        values.update({"model_name_or_path": settings.teacher, "use_peft": True, "lora_r": settings.lora_r,
+                       "lora_alpha": 2 * settings.lora_r, "lora_dropout": 0.0,
+                       "learning_rate": settings.lora_learning_rate})
+    else:
+        if student is None:
+            raise ValueError(f"unit {family}/{regime}: no teacher-initialised student was built")
+        values["model_name_or_path"] = student
     if family == "t5":
         values["max_target_length"] = settings.max_target_length
     if regime != "d":
@@ -379,6 +474,33 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
                    "kd_temperature": settings.kd_temperature, "kd_loss": settings.kd_loss,
                    "kd_cache_dir": str(kd_cache_dir)})
     return "distill", values
+
+
+def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -> dict[str, str]:
+    """The teacher-initialised starting points, built once and shared by every unit of a family
+    (they are deterministic: the seeds vary the data order)."""
+    if settings.students == "tiny":
+        return {}
+    import torch
+
+    from convdistill.models.from_teacher import init_from_teacher
+
+    torch.set_num_threads(threads)
+    shapes = {"llama": {"layers": settings.llama_layers},
+              "t5": {"layers": settings.t5_decoder_layers, "encoder_layers": settings.t5_encoder_layers}}
+    built: dict[str, str] = {}
+    for family in settings.families:
+        if family not in shapes:
+            continue
+        folder = layout.work / "students" / f"{family}-{'-'.join(str(v) for v in shapes[family].values())}"
+        if not (folder / "convdistill.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            info = init_from_teacher(settings.teacher, family, folder, sample=_project_file(settings.export),
+                                     sample_size=settings.calibration_conversations, **shapes[family])
+            log(f"students: {family} from {settings.teacher}, {info.parameters:,} parameters, "
+                f"layers {info.encoder_layers or ''} {info.decoder_layers}")
+        built[family] = str(folder)
+    return built
 
 
 def copy_accuracy(results: dict[str, Any]) -> float | None:
@@ -421,11 +543,12 @@ def forced_choice(backend: Any, cases: Sequence[Case], value_set: str) -> dict[s
     "<value>." teacher-forced, summed over its tokens). Greedy answers need the whole value right;
     this shows a student starting to use its context earlier, and a student that ignores the
     conversation stays at 1 / (values of the slot) here, whatever it learned."""
-    from convdistill.eval.generator import FACTS, _values
+    from convdistill.eval.generator import FACTS, HELDOUT_WORDING, _values
     from convdistill.eval.runner import _history
     from convdistill.models import seq2seq_format
 
     slots = {ask: slot for slot, _say, ask, _values in FACTS}
+    slots.update({ask: slot for slot, (_say, ask) in HELDOUT_WORDING.items()})
     tokenizer = backend.chat.tokenizer
     items: list[tuple[str, int, list[str]]] = []  # (distance, index of the right value, candidates)
     pairs: list[tuple[list[dict[str, str]], str]] = []
@@ -449,7 +572,8 @@ def forced_choice(backend: Any, cases: Sequence[Case], value_set: str) -> dict[s
     return {d: sum(v) / len(v) for d, v in sorted(by.items(), key=lambda kv: int(kv[0]))}
 
 
-def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: Path) -> dict[str, Any]:
+def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: Path,
+             first_turns: str | None = None) -> dict[str, Any]:
     """The held-out recall suites and the shipped real-text suites, gold history, greedy."""
     from convdistill.eval import LocalBackend, RunOptions, Suite, load_suite, run_suite
 
@@ -463,7 +587,8 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
         metrics[name] = {"accuracy_by_distance": recall_accuracy(results), "copy": copy_accuracy(results),
                          "score": results["summary"]["score"], "by_depth": results["summary"]["by_depth"]}
         # Forced choice among the unseen values would rank output rows no training ever touched.
-        choice = forced_choice(backend, suite.cases, "train") if name == "recall_seen" else {}
+        wanted = settings.forced_choice and name == "recall_seen"
+        choice = forced_choice(backend, suite.cases, "train") if wanted else {}
         metrics[name]["choice_by_distance"] = choice
         for key, by in (("accuracy", metrics[name]["accuracy_by_distance"]), ("choice", choice)):
             metrics[name][key] = sum(by.values()) / len(by) if by else None
@@ -477,6 +602,10 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
     metrics["real"] = {"score": s["score"], "turns_passed": s["turns_passed"], "turns": s["turns"],
                        "by_depth": s["by_depth"], "by_tag": s["by_tag"], "nll": s["mean_reference_nll"],
                        "first_turn": first_turn(results)}
+    if first_turns and Path(first_turns).is_file():
+        pairs = [(p["history"], p["reply"]) for p in _read_jsonl(Path(first_turns))]
+        nlls = backend.reference_nll(pairs) if pairs else []
+        metrics["heldout_first_turn_nll"] = sum(nlls) / len(nlls) if nlls else None
     metrics["eval_seconds"] = round(time.perf_counter() - started, 1)
     return metrics
 
@@ -496,7 +625,7 @@ def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict
         shutil.rmtree(work)  # a unit interrupted earlier starts over
     work.mkdir(parents=True)
     method, values = recipe(settings, family, regime, seed, data["files"][regime], work / "model",
-                            layout.work / "kd-cache")
+                            layout.work / "kd-cache", data.get("students", {}).get(family))
     started = time.perf_counter()
     result = train(method, values)
     train_seconds = time.perf_counter() - started
@@ -516,7 +645,7 @@ def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict
                   "final_loss": losses[-1] if losses else None,
                   "train_loss": final[-1].get("train_loss") if final else None},
     }
-    metrics.update(evaluate(result.checkpoint, settings, data["suites"], work))
+    metrics.update(evaluate(result.checkpoint, settings, data["suites"], work, data.get("first_turns")))
     if not keep_checkpoint:
         shutil.rmtree(work / "model", ignore_errors=True)
     out = layout.results / "units" / f"{name}.json"
@@ -625,6 +754,7 @@ def run(root: str | Path, settings: Settings = FULL, jobs: int = 2, threads: int
     # The teacher stages get the units' thread count, not all cores: with other work on the
     # machine, oversubscribed threads slowed the 135M teacher 3-4x here (10 s -> 38 s).
     data = prepare_data(settings, layout, threads, log)
+    data["students"] = build_students(settings, layout, threads * max(1, jobs), log)
     data_s = time.perf_counter() - stage
     stage = time.perf_counter()
     units, trained = run_units(settings, layout, data, jobs, threads, keep_checkpoints, log)
@@ -675,7 +805,7 @@ def _convert(text: str, like: Any) -> Any:
 def parse_changes(items: list[str]) -> dict[str, Any]:
     """`FIELD=VALUE` strings (the CLI's --set) as Settings fields; tuples comma-separated
     (`families=t5`, `eval_distances=1,4`, `seeds=0,1,2,3,4`)."""
-    defaults = asdict(FULL)
+    defaults = asdict(FULL)  # (the same fields in every preset)
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -689,9 +819,15 @@ def parse_changes(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def settings_for(quick: bool, seeds: tuple[int, ...] | None = None, changes: list[str] | None = None) -> Settings:
-    """The full or quick preset, with other seeds and `--set` changes."""
+PRESETS: dict[str, Settings] = {"full": FULL, "tiny": TINY}
+
+
+def settings_for(quick: bool, seeds: tuple[int, ...] | None = None, changes: list[str] | None = None,
+                 preset: str = "full") -> Settings:
+    """The full (or tiny-baseline) or quick preset, with other seeds and `--set` changes."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
     values = parse_changes(changes or [])
     if seeds:
         values["seeds"] = tuple(seeds)
-    return replace(QUICK if quick else FULL, **values)
+    return replace(QUICK if quick else PRESETS[preset], **values)

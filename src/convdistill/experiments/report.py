@@ -18,7 +18,7 @@ from convdistill.experiments.multiturn import NAME, REGIMES, Settings
 
 BEGIN = f"<!-- generated:{NAME}:begin (convdistill experiment run {NAME} rewrites this part) -->"
 END = f"<!-- generated:{NAME}:end -->"
-FAMILY_NAMES = {"t5": "T5 (enc-dec)", "llama": "Llama (dec-only)"}
+FAMILY_NAMES = {"t5": "T5 (enc-dec)", "llama": "Llama (dec-only)", "smollm2-lora": "SmolLM2-135M LoRA"}
 
 Metric = Callable[[dict[str, Any]], float | None]
 
@@ -30,6 +30,9 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
         return {"mean": None, "sd": None, "min": None, "max": None, "n": 0, "values": list(values)}
     return {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
             "min": min(v), "max": max(v), "n": len(v), "values": list(values)}
+
+
+FAR = (3, 6)  # the distances the experiment's goal is stated for
 
 
 def _metrics(settings: Settings) -> dict[str, Metric]:
@@ -51,6 +54,17 @@ def _metrics(settings: Settings) -> dict[str, Metric]:
         "train_s": lambda m: m["train"]["seconds"],
         "eval_s": lambda m: m["eval_seconds"],
     }
+    far = [str(d) for d in range(max(low, FAR[0]), min(high, FAR[1]) + 1)]
+
+    def far_share(suite: str) -> Metric:
+        def share(m: dict[str, Any]) -> float | None:
+            values = [m[suite]["accuracy_by_distance"][d] for d in far if d in m[suite]["accuracy_by_distance"]]
+            return statistics.fmean(values) if values else None
+        return share
+
+    out["recall_seen_far"] = far_share("recall_seen")
+    out["recall_unseen_far"] = far_share("recall_unseen")
+    out["heldout_turn1_nll"] = lambda m: m.get("heldout_first_turn_nll")
     for d in range(low, high + 1):
         out[f"recall_seen_d{d}"] = lambda m, d=d: m["recall_seen"]["accuracy_by_distance"].get(str(d))
         out[f"recall_unseen_d{d}"] = lambda m, d=d: m["recall_unseen"]["accuracy_by_distance"].get(str(d))
@@ -123,7 +137,8 @@ def _question_counts(data: dict[str, Any]) -> dict[str, int]:
 
 
 # metric -> the suite whose recall questions it is a share of
-SHARES = {"recall_seen": "recall_seen", "choice_seen": "recall_seen", "recall_unseen": "recall_unseen"}
+SHARES = {"recall_seen": "recall_seen", "choice_seen": "recall_seen", "recall_unseen": "recall_unseen",
+          "recall_seen_far": "recall_seen", "recall_unseen_far": "recall_unseen"}
 
 
 def _share_error(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b: tuple[str, str],
@@ -145,7 +160,9 @@ def _share_error(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str
 COMPARED = {  # metric name -> (label, higher is better)
     "recall_seen": ("recall accuracy (held-out cases, seen values)", True),
     "choice_seen": ("forced-choice recall (seen values)", True),
-    "recall_unseen": ("recall accuracy (unseen values)", True),
+    "recall_unseen": ("recall accuracy (held-out values and wording)", True),
+    "recall_unseen_far": ("recall accuracy, held-out values and wording, d = 3 to 6", True),
+    "heldout_turn1_nll": ("held-out Open-Assistant prompts, turn-1 reference NLL", False),
     "real_score": ("shipped suites, mean case score", True),
     "turn1_score": ("shipped suites, turn-1 score", True),
     "turn1_nll": ("shipped suites, turn-1 reference NLL", False),
@@ -161,8 +178,8 @@ def comparisons(settings: Settings, units: Sequence[dict[str, Any]],
         for before, after in itertools.pairwise(settings.regimes):
             pairs.append((f"{FAMILY_NAMES.get(family, family)}: {after} vs {before}", (family, before),
                           (family, after)))
-    if len(settings.families) == 2:
-        first, second = settings.families
+    if {"t5", "llama"} <= set(settings.families):  # the LaMini question: which family, at equal size
+        first, second = "t5", "llama"
         for regime in settings.regimes:
             pairs.append((f"regime {regime}: {first} vs {second}", (second, regime), (first, regime)))
     out = []
@@ -172,7 +189,12 @@ def comparisons(settings: Settings, units: Sequence[dict[str, Any]],
             if diff is None:
                 continue
             suite = SHARES.get(name)
-            error = _share_error(units, metrics[name], a, b, questions.get(suite, 0)) if suite else None
+            asked = questions.get(suite, 0) if suite else 0
+            if name.endswith("_far"):  # a share of the questions at those distances only
+                low, high = settings.eval_distances
+                far = min(high, FAR[1]) - max(low, FAR[0]) + 1
+                asked = asked * max(far, 0) // (high - low + 1)
+            error = _share_error(units, metrics[name], a, b, asked) if suite else None
             out.append({"pair": label, "metric": name, "what": what, **diff, "se_questions": error})
     return out
 
@@ -214,6 +236,21 @@ def tables(summary: dict[str, Any]) -> str:
                                for d in range(low, high + 1))
             lines.append(f"| teacher {s['teacher']} ({teacher['cases']} cases, one run) | - | "
                          f"**{teacher['accuracy']:.3f}** | {cells} | n/a | {teacher['copy']:.3f} |")
+        lines.append("")
+    if any(groups[g]["recall_unseen"]["mean"] is not None for g in groups):
+        lines += ["**Context memory, held-out wording and values** (greedy reply contains the value; facts "
+                  "stated and asked in words no training conversation uses, values never trained on; "
+                  f"d = {FAR[0]} to {FAR[1]} is the experiment's goal; held-out Open-Assistant turn-1 "
+                  "NLL: first replies of sample trees no unit trains on, lower is better)", "",
+                  "| family | regime | all distances | d = 3 to 6 | "
+                  + " | ".join(f"d={d}" for d in range(low, high + 1)) + " | held-out OA turn-1 NLL |",
+                  "|---|---|---|---|" + "---|" * (high - low + 1) + "---|"]
+        for key, family, regime in rows:
+            g = groups[key]
+            cells = " | ".join(_ms(g[f"recall_unseen_d{d}"], 2) for d in range(low, high + 1))
+            lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} {REGIMES[regime]} | "
+                         f"{_ms(g['recall_unseen'])} | **{_ms(g['recall_unseen_far'])}** | {cells} | "
+                         f"{_ms(g['heldout_turn1_nll'], 2)} |")
         lines.append("")
     depths = sorted({d for g in groups.values() for d in g["real_by_depth"]}, key=int)
     lines += ["**Real text** (the shipped hand-written suites, gold history; case score = minimum over "
@@ -303,7 +340,8 @@ def plot_lines(summary: dict[str, Any], path: Path, xs: list[str], panels: list[
                                 label=f"{regime}: {REGIMES[regime]}")
             if chance is not None:
                 ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="no-context level")
-            ax.set_title(f"tiny {FAMILY_NAMES.get(family, family)}")
+            kind = "tiny " if summary["settings"].get("students", "tiny") == "tiny" else ""
+            ax.set_title(f"{kind}{FAMILY_NAMES.get(family, family)}")
             ax.set_xlabel(xlabel)
             ax.set_ylim(0, 1.05)
             ax.set_xticks([int(x) for x in xs])

@@ -1,9 +1,11 @@
 """Models and tokenizers for training, and checkpoints that serve and eval load as they are.
 
 `model_name_or_path` may be a checkpoint folder, an embedded model's name (see
-`convdistill models list`), or `student:<family>-<size>` (e.g. `student:t5-tiny`): a random
-initialised student saved once into `<output_dir>/student-init` (kept, so a resumed run and
-a DPO reference start from the very same weights).
+`convdistill models list`), `student:<family>-<size>` (e.g. `student:t5-tiny`): a random
+initialised student, or `student:<family>-from-<teacher>` (e.g.
+`student:llama-from-smollm2-135m-instruct` with `student_layers: 8`): a student built from the
+teacher's layers. Either is saved once into `<output_dir>/student-init` (kept, so a resumed run
+and a DPO reference start from the very same weights).
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import torch
 from convdistill.models import STUDENT_TEMPLATE, chatml_template, init_student, resolve_model
 
 
-def resolve_checkpoint(name: str, output_dir: str, seed: int) -> Path:
+def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None = None,
+                       encoder_layers: int | None = None) -> Path:
     if name.startswith("student:"):
         family, _, size = name.removeprefix("student:").partition("-")
         folder = Path(output_dir) / "student-init"
         if not (folder / "config.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
-            init_student(family, size or "tiny", folder, seed=seed)
+            if size.startswith("from-"):
+                from convdistill.models.from_teacher import init_from_teacher
+
+                if layers is None:
+                    raise ValueError(f"model_name_or_path {name}: set student_layers (teacher layers to keep)")
+                init_from_teacher(size.removeprefix("from-"), family, folder, layers=layers,
+                                  encoder_layers=encoder_layers)
+            else:
+                init_student(family, size or "tiny", folder, seed=seed)
         return folder
     return resolve_model(name)
 

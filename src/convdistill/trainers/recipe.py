@@ -70,6 +70,15 @@ class DataConfig:
         default=0,
         metadata={"help": "Seed of a random-initialised student (model_name_or_path: student:...)."},
     )
+    student_layers: int | None = field(
+        default=None,
+        metadata={"help": "model_name_or_path: student:<family>-from-<teacher>: teacher layers the "
+                  "student keeps (T5: in its decoder), chosen by block influence (`models init --from`)."},
+    )
+    student_encoder_layers: int | None = field(
+        default=None,
+        metadata={"help": "With student:t5-from-<teacher>: encoder layers (default: as many as the decoder)."},
+    )
     save_merged: bool = field(
         default=True,
         metadata={

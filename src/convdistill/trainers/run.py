@@ -114,7 +114,8 @@ def _prepare(data: Any, model_args: Any, args: Any) -> tuple[Path, bool, Any]:
     from transformers import set_seed
 
     set_seed(args.seed)
-    folder = resolve_checkpoint(model_args.model_name_or_path, args.output_dir, data.student_seed)
+    folder = resolve_checkpoint(model_args.model_name_or_path, args.output_dir, data.student_seed,
+                                data.student_layers, data.student_encoder_layers)
     encoder_decoder = is_encoder_decoder(folder)
     return folder, encoder_decoder, load_tokenizer(folder, encoder_decoder)
 
