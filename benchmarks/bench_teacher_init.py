@@ -30,10 +30,16 @@ HELDOUT = (70, 100)
 SHAPES: dict[str, dict[str, int]] = {"llama": {"layers": 16}, "t5": {"layers": 4, "encoder_layers": 4}}
 
 
-def heldout_pairs() -> list[tuple[list[dict[str, str]], str]]:
-    """(history, reply) for every assistant turn of the held-out trees' best paths."""
+def heldout_pairs(tokenizer: Any, max_tokens: int = 512) -> list[tuple[list[dict[str, str]], str]]:
+    """(history, reply) for every assistant turn of the held-out trees' best paths that fits in
+    `max_tokens` (the students train on 256-token histories; a CPU scores 60-layer students on
+    2,000-token histories for minutes)."""
     from convdistill.conversation_trees import Selection, read_trees, tree_paths
     from convdistill.conversation_trees.records import chat_messages
+
+    def fits(history: list[dict[str, str]], reply: str) -> bool:
+        text = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True) + reply
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens
 
     pairs = []
     for graph in read_trees(SAMPLE)[HELDOUT[0]:HELDOUT[1]]:
@@ -42,7 +48,7 @@ def heldout_pairs() -> list[tuple[list[dict[str, str]], str]]:
             continue
         messages = chat_messages(graph, best.message_ids)
         pairs += [(messages[:i], m["content"]) for i, m in enumerate(messages)
-                  if m["role"] == "assistant" and i > 0]
+                  if m["role"] == "assistant" and i > 0 and fits(messages[:i], m["content"])]
     return pairs
 
 
@@ -106,7 +112,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
-    pairs = heldout_pairs()
+    from transformers import AutoTokenizer
+
+    pairs = heldout_pairs(AutoTokenizer.from_pretrained(resolve_model(TEACHER)))
     report: dict[str, Any] = {"steps": args.steps, "heldout_replies": len(pairs), "cpus": os.cpu_count(),
                               "load_before": os.getloadavg()[0], "families": {}}
     report["teacher_nll"] = reference_nll(resolve_model(TEACHER), pairs)

@@ -91,7 +91,7 @@ def init(
         "--sample", exists=True, dir_okay=False, help="With --from: conversations (a tree "
         "export or path records) to measure layers on. Default: the bundled sample.")] = None,
     sample_size: Annotated[int, typer.Option(
-        "--sample-size", min=1, help="With --from: conversations of --sample to measure on.")] = 32,
+        "--sample-size", min=1, help="With --from: conversations of --sample to measure on.")] = 16,
     random_init: Annotated[bool, typer.Option(
         "--random-init", help="With --from: the same shape with random weights (a control).")
     ] = False,

@@ -111,7 +111,7 @@ def _decoder_layers(model: Any) -> Any:
 
 @torch.no_grad()
 def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]],
-                   max_tokens: int = 512) -> LayerStats:
+                   max_tokens: int = 384) -> LayerStats:
     """Block influence of every teacher layer, and the post-norm gains, on the conversations
     rendered with the teacher's chat template (one at a time: no padding to weigh in)."""
     layers = _decoder_layers(teacher)
@@ -330,7 +330,7 @@ def init_from_teacher(
     encoder_layers: int | None = None,
     encoder_keep: Sequence[int] | None = None,
     sample: str | Path | None = None,
-    sample_size: int = 32,
+    sample_size: int = 16,
     random_init: bool = False,
     seed: int = 0,
 ) -> TeacherInitInfo:
