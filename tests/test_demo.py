@@ -20,9 +20,10 @@ from convdistill.demo.config import QUICK, make_config
 from convdistill.demo.stages import Stage, StageFailed, StageRunner, StageUnavailable
 
 FAMILIES = ("t5", "llama")
+BUILD_STAGES = [f"4-{f}-student" for f in FAMILIES]
 TRAIN_STAGES = [f"4-{f}-{m}" for m in ("sft", "dpo", "distill") for f in FAMILIES]
 EVAL_STAGES = ["5-teacher", *(f"5-{f}-{m}" for f in FAMILIES for m in ("init", "sft", "dpo", "distill"))]
-STAGES = ["1-data", "2-extend", "3-export", *TRAIN_STAGES, *EVAL_STAGES, "6-report"]
+STAGES = ["1-data", "2-extend", "3-export", *BUILD_STAGES, *TRAIN_STAGES, *EVAL_STAGES, "6-report"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -70,6 +71,12 @@ def test_quick_demo_runs_every_stage_for_real(quick_run: tuple[Path, Any, float]
         assert result["losses"] and all(loss == loss for _, loss in result["losses"])  # logged, not NaN
     # Logit distillation really used the teacher: its scored logits are on disk.
     assert any((out / "4-t5-distill" / "teacher-logits").iterdir())
+    # The students were built from the teacher's layers, and SFT started from them.
+    for family in FAMILIES:
+        built = found[f"4-{family}-student"]["result"]
+        info = json.loads((Path(built["checkpoint"]) / "convdistill.json").read_text())
+        assert info["initialised"] == "teacher" and info["teacher"] == "smollm2-135m-instruct"
+        assert found[f"4-{family}-sft"]["result"]["init_checkpoint"] == built["checkpoint"]
 
 
 def test_teacher_turns_are_new_nodes_of_the_same_trees(quick_run: tuple[Path, Any, float]) -> None:
@@ -105,10 +112,15 @@ def test_report_shows_this_runs_numbers_for_both_students_and_the_teacher(quick_
         assert row in report, row
     teacher = found["5-teacher"]["result"]["summary"]["mean_reference_nll"]
     untrained = found["5-t5-init"]["result"]["summary"]["mean_reference_nll"]
-    assert teacher < untrained  # a pretrained 135M model predicts the references far better than random weights
+    assert teacher < untrained  # the whole teacher predicts the references better than 2 of its layers
+    names = {"t5": "t5gemma-1+1L", "llama": "llama-2L"}
     for name in TRAIN_STAGES:
         run = found[name]["result"]
-        assert f"| {run['family']}-tiny | {run['method']} | {run['steps']} | {run['first_loss']:.3f} |" in report
+        assert f"| {names[run['family']]} | {run['method']} | {run['steps']} | {run['first_loss']:.3f} |" in report
+    # the replies of every model to the same conversations, turn by turn
+    assert "### Replies side by side" in report
+    for name in EVAL_STAGES:
+        assert f"| {found[name]['result']['label']} | " in report.split("### Replies side by side")[1]
     for section in ("## 1. The export", "## 2. Teacher extension", "## 3. Paths and pairs", "## 4. Training",
                     "## 5. Regression suite", "![training loss curves](loss_curves.png)",
                     "![score and reference NLL by turn depth](score_by_depth.png)"):
@@ -135,7 +147,7 @@ def test_rerun_skips_finished_stages_and_an_interrupted_one_resumes(quick_run: t
     after = markers(out)
     rerun = {name for name in STAGES if after[name]["run_id"] != before[name]["run_id"]}
     assert rerun == {"4-llama-dpo", "5-llama-dpo", "6-report"}  # it, what read it, nothing else
-    assert "DPO of the tiny llama student (from its SFT) ... (resuming an interrupted run)" in done.stderr
+    assert "DPO of the llama student (from its SFT) ... (resuming an interrupted run)" in done.stderr
 
 
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ def demo_command(
         "--threads", min=1, help="torch threads. Default: every core that is idle at the start (all of them on "
         "a quiet machine; the stages run one after another). Threads beyond the idle cores slow every step "
         "down several times.")] = None,
+    students: Annotated[str, typer.Option(
+        "--students", help="teacher: students built from the embedded teacher's layers (a T5Gemma "
+        "encoder-decoder and a depth-pruned Llama); tiny: random-initialised ~5M students.")] = "teacher",
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start over: delete what an earlier demo wrote in --out (stage folders, markers, "
         "report, teacher cache) first. Without it, finished stages are skipped.")] = False,
@@ -38,8 +41,9 @@ def demo_command(
     """Run the whole pipeline end to end and write a report.
 
     Stages: 1 statistics and sampled paths of the export; 2 the teacher continues a few trees;
-    3 paths and pairs from the extended trees; 4 SFT, DPO and logit distillation of a tiny T5 and a
-    tiny Llama student; 5 the regression suite on both students and the teacher; 6 a Markdown report
+    3 paths and pairs from the extended trees; 4 a T5 and a Llama student built from the teacher's
+    layers, then SFT, DPO and logit distillation of each; 5 the regression suite on the teacher and
+    on every student, untrained and trained; 6 a Markdown report
     with tables and PNG plots (OUT/report.md). Every stage's output stays in OUT/<stage>/; a rerun
     skips finished stages and resumes an interrupted one.
 
@@ -52,7 +56,7 @@ def demo_command(
     from convdistill.demo.stages import StageFailed, clean
 
     try:
-        config = make_config(trees, out, teacher_base_url, teacher_model, quick, threads)
+        config = make_config(trees, out, teacher_base_url, teacher_model, quick, threads, students)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if fresh:

@@ -30,6 +30,16 @@ class EvalSuite:
 
 @dataclass(frozen=True)
 class Sizes:
+    # "teacher": students built from the embedded teacher's layers (`models init --from`), a
+    # depth-pruned Llama and a T5Gemma encoder-decoder; "tiny": random-initialised ~5M students
+    students: str = "teacher"
+    llama_layers: int = 6  # 49.6M parameters
+    t5_encoder_layers: int = 1  # 64.5M parameters (two 28.3M embedding tables)
+    t5_decoder_layers: int = 1
+    calibration_conversations: int = 8  # sample conversations the layers are measured on
+    # Students that start from knowledge want smaller steps than random ones (the recipes' rates).
+    teacher_student_learning_rates: tuple[tuple[str, float], ...] = (("sft", 3e-4), ("dpo", 1e-5),
+                                                                     ("distill", 3e-4))
     sample_paths: int = 3  # paths shown from the export
     extend_trees: int = 3  # trees the teacher continues (the others are copied through)
     extend_turns: int = 2  # simulated user turn + teacher answer, per tree
@@ -57,6 +67,8 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
+    llama_layers=2,
+    calibration_conversations=2,
     sample_paths=2,
     extend_trees=1,
     extend_turns=1,
@@ -111,6 +123,16 @@ class DemoConfig:
         return data
 
 
+def student_label(config: DemoConfig, family: str) -> str:
+    """How the report names a family's student: `llama-6L` (built from the teacher) or `llama-tiny`."""
+    sizes = config.sizes
+    if sizes.students != "teacher":
+        return f"{family}-tiny"
+    if family == "llama":
+        return f"llama-{sizes.llama_layers}L"
+    return f"t5gemma-{sizes.t5_encoder_layers}+{sizes.t5_decoder_layers}L"
+
+
 def idle_cores() -> int:
     """Cores not busy with other work right now (1-minute load average), at least one.
 
@@ -150,8 +172,12 @@ def make_config(
     teacher_model: str | None = None,
     quick: bool = False,
     threads: int | None = None,
+    students: str = "teacher",
 ) -> DemoConfig:
     """A checked config: ValueError with one clear line for anything unusable."""
+    if students not in ("teacher", "tiny"):
+        raise ValueError(f"--students {students!r}: choose teacher (built from the embedded teacher's "
+                         "layers) or tiny (random-initialised, ~5M parameters)")
     if teacher_base_url and not teacher_model:
         raise ValueError("--teacher-model is required with --teacher-base-url")
     if teacher_model and not teacher_base_url:
@@ -165,7 +191,8 @@ def make_config(
     elif not Path(trees).is_file():
         raise ValueError(f"--trees {trees}: no such file")
     config = DemoConfig(trees=Path(trees), out=Path(out), teacher_base_url=teacher_base_url,
-                        teacher_model=teacher_model, quick=quick, sizes=QUICK if quick else FULL)
+                        teacher_model=teacher_model, quick=quick,
+                        sizes=replace(QUICK if quick else FULL, students=students))
     if threads is not None:
         if threads < 1:
             raise ValueError("--threads must be at least 1")

@@ -3,7 +3,8 @@
     1 data      statistics and sampled paths of the export
     2 extend    the teacher continues a few trees
     3 export    SFT paths and DPO pairs from the extended trees
-    4 train     SFT, then DPO and logit distillation from the SFT checkpoint, for a tiny T5 and a tiny Llama
+    4 train     students built from the teacher's layers (a T5Gemma and a depth-pruned Llama), then SFT,
+                then DPO and logit distillation from the SFT checkpoint
     5 eval      the regression suite on every student and on the teacher
     6 report    Markdown with tables, loss curves and score by turn depth
 """
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from convdistill.demo.config import FAMILIES, DemoConfig
+from convdistill.demo.config import EMBEDDED_TEACHER, FAMILIES, DemoConfig, student_label
 from convdistill.demo.stages import Log, Stage, StageRecord, StageRunner, stderr_log
 
 STAGE_COUNT = 6
@@ -36,6 +37,9 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
         assert found is not None, f"stage {name} is a dependency and has finished"
         return found
 
+    def label(family: str) -> str:
+        return student_label(config, family)
+
     stages: list[tuple[str, Stage]] = [
         ("1", Stage("1-data", "export statistics and sampled paths",
                     lambda w: data.stats_stage(config, w, log))),
@@ -45,16 +49,24 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
                     lambda w: data.export_stage(config, Path(result("2-extend")["output"]), w, log),
                     needs=("2-extend",))),
     ]
+    built = config.sizes.students == "teacher"
+    kind = "" if built else "tiny "
     for family in FAMILIES:
+        if built:
+            stages.append(("4", Stage(
+                f"4-{family}-student", f"the {family} student, built from {EMBEDDED_TEACHER}'s layers",
+                lambda w, f=family: training.student_stage(config, f, w, log))))
         stages.append(("4", Stage(
-            f"4-{family}-sft", f"SFT of the tiny {family} student",
-            lambda w, f=family: training.train_stage(config, f, "sft", result("3-export")["paths_file"], None, w, log),
-            needs=("3-export",))))
+            f"4-{family}-sft", f"SFT of the {kind}{family} student",
+            lambda w, f=family: training.train_stage(
+                config, f, "sft", result("3-export")["paths_file"],
+                result(f"4-{f}-student")["checkpoint"] if built else None, w, log),
+            needs=("3-export", *((f"4-{family}-student",) if built else ())))))
     for method, file_key in (("dpo", "pairs_file"), ("distill", "paths_file")):
         for family in FAMILIES:
             stages.append(("4", Stage(
                 f"4-{family}-{method}",
-                f"{'DPO' if method == 'dpo' else 'logit distillation'} of the tiny {family} student (from its SFT)",
+                f"{'DPO' if method == 'dpo' else 'logit distillation'} of the {kind}{family} student (from its SFT)",
                 lambda w, f=family, m=method, k=file_key: training.train_stage(
                     config, f, m, result("3-export")[k], result(f"4-{f}-sft")["checkpoint"], w, log),
                 needs=("3-export", f"4-{family}-sft"))))
@@ -64,15 +76,15 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
                                                               config.teacher_name, w, log, teacher_endpoint))))
     for family in FAMILIES:
         stages.append(("5", Stage(
-            f"5-{family}-init", f"regression suite: untrained tiny {family} (the starting point)",
-            lambda w, f=family: evaluation.eval_stage(config, f"{f}-tiny untrained",
+            f"5-{family}-init", f"regression suite: untrained {kind}{family} (the starting point)",
+            lambda w, f=family: evaluation.eval_stage(config, f"{label(f)} untrained",
                                                       result(f"4-{f}-sft")["init_checkpoint"], w, log),
             needs=(f"4-{family}-sft",))))
         for method in ("sft", "dpo", "distill"):
             stages.append(("5", Stage(
-                f"5-{family}-{method}", f"regression suite: tiny {family} after {method}",
+                f"5-{family}-{method}", f"regression suite: {kind}{family} after {method}",
                 lambda w, f=family, m=method: evaluation.eval_stage(
-                    config, f"{f}-tiny {m}", result(f"4-{f}-{m}")["checkpoint"], w, log),
+                    config, f"{label(f)} {m}", result(f"4-{f}-{m}")["checkpoint"], w, log),
                 needs=(f"4-{family}-{method}",))))
     every = tuple(s.name for _, s in stages)
     stages.append(("6", Stage("6-report", "report",

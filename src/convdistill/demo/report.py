@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from convdistill.demo.config import DemoConfig
+from convdistill.demo.config import EMBEDDED_TEACHER, FAMILIES, DemoConfig, student_label
 from convdistill.demo.stages import StageRecord
 
 
@@ -44,7 +44,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_losses(runs: list[dict[str, Any]], path: Path) -> Path | None:
+def plot_losses(runs: list[dict[str, Any]], path: Path, names: dict[str, str] | None = None) -> Path | None:
     """One panel per method (SFT, DPO, distillation), one line per student family."""
     methods = [m for m in ("sft", "dpo", "distill") if any(r["method"] == m and r["losses"] for r in runs)]
     if not methods:
@@ -55,7 +55,7 @@ def plot_losses(runs: list[dict[str, Any]], path: Path) -> Path | None:
         for run in runs:
             if run["method"] == method and run["losses"]:
                 steps, losses = zip(*run["losses"], strict=True)
-                ax.plot(steps, losses, "-o", markersize=3, label=f"{run['family']}-tiny")
+                ax.plot(steps, losses, "-o", markersize=3, label=(names or {}).get(run["family"], run["family"]))
         ax.set_title(f"{method.upper() if method != 'distill' else 'logit distillation'} loss")
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
@@ -214,14 +214,26 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
         lines += [f"Files: [paths.jsonl]({_rel(exp['paths_file'], base)}), "
                   f"[pairs.jsonl]({_rel(exp['pairs_file'], base)}).", ""]
 
-    runs = [r.result for r in records if r.name.startswith("4-") and r.status in ("done", "cached")]
+    names = {family: student_label(config, family) for family in FAMILIES}
+    built = [r.result for r in records if r.name.startswith("4-") and r.name.endswith("-student")
+             and r.status in ("done", "cached")]
+    runs = [r.result for r in records if r.name.startswith("4-") and not r.name.endswith("-student")
+            and r.status in ("done", "cached")]
     skipped = [r for r in records if r.name.startswith("4-") and r.status not in ("done", "cached")]
-    if runs or skipped:
+    if runs or skipped or built:
         lines += ["## 4. Training", ""]
+        if built:
+            lines += [f"The students start from the teacher's knowledge: each is built from "
+                      f"{EMBEDDED_TEACHER}'s own layers, chosen by block influence on the export "
+                      "(`convdistill models init --from`; docs/models.md).", ""]
+            lines += _table(["student", "parameters", "teacher layers kept"],
+                            [[names[b["family"]], f"{b['parameters']:,}",
+                              (f"encoder {b['encoder_layers']}, decoder {b['layers']}"
+                               if b.get("encoder_layers") else str(b["layers"]))] for b in built])
         rows = []
         for run in runs:
             data = run["data"]
-            rows.append([f"{run['family']}-tiny", run["method"], run["steps"], run["first_loss"], run["last_loss"],
+            rows.append([names[run["family"]], run["method"], run["steps"], run["first_loss"], run["last_loss"],
                          data["examples"], data["truncated"], data["trained_tokens"], _seconds(run["train_runtime"]),
                          f"[{Path(run['checkpoint']).name}]({_rel(run['checkpoint'], base)})"])
         lines += _table(["student", "method", "steps", "first loss", "last loss", "examples", "truncated",
@@ -230,7 +242,7 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
             lines.append(f"- {r.title}: not run ({r.reason}).")
         if skipped:
             lines.append("")
-        png = plot_losses(runs, workdir / "loss_curves.png")
+        png = plot_losses(runs, workdir / "loss_curves.png", names)
         if png is not None:
             lines += ["![training loss curves](loss_curves.png)", ""]
         lines += ["Losses are per method and not comparable across methods: SFT is token cross-entropy, DPO "
@@ -268,10 +280,17 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
         png = plot_depth(evals, workdir / "score_by_depth.png")
         if png is not None:
             lines += ["![score and reference NLL by turn depth](score_by_depth.png)", ""]
-        lines += ["Reading it: students of about 5M parameters trained for a few dozen steps on 100 trees "
-                  "mostly produce text that fails the same checks, so their scores sit together, well below "
-                  "the teacher's; the reference NLL (how likely a model finds the reference replies) is where "
-                  "their training shows, compared with the untrained starting points.", ""]
+        if config.sizes.students == "tiny":
+            lines += ["Reading it: students of about 5M parameters trained for a few dozen steps on 100 trees "
+                      "mostly produce text that fails the same checks, so their scores sit together, well below "
+                      "the teacher's; the reference NLL (how likely a model finds the reference replies) is where "
+                      "their training shows, compared with the untrained starting points.", ""]
+        else:
+            lines += ["Reading it: compare each student with its untrained starting point (the teacher's layers, "
+                      "pruned) and with the teacher. The score counts checks passed, and a degenerate reply "
+                      "(empty, looping, echoing the user) scores 0 for its turn; the reference NLL shows how "
+                      "close a student came to the reference replies.", ""]
+        lines += side_by_side(evals, base)
 
     lines += ["## Where everything is", "",
               f"Every stage keeps its output in `{config.out}/<stage>/`; `{config.out}/stages/<stage>.json` "
@@ -280,6 +299,43 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
               "`convdistill serve --model <checkpoint>`.", ""]
     out.write_text("\n".join(lines))
     return out
+
+
+def side_by_side(evals: list[dict[str, Any]], base: Path, cases: int = 2, width: int = 160) -> list[str]:
+    """The replies of every scored model to the same first `cases` multi-turn conversations, turn
+    by turn: what a reader looks at before any number."""
+    import orjson
+
+    loaded = []
+    for e in evals:
+        try:
+            loaded.append((e["label"], orjson.loads(Path(e["results"]).read_bytes())["cases"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    if not loaded:
+        return []
+    shared = [c for c in loaded[0][1] if len(c["turns"]) >= 2][:cases]
+    lines = ["### Replies side by side", "",
+             "The same conversations, gold history (every model sees the reference replies of earlier turns), "
+             f"greedy decoding; replies cut at {width} characters. ✓ all checks of the turn passed, ✗ not.", ""]
+
+    def cell(text: str) -> str:
+        flat = " ".join(text.split()).replace("|", "/")
+        return (flat[:width] + " …") if len(flat) > width else (flat or "*(empty)*")
+
+    for case in shared:
+        lines += [f"**{case['id']}**", ""]
+        for k, turn in enumerate(case["turns"]):
+            lines += [f"Turn {k + 1}, user: {cell(turn['user'])}", "", "| model | reply | |", "|---|---|---|"]
+            for label, results in loaded:
+                mine = next((c for c in results if c["id"] == case["id"]), None)
+                if mine is None or k >= len(mine["turns"]):
+                    continue
+                t = mine["turns"][k]
+                mark = "✓" if t.get("passed") else "✗"
+                lines.append(f"| {label} | {cell(t.get('reply') or '')} | {mark} |")
+            lines.append("")
+    return lines
 
 
 def _seconds(value: float | None) -> str:

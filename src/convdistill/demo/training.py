@@ -1,5 +1,6 @@
-"""Training stages: the shipped tiny recipes (trainers/*.yaml), pointed at this run's data and
-shortened to the demo's sizes, run through `convdistill.trainers.train` in this process."""
+"""Training stages: the students' starting points (built from the embedded teacher's layers), then
+the shipped recipes (trainers/*.yaml), pointed at this run's data and students and shortened to
+the demo's sizes, run through `convdistill.trainers.train` in this process."""
 
 from __future__ import annotations
 
@@ -14,6 +15,34 @@ METHODS = ("sft", "dpo", "distill")
 
 def recipe_path(family: str, method: str) -> Path:
     return project_file(f"trainers/{family}-tiny-{method}.yaml")
+
+
+def student_stage(config: DemoConfig, family: str, workdir: Path, log: Log) -> dict[str, Any]:
+    """The family's starting point built from the embedded teacher's layers (kept: the untrained
+    student is scored too, and a resumed demo starts from the very same weights)."""
+    from convdistill.demo.config import EMBEDDED_TEACHER
+    from convdistill.models import ModelNotAvailable
+    from convdistill.models.from_teacher import init_from_teacher
+
+    sizes = config.sizes
+    shape = ({"layers": sizes.llama_layers} if family == "llama"
+             else {"layers": sizes.t5_decoder_layers, "encoder_layers": sizes.t5_encoder_layers})
+    folder = workdir / "student"
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)  # an interrupted build starts over
+    try:
+        info = init_from_teacher(EMBEDDED_TEACHER, family, folder, sample=config.trees,
+                                 sample_size=sizes.calibration_conversations, **shape)
+    except ModelNotAvailable as exc:
+        raise StageUnavailable(f"no embedded teacher to build students from ({exc}); run with "
+                               "--students tiny") from None
+    layers = (f"encoder layers {info.encoder_layers}, decoder layers {info.decoder_layers}"
+              if info.encoder_layers is not None else f"layers {info.decoder_layers}")
+    log(f"    {family} student from {EMBEDDED_TEACHER}: {info.parameters:,} parameters, {layers}")
+    return {"family": family, "checkpoint": str(folder), "parameters": info.parameters,
+            "encoder_layers": info.encoder_layers, "layers": info.decoder_layers}
 
 
 def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, train_file: str,
@@ -38,6 +67,8 @@ def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, trai
     }
     if family == "t5":
         values["max_target_length"] = sizes.max_target_length
+    if sizes.students == "teacher":
+        values["learning_rate"] = dict(sizes.teacher_student_learning_rates)[method]
     if examples is not None:
         values["max_train_examples"] = examples
     if start is not None:
@@ -49,8 +80,8 @@ def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, trai
 
 def train_stage(config: DemoConfig, family: str, method: str, train_file: str, start: str | None,
                 workdir: Path, log: Log) -> dict[str, Any]:
-    """One recipe run. `start`: the checkpoint to continue from (DPO and distillation start from
-    the SFT student); None keeps the recipe's (a random-initialised student for SFT)."""
+    """One recipe run. `start`: the checkpoint to continue from (SFT from the built student, DPO and
+    distillation from the SFT student); None keeps the recipe's (a random-initialised student)."""
     from convdistill.trainers import RecipeError, train
 
     recipe = recipe_path(family, method)
@@ -89,5 +120,5 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
         "train_runtime": final.get("train_runtime"), "losses": losses,
         "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
         "data": stats, "last_metrics": metrics,
-        "init_checkpoint": str(workdir / "student-init") if (workdir / "student-init").is_dir() else None,
+        "init_checkpoint": str(workdir / "student-init") if (workdir / "student-init").is_dir() else start,
     }
