@@ -102,6 +102,9 @@ def detect_layout(path: Path) -> str:
         return "json" if first_line is not None or len(head) < (1 << 16) else "lines"
     if not start:
         return "lines"  # empty: nothing read, nothing rejected
+    if any(parse_line(line)[1] is None for line in head.split(b"\n")[1:-1] if line.strip()):
+        # JSON lines whose first line is damaged: the line reader keeps the rest and reports it
+        return "lines"
     raise UnknownFormatError(path, "neither JSON, JSON lines nor parquet")
 
 

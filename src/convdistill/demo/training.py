@@ -84,7 +84,10 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
     distillation from the SFT student); None keeps the recipe's (a random-initialised student)."""
     from convdistill.trainers import RecipeError, train
 
-    recipe = recipe_path(family, method)
+    try:
+        recipe = recipe_path(family, method)
+    except FileNotFoundError:
+        recipe = Path(f"trainers/{family}-tiny-{method}.yaml")
     if not recipe.is_file():
         # Logit distillation arrives with its recipes (issue 6); until then the stage says so.
         raise StageUnavailable(f"no recipe {recipe} (this version has no `train {method}`)")
