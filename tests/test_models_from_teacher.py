@@ -218,3 +218,24 @@ def test_init_from_teacher_errors(tiny_teacher: Path, tmp_path: Path) -> None:
     no_teacher = run_cli("models", "init", "--family", "llama", "--layers", "2", "-o", str(out))
     assert no_teacher.returncode == 1 and "need --from" in no_teacher.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe", ["smollm2-135m-sft", "smollm2-135m-lora-sft"])
+def test_the_pretrained_student_trains_by_the_same_recipes(recipe: str, tmp_path: Path) -> None:
+    """SmolLM2-135M-Instruct itself, fully and with LoRA: the reference the built students are
+    compared with. Two real steps each; the saved checkpoint is plain (LoRA merged) and differs
+    from the embedded model."""
+    from convdistill.eval import LocalBackend
+    from convdistill.models import resolve_model
+    from convdistill.trainers import train
+
+    result = train("sft", ROOT / "trainers" / f"{recipe}.yaml",
+                   {"output_dir": str(tmp_path / "run"), "max_steps": 2, "max_train_examples": 4,
+                    "per_device_train_batch_size": 2, "max_length": 128, "logging_steps": 1,
+                    "save_strategy": "no", "disable_tqdm": True})
+    assert [h["loss"] for h in result.log_history if "loss" in h]
+    assert not (Path(result.checkpoint) / "adapter_config.json").exists()  # merged, loads as it is
+    pair = [([{"role": "user", "content": "Name a colour."}], "Blue.")]
+    before = LocalBackend(resolve_model("smollm2-135m-instruct")).reference_nll(pair)[0]
+    after = LocalBackend(result.checkpoint).reference_nll(pair)[0]
+    assert after != before
