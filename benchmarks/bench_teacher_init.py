@@ -6,7 +6,8 @@ steps; teacher top-32 cache, kd_weight 0.5) and scored on held-out reference NLL
 per-token NLL of every assistant reply of the best paths of trees 70..99 of the bundled sample,
 teacher-forced after its history (what `eval run` reports). Training uses the first 60 trees.
 The random students get the learning rate that suits them best of `--random-lrs` (training
-from scratch wants a larger one); the teacher-initialised ones use `--lr`.
+from scratch wants a larger one; default the tiny recipes' 1e-3); the teacher-initialised ones
+use `--lr`. Finished runs are reused (their run_log.json), so a rerun only adds what is missing.
 Also reported: trained tokens per second of each run on this machine.
 
     python benchmarks/bench_teacher_init.py [--families llama,t5] [--steps 30] [--out DIR]
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -68,31 +68,33 @@ def build(family: str, folder: Path, random_init: bool) -> int:
 
 
 def distill(student: Path, out: Path, steps: int, lr: float, cache: Path) -> dict[str, Any]:
+    """One distillation run, or the finished one in `out` (its run_log.json) when there is one:
+    an interrupted benchmark goes on where it stopped."""
     from convdistill.trainers import train
 
-    values = {
-        "model_name_or_path": str(student), "teacher": TEACHER, "train_file": str(SAMPLE),
-        "path_strategy": "best", "train_on": "all", "max_train_examples": TRAIN_TREES,
-        "output_dir": str(out), "kd_loss": "forward_kl", "kd_weight": 0.5, "kd_top_k": 32,
-        "kd_temperature": 1.0, "kd_cache_dir": str(cache), "max_length": 256,
-        "max_target_length": 128, "max_steps": steps, "per_device_train_batch_size": 4,
-        "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": max(1, steps // 10),
-        "train_sampling_strategy": "group_by_length", "bf16": False,
-        "gradient_checkpointing": False, "logging_steps": max(1, steps // 5),
-        "save_strategy": "no", "report_to": "none", "dataloader_pin_memory": False,
-        "disable_tqdm": True, "seed": 0,
-    }
-    started = time.perf_counter()
-    result = train("distill", values)
-    seconds = time.perf_counter() - started
-    stats = result.data["train"].as_dict()
-    epochs = next((h.get("epoch", 0.0) for h in reversed(result.log_history) if "train_loss" in h), 0.0)
-    runtime = next((h["train_runtime"] for h in reversed(result.log_history) if "train_runtime" in h), seconds)
-    tokens = stats["trained_tokens"] * epochs
-    return {"checkpoint": str(result.checkpoint), "seconds": round(seconds, 1),
-            "train_runtime_s": round(runtime, 1), "trained_tokens": round(tokens),
-            "trained_tokens_per_s": round(tokens / runtime, 1) if runtime else None,
-            "losses": [h["loss"] for h in result.log_history if "loss" in h]}
+    log = out / "run_log.json"
+    if not log.is_file():
+        values = {
+            "model_name_or_path": str(student), "teacher": TEACHER, "train_file": str(SAMPLE),
+            "path_strategy": "best", "train_on": "all", "max_train_examples": TRAIN_TREES,
+            "output_dir": str(out), "kd_loss": "forward_kl", "kd_weight": 0.5, "kd_top_k": 32,
+            "kd_temperature": 1.0, "kd_cache_dir": str(cache), "max_length": 256,
+            "max_target_length": 128, "max_steps": steps, "per_device_train_batch_size": 4,
+            "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": max(1, steps // 10),
+            "train_sampling_strategy": "group_by_length", "bf16": False,
+            "gradient_checkpointing": False, "logging_steps": max(1, steps // 5),
+            "save_strategy": "no", "report_to": "none", "dataloader_pin_memory": False,
+            "disable_tqdm": True, "seed": 0,
+        }
+        train("distill", values)
+    run = json.loads(log.read_text())
+    history = run["log_history"]
+    epochs = next((h.get("epoch", 0.0) for h in reversed(history) if "train_loss" in h), 0.0)
+    runtime = next((h["train_runtime"] for h in reversed(history) if "train_runtime" in h), run["seconds"])
+    tokens = run["data"]["train"]["trained_tokens"] * epochs
+    return {"checkpoint": str(out), "seconds": run["seconds"], "train_runtime_s": round(runtime, 1),
+            "trained_tokens": round(tokens), "trained_tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+            "losses": [h["loss"] for h in history if "loss" in h]}
 
 
 def main() -> None:
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--families", default="llama,t5")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--random-lrs", default="3e-4,1e-3")
+    parser.add_argument("--random-lrs", default="1e-3", help="comma-separated; the best is reported")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-teacher-init")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
