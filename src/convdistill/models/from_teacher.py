@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from convdistill.models.students import count_parameters
+from convdistill.resources import shipped_file
 
 FAMILIES_FROM_TEACHER: tuple[str, ...] = ("llama", "t5")
 # The sample a student is calibrated on when the user names none: the project's bundled export.
@@ -61,48 +62,24 @@ class LayerStats:
 
 
 def sample_conversations(path: str | Path, limit: int = 32) -> list[list[dict[str, str]]]:
-    """Up to `limit` conversations (message lists) from an Open-Assistant export (the best path
-    of each tree) or a path-records JSONL file (`messages` per line)."""
-    import orjson
-
-    from convdistill.conversation_trees import Selection, read_trees, tree_paths
+    """Up to `limit` conversations (message lists): the best path of each of the first trees of
+    anything the tree readers read (an Open-Assistant export, path records, a chat-UI export)."""
+    from convdistill.conversation_trees import Selection, TreeReader, tree_paths
     from convdistill.conversation_trees.records import chat_messages
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"calibration sample {path}: no such file")
-    first = next((line for line in _lines(path) if line.strip()), None)
-    if first is None:
-        raise ValueError(f"calibration sample {path}: empty")
-    try:
-        head = orjson.loads(first)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"calibration sample {path}:1: not JSON ({exc})") from None
     conversations: list[list[dict[str, str]]] = []
-    if isinstance(head, dict) and "messages" in head:
-        for line in _lines(path):
-            if line.strip() and len(conversations) < limit:
-                record = orjson.loads(line)
-                conversations.append([{"role": m["role"], "content": m["content"]}
-                                      for m in record["messages"]])
-    else:
-        for graph in read_trees(path):
-            best = next(tree_paths(graph, Selection(), "best"), None)
-            if best is not None:
-                conversations.append(chat_messages(graph, best.message_ids))
-            if len(conversations) >= limit:
-                break
+    for graph in TreeReader(path, on_error="skip"):
+        best = next(tree_paths(graph, Selection(), "best"), None)
+        if best is not None:
+            conversations.append(chat_messages(graph, best.message_ids))
+        if len(conversations) >= limit:
+            break
     if not conversations:
         raise ValueError(f"calibration sample {path}: no conversation with an assistant reply")
     return conversations
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        yield from stream
 
 
 def _decoder_layers(model: Any) -> Any:
@@ -362,7 +339,7 @@ def init_from_teacher(
     count = teacher_model.config.num_hidden_layers
     given = check_keep(keep, count) if keep is not None else None
     given_encoder = check_keep(encoder_keep, count, "--encoder-keep") if encoder_keep else None
-    sample_path = Path(sample) if sample is not None else _project_file(DEFAULT_SAMPLE)
+    sample_path = Path(sample) if sample is not None else shipped_file(DEFAULT_SAMPLE)
     stats = measure_layers(teacher_model, tokenizer, sample_conversations(sample_path, sample_size))
     chosen = given if given is not None else choose_layers(stats.influence, layers)
     enc: list[int] | None = None
@@ -402,10 +379,3 @@ def init_from_teacher(
     }
     (out / "convdistill.json").write_text(json.dumps(record, indent=2) + "\n")
     return info
-
-
-def _project_file(name: str) -> Path:
-    path = Path(name)
-    if path.exists():
-        return path
-    return Path(__file__).resolve().parents[3] / name
