@@ -149,14 +149,9 @@ def idle_cores() -> int:
     return max(1, min(cores, cores - busy))
 
 
-def project_root() -> Path:
-    """The source checkout this package was installed from (editable install), if any."""
-    return Path(__file__).resolve().parents[3]
-
-
 def project_file(relative: str) -> Path:
-    """A file that ships with the repository (sample export, recipes, suites): looked for in the
-    current folder first, then in the checkout the package runs from."""
+    """A file that ships with convdistill (sample export, recipes, suites): looked for in the
+    current folder first, then where the package keeps it (resources.shipped_file)."""
     here = Path(relative)
     if here.exists():
         return here
