@@ -77,7 +77,8 @@ def test_processes_that_cannot_train_together_are_stopped_before_training(tmp_pa
 
 
 def test_launch_check_reads_world_size_and_use_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from convdistill.launch import LaunchError, check_distributed_launch, recipe_use_cpu
+    from convdistill.launch import LaunchError, check_distributed_launch
+    from convdistill.trainers import train
 
     monkeypatch.setattr("convdistill.launch._has_accelerator", lambda: False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -88,5 +89,6 @@ def test_launch_check_reads_world_size_and_use_cpu(monkeypatch: pytest.MonkeyPat
     check_distributed_launch(use_cpu=True)  # gloo on the CPU: fine
     with pytest.raises(LaunchError, match="add --use_cpu true"):
         check_distributed_launch(use_cpu=False)
-    assert recipe_use_cpu({"use_cpu": True}, {}) and not recipe_use_cpu({"use_cpu": True}, {"use_cpu": "false"})
-    assert recipe_use_cpu({}, {"use_cpu": True}) and not recipe_use_cpu({}, {})
+    # the library call checks too, with the recipe's use_cpu, before any model or data loads
+    with pytest.raises(LaunchError, match="add --use_cpu true"):
+        train("sft", ROOT / "trainers" / "llama-tiny-sft.yaml", {"output_dir": "/nonexistent/never-written"})

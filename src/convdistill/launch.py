@@ -35,11 +35,3 @@ def check_distributed_launch(use_cpu: bool) -> None:
         "on all the data and write the same folder: add --use_cpu true to train them together on "
         "the CPU (configs/accelerate/cpu-2proc.yaml), or launch one process"
     )
-
-
-def recipe_use_cpu(recipe: dict[str, object], overrides: dict[str, object]) -> bool:
-    """`use_cpu` as HfArgumentParser would read it from a recipe mapping and CLI overrides."""
-    value = overrides.get("use_cpu", recipe.get("use_cpu", False))
-    if isinstance(value, str):
-        return value.strip().lower() in ("yes", "true", "t", "y", "1")
-    return bool(value)

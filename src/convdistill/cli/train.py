@@ -25,15 +25,10 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _run(method: str, config: Path, overrides: list[str]) -> None:
-    from convdistill.launch import check_distributed_launch, recipe_use_cpu
     from convdistill.models import ModelNotAvailable
     from convdistill.trainers import train
-    from convdistill.trainers.recipe import parse_overrides, read_recipe_file
 
-    with friendly_errors():
-        # before any model or data loads: several processes that cannot form a process group
-        # would each train alone and overwrite one another's checkpoints
-        check_distributed_launch(recipe_use_cpu(read_recipe_file(config), parse_overrides(overrides)))
+    with friendly_errors():  # train() checks the launch before anything loads
         try:
             result = train(method, config, overrides)
         except ModelNotAvailable as exc:

@@ -184,11 +184,15 @@ def train(method: str, config: Any = None, overrides: Any = None, callbacks: lis
           ) -> TrainResult:
     """Load a recipe (file or mapping, plus overrides) and run it: sft, dpo or distill.
     `callbacks`: extra transformers TrainerCallbacks (progress, timing)."""
+    from convdistill.launch import check_distributed_launch
     from convdistill.trainers.recipe import load_recipe
 
     if method not in ("sft", "dpo", "distill"):
         raise ValueError(f"unknown training method {method!r}: sft, dpo or distill")
     parsed = load_recipe(method, config, overrides)  # type: ignore[arg-type]
+    # before any model or data loads: several processes that cannot form a process group would
+    # each train alone and overwrite one another's checkpoints
+    check_distributed_launch(bool(getattr(parsed[2], "use_cpu", False)))
     if method == "distill":
         from convdistill.trainers.distill_run import train_distill
 
