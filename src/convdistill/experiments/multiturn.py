@@ -236,12 +236,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _project_file(name: str) -> Path:
-    """A project path (the sample, the suites) from the repository root, wherever we run from."""
+    """A path as given when it exists, else the shipped file (the sample, the suites) wherever
+    the package keeps it."""
+    from convdistill.resources import shipped_file
+
     path = Path(name)
     if path.is_absolute() or path.exists():
         return path
-    root = Path(__file__).resolve().parents[3]
-    return root / name
+    return shipped_file(name)
 
 
 # -- stage 1: data -------------------------------------------------------------------------------
