@@ -215,8 +215,10 @@ def tables(summary: dict[str, Any]) -> str:
     rows = [(g, *g.split("/")) for g in groups]
     n = max((groups[g]["recall_seen"]["n"] for g in groups), default=0)
     lines: list[str] = []
-    for metric, title in (("recall", "answered right (greedy reply contains the value)"),
-                          ("choice", "forced choice (the right value is the most likely of its slot's values)")):
+    measured = [("recall", "answered right (greedy reply contains the value)")]
+    if any(groups[g]["choice_seen"]["mean"] is not None for g in groups):  # forced_choice may be off
+        measured.append(("choice", "forced choice (the right value is the most likely of its slot's values)"))
+    for metric, title in measured:
         lines += [f"**Context memory, {title}**: held-out synthetic cases, d = turns between the fact and the "
                   f"question, mean ± sd over {n} seeds; a student that ignores the conversation gets "
                   f"{summary['chance']['recall_seen']:.3f} in expectation (regime a, which never sees it, "
@@ -370,6 +372,18 @@ def plot_first_turn(summary: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def recall_panels(summary: dict[str, Any]) -> list[Panel]:
+    """Recall by distance: seen values, held-out wording and values, and forced choice when run."""
+    chance = summary["chance"]["recall_seen"]
+    panels: list[Panel] = [(lambda g, x: g.get(f"recall_seen_d{x}"), "recall answered right", chance)]
+    groups = summary["groups"].values()
+    if any(g["recall_unseen"]["mean"] is not None for g in groups):
+        panels.append((lambda g, x: g.get(f"recall_unseen_d{x}"), "recall, held-out wording + values", None))
+    if any(g["choice_seen"]["mean"] is not None for g in groups):
+        panels.append((lambda g, x: g.get(f"choice_seen_d{x}"), "forced-choice recall", chance))
+    return panels
+
+
 def write_results(summary: dict[str, Any], results: Path) -> dict[str, Path]:
     """summary.json, tables.md and the three plots, in `results`."""
     results.mkdir(parents=True, exist_ok=True)
@@ -378,10 +392,8 @@ def write_results(summary: dict[str, Any], results: Path) -> dict[str, Path]:
     out = {
         "summary": results / "summary.json",
         "tables": results / "tables.md",
-        "recall": plot_lines(summary, results / "recall_by_distance.png", [str(d) for d in range(low, high + 1)], [
-            (lambda g, x: g.get(f"recall_seen_d{x}"), "recall answered right", summary["chance"]["recall_seen"]),
-            (lambda g, x: g.get(f"choice_seen_d{x}"), "forced-choice recall", summary["chance"]["recall_seen"]),
-        ], "turns between the fact and the question"),
+        "recall": plot_lines(summary, results / "recall_by_distance.png", [str(d) for d in range(low, high + 1)],
+                             recall_panels(summary), "turns between the fact and the question"),
         "depth": plot_lines(summary, results / "real_by_depth.png", depths, [
             (lambda g, x: g["real_by_depth"].get(x), "mean turn score (shipped suites)", None)], "turn depth"),
         "first_turn": plot_first_turn(summary, results / "first_turn.png"),
