@@ -252,3 +252,14 @@ def test_config_errors_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         make_config(tmp_path / "missing.jsonl")
     assert make_config(None).trees.is_file()  # the bundled sample by default
+
+
+def test_idle_cores_measures_the_cpu_now() -> None:
+    """Busy cores come from /proc/stat over a short window (the load average lags behind work
+    that just ended, such as make demo's own installs), bounded to 1..cores."""
+    from convdistill.demo.config import _busy_cores, idle_cores
+
+    cores = os.cpu_count() or 1
+    busy = _busy_cores(0.2)
+    assert busy is not None and 0.0 <= busy <= cores + 1e-9  # Linux: measured
+    assert 1 <= idle_cores(0.2) <= cores

@@ -133,20 +133,47 @@ def student_label(config: DemoConfig, family: str) -> str:
     return f"t5gemma-{sizes.t5_encoder_layers}+{sizes.t5_decoder_layers}L"
 
 
-def idle_cores() -> int:
-    """Cores not busy with other work right now (1-minute load average), at least one.
+def idle_cores(window_s: float = 0.5) -> int:
+    """Cores not busy with other work right now, at least one.
 
     The stages run one after another, so on a quiet machine each uses every core. On a machine
     shared with other jobs, torch threads beyond the idle cores wait on each other at every
     operation: the quick demo took 4x longer with two threads than with one on two cores
-    already carrying two other jobs.
+    already carrying two other jobs. Busy cores are measured over `window_s` from /proc/stat
+    where there is one: the 1-minute load average lags, and right after `make demo`'s own
+    package installs it still counts them, which left a quiet machine's demo on one thread.
     """
     cores = os.cpu_count() or 1
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:  # no load average on this platform
-        busy = 0
-    return max(1, min(cores, cores - busy))
+    busy = _busy_cores(window_s)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # no load average on this platform
+            busy = 0.0
+    return max(1, min(cores, cores - round(busy)))
+
+
+def _busy_cores(window_s: float) -> float | None:
+    """Cores' worth of non-idle CPU time over `window_s` (Linux /proc/stat), or None."""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(window_s)
+    second = sample()
+    if second is None or second[0] == first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
 
 
 def project_file(relative: str) -> Path:
