@@ -169,3 +169,16 @@ def test_split_fraction_is_about_right():
     ids = [f"tree-{rng.random()}" for _ in range(20000)]
     share = sum(split_of(i, 0.1, seed=3) == "validation" for i in ids) / len(ids)
     assert 0.09 < share < 0.11
+
+
+def test_a_first_line_that_is_an_array_is_one_rejected_record(tmp_path):
+    """Found by the property above: JSON lines whose first record is an array were taken for one
+    JSON document (ChatGPT's export is an array), losing the valid lines after it."""
+    tree = {"message_tree_id": "t0", "tree_state": "ready_for_export",
+            "prompt": {"message_id": "t0", "text": "0", "role": "prompter", "replies": []}}
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps([tree]) + b"\n" + orjson.dumps(tree) + b"\n")
+    reader = TreeReader(src)
+    assert len(list(reader)) == 1
+    report = reader.report
+    assert (report.records_read, report.records_kept, report.records_rejected) == (2, 1, 1)

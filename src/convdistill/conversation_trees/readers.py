@@ -93,7 +93,12 @@ def detect_layout(path: Path) -> str:
         stream.close()
         raw.close()
     start = head.lstrip()[:1]
+    more_lines = any(line.strip() for line in head.split(b"\n")[1:])
     if start == b"[":
+        # a whole JSON line followed by more lines: JSON lines whose first record is an array
+        # (reported as a reject), not one document (ChatGPT's export is one array)
+        if first_line is not None and more_lines and parse_line(first_line)[1] is None:
+            return "lines"
         return "json"
     if start == b"{":
         # One JSON object per line, or one document over many lines (pretty-printed).
