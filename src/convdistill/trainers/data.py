@@ -5,6 +5,7 @@ from an Open-Assistant tree export on the fly; and which assistant turns carry l
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -80,10 +81,14 @@ def load_records(
 
         work_dir.mkdir(parents=True, exist_ok=True)
         target = work_dir / f"{kind}.jsonl"
+        # Written under this process's own name and renamed into place: the processes of a
+        # distributed run all export the same file, and one must never read another's half.
+        partial = work_dir / f".{kind}.{os.getpid()}.jsonl"
         if kind == "paths":
-            export_paths(source, target, strategy=path_strategy)  # type: ignore[arg-type]
+            export_paths(source, partial, strategy=path_strategy)  # type: ignore[arg-type]
         else:
-            export_pairs(source, target)
+            export_pairs(source, partial)
+        os.replace(partial, target)
         source, found = target, kind
     if found != kind:
         want = "path records (messages)" if kind == "paths" else "pair records (prompt/chosen/rejected)"
