@@ -135,9 +135,7 @@ def init(
                 sample_size=sample_size, random_init=random_init, seed=seed)
         except ModelNotAvailable as exc:
             fail(str(exc))
-    layout = (f"encoder layers {built.encoder_layers}, decoder layers {built.decoder_layers}"
-              if built.encoder_layers is not None else f"layers {built.decoder_layers}")
-    typer.echo(f"{built.path}: {family} from {teacher}, {built.parameters:,} parameters, {layout}"
+    typer.echo(f"{built.path}: {family} from {teacher}, {built.parameters:,} parameters, {built.layout()}"
                + (" (random weights)" if random_init else ""))
 
 

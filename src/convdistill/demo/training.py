@@ -38,9 +38,7 @@ def student_stage(config: DemoConfig, family: str, workdir: Path, log: Log) -> d
     except ModelNotAvailable as exc:
         raise StageUnavailable(f"no embedded teacher to build students from ({exc}); run with "
                                "--students tiny") from None
-    layers = (f"encoder layers {info.encoder_layers}, decoder layers {info.decoder_layers}"
-              if info.encoder_layers is not None else f"layers {info.decoder_layers}")
-    log(f"    {family} student from {EMBEDDED_TEACHER}: {info.parameters:,} parameters, {layers}")
+    log(f"    {family} student from {EMBEDDED_TEACHER}: {info.parameters:,} parameters, {info.layout()}")
     return {"family": family, "checkpoint": str(folder), "parameters": info.parameters,
             "encoder_layers": info.encoder_layers, "layers": info.decoder_layers}
 
@@ -86,11 +84,8 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
 
     try:
         recipe = recipe_path(family, method)
-    except FileNotFoundError:
-        recipe = Path(f"trainers/{family}-tiny-{method}.yaml")
-    if not recipe.is_file():
-        # Logit distillation arrives with its recipes (issue 6); until then the stage says so.
-        raise StageUnavailable(f"no recipe {recipe} (this version has no `train {method}`)")
+    except FileNotFoundError as exc:  # a method this version ships no recipe for
+        raise StageUnavailable(f"no recipe ({exc}; this version has no `train {method}`)") from None
     overrides = _overrides(config, family, method, workdir, train_file, start)
     log(f"    recipe {recipe} with " + ", ".join(f"{k}={v}" for k, v in overrides.items()
                                                if k not in ("output_dir", "report_to", "disable_tqdm")))

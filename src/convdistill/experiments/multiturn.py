@@ -502,7 +502,7 @@ def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -
             info = init_from_teacher(settings.teacher, family, folder, sample=_project_file(settings.export),
                                      sample_size=settings.calibration_conversations, **shapes[family])
             log(f"students: {family} from {settings.teacher}, {info.parameters:,} parameters, "
-                f"layers {info.encoder_layers or ''} {info.decoder_layers}")
+                f"{info.layout()}")
         built[family] = str(folder)
     return built
 

@@ -297,6 +297,12 @@ class TeacherInitInfo:
     encoder_layers: list[int] | None
     decoder_layers: list[int]
 
+    def layout(self) -> str:
+        """The kept teacher layers, as the CLI, the demo and the experiment print them."""
+        if self.encoder_layers is None:
+            return f"layers {self.decoder_layers}"
+        return f"encoder layers {self.encoder_layers}, decoder layers {self.decoder_layers}"
+
 
 def init_from_teacher(
     teacher: str | Path,
