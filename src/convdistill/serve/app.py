@@ -1,4 +1,5 @@
-"""The FastAPI app: OpenAI's chat completions (plain and streamed), models list, health.
+"""The FastAPI app: OpenAI's chat completions (plain and streamed) and completions (with
+log-probabilities), vLLM's tokenizer endpoints, models list, health.
 
 One model per server, loaded before the app starts; the `model` field of a request is echoed
 back and never loads anything.
@@ -12,7 +13,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,10 +25,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convdistill import __version__
 from convdistill.serve.batcher import Batcher, Overloaded
+from convdistill.serve.completions import (
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+    collect_choices,
+    completion_body,
+    detokenize,
+    plan_completion,
+    tokenize,
+)
 from convdistill.serve.errors import APIError, error_body
 from convdistill.serve.events import Delta, Event, Failed, Finished, Job
 from convdistill.serve.limits import Limits
-from convdistill.serve.requests import Plan, parse_request, plan_request, read_body
+from convdistill.serve.requests import (
+    Plan,
+    in_tokenizer_thread,
+    parse_request,
+    plan_request,
+    read_body,
+)
 
 log = logging.getLogger("convdistill.serve")
 FINGERPRINT = f"convdistill-{__version__}"
@@ -118,11 +135,10 @@ def create_app(
             )
         return model_card()
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        authorize(request)
-        req = parse_request(await read_body(request, limits.max_body_bytes))
-        plan = await plan_request(req, model, limits)
+    def start(
+        request: Request, make_jobs: Callable[[Callable[[Event], None]], list[Job]]
+    ) -> tuple[list[Job], asyncio.Queue[Event | None], asyncio.Task[None]]:
+        """Queue a request's jobs; their events arrive on the returned queue."""
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -131,9 +147,7 @@ def create_app(
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        jobs = [
-            Job(plan.prompt_ids, plan.params, seed, i, emit) for i, seed in enumerate(plan.seeds)
-        ]
+        jobs = make_jobs(emit)
         try:
             batcher.submit(jobs)
         except Overloaded as exc:
@@ -142,6 +156,19 @@ def create_app(
         # hangs up, and a stream only notices on its next write, which a queued request never
         # makes: so every request watches its own connection from the moment it is queued.
         watcher = asyncio.create_task(_watch_disconnect(request, batcher, jobs, events))
+        return jobs, events, watcher
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        authorize(request)
+        req = parse_request(await read_body(request, limits.max_body_bytes))
+        plan = await plan_request(req, model, limits)
+        jobs, events, watcher = start(
+            request,
+            lambda emit: [
+                Job(plan.prompt_ids, plan.params, seed, i, emit) for i, seed in enumerate(plan.seeds)
+            ],
+        )
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if req.stream:
             return StreamingResponse(
@@ -154,6 +181,42 @@ def create_app(
         finally:
             watcher.cancel()
             batcher.cancel(jobs)  # finished jobs ignore it; unfinished ones stop
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        authorize(request)
+        req = parse_request(await read_body(request, limits.max_body_bytes), CompletionRequest)
+        plan = await plan_completion(req, model, limits)
+        jobs, events, watcher = start(request, plan.jobs)
+        try:
+            choices = await collect_choices(jobs, events)
+            if choices is None:  # the client has gone
+                return Response(status_code=499)
+            body = await in_tokenizer_thread(
+                completion_body, plan, choices, model, f"cmpl-{uuid.uuid4().hex}", FINGERPRINT
+            )
+            return Response(orjson.dumps(body), media_type="application/json")
+        finally:
+            watcher.cancel()
+            batcher.cancel(jobs)
+
+    # vLLM's tokenizer endpoints, at the server's root as vLLM has them
+    @app.post("/tokenize")
+    async def tokenize_route(request: Request) -> dict[str, Any]:
+        authorize(request)
+        req = parse_request(await read_body(request, limits.max_body_bytes), TokenizeRequest)
+        return await tokenize(req, model, limits)
+
+    @app.post("/detokenize")
+    async def detokenize_route(request: Request) -> dict[str, Any]:
+        authorize(request)
+        req = parse_request(await read_body(request, limits.max_body_bytes), DetokenizeRequest)
+        return await detokenize(req, model)
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(request: Request) -> dict[str, Any]:
+        authorize(request)
+        return model.tokenizer_info()
 
     return app
 

@@ -17,7 +17,7 @@ import torch
 from jinja2 import TemplateError
 
 from convdistill.models import seq2seq_format
-from convdistill.serve.events import Delta, Failed, Finished, Job
+from convdistill.serve.events import Delta, Failed, Finished, Job, Logprobs, TokenLogprob
 from convdistill.serve.sampling import next_tokens, row_generator
 from convdistill.serve.text_stream import TextStream
 
@@ -89,6 +89,41 @@ class ChatModel:
         except TemplateError as exc:
             raise ValueError(f"the model's chat template refused these messages: {exc}") from None
 
+    def encode_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """A raw prompt (completions, /tokenize), with the tokenizer's special tokens by default
+        as vLLM does."""
+        with self._encode_lock:
+            return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        with self._encode_lock:
+            return self.tokenizer.decode(ids)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token alone as text (what OpenAI's `logprobs.tokens` lists)."""
+        with self._encode_lock:
+            return self.tokenizer.batch_decode([[i] for i in ids])
+
+    @property
+    def vocab_rows(self) -> int:
+        """How many token ids the model has embeddings for (ids at or past it are refused)."""
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """What vLLM's /tokenizer_info reports, as far as a client needs it (lm-evaluation-
+        harness's remote tokenizer reads the special tokens and the chat template)."""
+        t = self.tokenizer
+        return {
+            "tokenizer_class": type(t).__name__,
+            "eos_token": t.eos_token,
+            "bos_token": t.bos_token,
+            "pad_token": t.pad_token,
+            "unk_token": t.unk_token,
+            "chat_template": t.chat_template,
+            "model_max_length": self.context_length,
+            "vocab_size": len(t),
+        }
+
     # -- generation ------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, jobs: list[Job]) -> None:
@@ -96,15 +131,26 @@ class ChatModel:
         rows = [
             _Row(j, TextStream(self._decoder, j.params.stop), row_generator(j.seed)) for j in jobs
         ]
-        logits, state = self._prefill([j.prompt_ids for j in jobs])
+        logits, state = self._prefill(jobs)
         live = list(range(len(rows)))  # batch position -> row
+        # max_tokens 0 (a completions request that only scores its prompt): done after the prefill
+        for job in jobs:
+            if job.params.max_tokens == 0 and not job.cancelled:
+                job.emit(Finished(job.index, "length", 0))
+        keep = [p for p, job in enumerate(jobs) if job.params.max_tokens > 0]
+        if not keep:
+            return
+        if len(keep) < len(live):
+            state = self._select(state, torch.tensor(keep))
+            logits, live = logits[keep], keep
         while live:
             tokens = next_tokens(
                 logits, [rows[r].job.params for r in live], [rows[r].generator for r in live]
             )
-            keep: list[int] = []
+            scored = self._token_logprobs(logits, [rows[r].job for r in live], tokens)
+            keep = []
             for position, (r, token) in enumerate(zip(live, tokens, strict=True)):
-                if self._advance(rows[r], token):
+                if self._advance(rows[r], token, scored.get(position)):
                     keep.append(position)
             if not keep:
                 break
@@ -113,11 +159,28 @@ class ChatModel:
             live = [live[p] for p in keep]
             logits, state = self._step(torch.tensor([[tokens[p]] for p in keep]), state)
 
-    def _advance(self, row: _Row, token: int) -> bool:
+    def _token_logprobs(
+        self, logits: torch.Tensor, jobs: list[Job], tokens: list[int]
+    ) -> dict[int, TokenLogprob]:
+        """Batch position -> the sampled token's log-probability, for the rows that asked."""
+        wanted = [p for p, job in enumerate(jobs) if job.logprobs is not None]
+        if not wanted:
+            return {}
+        entries = logprob_entries(
+            logits[wanted], [tokens[p] for p in wanted], max(jobs[p].logprobs or 0 for p in wanted)
+        )
+        return {
+            p: _trimmed(entry, jobs[p].logprobs or 0)
+            for p, entry in zip(wanted, entries, strict=True)
+        }
+
+    def _advance(self, row: _Row, token: int, logprob: TokenLogprob | None = None) -> bool:
         """Take a row's new token; True while the row goes on."""
         job = row.job
         if job.cancelled:  # the client has gone: the row leaves the batch at this step
             return False
+        if logprob is not None:
+            job.emit(Logprobs(job.index, (logprob,)))
         row.count += 1
         self.generated_tokens += 1
         reason = None
@@ -142,7 +205,8 @@ class ChatModel:
             job.emit(Failed(job.index, message))
 
     # -- model plumbing --------------------------------------------------------------------
-    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _prefill(self, jobs: list[Job]) -> tuple[torch.Tensor, dict[str, Any]]:
+        prompts = [job.prompt_ids for job in jobs]
         width = max(map(len, prompts))
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -159,12 +223,54 @@ class ChatModel:
             state = {"encoder": encoded.last_hidden_state, "mask": mask, "cache": None}
             return self._step(start, state)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        extra = {"logits_to_keep": 1} if self.takes_logits_to_keep else {}
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
-        )
+        if any(job.prompt_logprobs is not None for job in jobs):
+            out, last = self._prefill_scoring(jobs, ids, mask, positions)
+        else:
+            extra = {"logits_to_keep": 1} if self.takes_logits_to_keep else {}
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
+            )
+            last = out.logits[:, -1]
         state = {"cache": _cache_of(out), "mask": mask, "positions": positions[:, -1:]}
-        return out.logits[:, -1], state
+        return last, state
+
+    def _prefill_scoring(
+        self, jobs: list[Job], ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[Any, torch.Tensor]:
+        """The prefill for a batch with prompts to score (`echo`): each such row's log-probability
+        of every prompt token is emitted. Only those rows' positions are projected onto the
+        vocabulary, one row at a time: full logits of a 16 x 512 batch would take 1.6 GB."""
+        from convdistill.trainers.teacher_scoring import projects_hidden_states
+
+        width = ids.shape[1]
+        if projects_hidden_states(self.model):
+            out = self.model.base_model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True
+            )
+            head = self.model.get_output_embeddings()
+            hidden = out.last_hidden_state
+            last = head(hidden[:, -1])
+
+            def row_logits(row: int, start: int) -> torch.Tensor:
+                return head(hidden[row, start:-1])
+        else:  # a head with soft-capping or scaling: the model's own logits, all of them
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            last = out.logits[:, -1]
+
+            def row_logits(row: int, start: int) -> torch.Tensor:
+                return out.logits[row, start:-1]
+
+        for row, job in enumerate(jobs):
+            if job.prompt_logprobs is None or job.cancelled:
+                continue
+            prompt = job.prompt_ids
+            entries: tuple[TokenLogprob, ...] = ()
+            if len(prompt) > 1:
+                entries = logprob_entries(
+                    row_logits(row, width - len(prompt)), prompt[1:], job.prompt_logprobs
+                )
+            job.emit(Logprobs(job.index, entries, prompt=True))
+        return out, last
 
     def _step(
         self, tokens: torch.Tensor, state: dict[str, Any]
@@ -200,6 +306,27 @@ class ChatModel:
             if key in state:
                 state[key] = state[key][keep]
         return state
+
+
+def logprob_entries(logits: torch.Tensor, chosen: list[int], k: int) -> tuple[TokenLogprob, ...]:
+    """Per row of `logits` [rows, vocab]: the log-probability of `chosen[row]` and the `k` most
+    likely tokens with theirs (the model's distribution at temperature 1, as OpenAI and vLLM
+    report it)."""
+    log_probs = logits.float().log_softmax(-1)
+    picked = log_probs.gather(-1, torch.tensor(chosen, device=logits.device)[:, None])[:, 0]
+    values, ids = log_probs.topk(min(k, log_probs.shape[-1]), dim=-1) if k else (None, None)
+    out = []
+    for row, token in enumerate(chosen):
+        top: tuple[tuple[int, float], ...] = ()
+        if ids is not None and values is not None:
+            top = tuple(zip(ids[row].tolist(), values[row].tolist(), strict=True))
+        out.append(TokenLogprob(token, float(picked[row]), top))
+    return tuple(out)
+
+
+def _trimmed(entry: TokenLogprob, k: int) -> TokenLogprob:
+    """A row of a batch computed at the batch's largest k, cut to the row's own."""
+    return entry if len(entry.top) <= k else TokenLogprob(entry.token_id, entry.logprob, entry.top[:k])
 
 
 def _cache_of(out: Any) -> Any:

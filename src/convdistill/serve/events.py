@@ -27,7 +27,28 @@ class Failed:
     message: str
 
 
-Event = Delta | Finished | Failed
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token with its log-probability and the most likely alternatives at its position
+    (the model's own distribution, before temperature or top_p), best first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class Logprobs:
+    """Log-probabilities for a job (/v1/completions with `logprobs`): once for the prompt
+    (`echo`; its first token has none, so `entries` start at the second), then once per
+    generated token, the end-of-turn token included."""
+
+    index: int
+    entries: tuple[TokenLogprob, ...]
+    prompt: bool = False
+
+
+Event = Delta | Finished | Failed | Logprobs
 
 
 @dataclass(eq=False)
@@ -40,3 +61,5 @@ class Job:
     index: int
     emit: Callable[[Event], None]  # thread-safe: called from the worker thread
     cancelled: bool = field(default=False)  # set by the request side when the client went away
+    logprobs: int | None = None  # top alternatives per generated token; None: no log-probabilities
+    prompt_logprobs: int | None = None  # the same for every prompt token (completions' `echo`)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from convdistill.serve.chat_model import ChatModel
@@ -38,6 +40,8 @@ class Plan:
 # wastes our bandwidth no further.
 DRAIN_BYTES = 64 * 2**20
 DRAIN_SECONDS = 10.0
+RequestT = TypeVar("RequestT", bound=BaseModel)
+T = TypeVar("T")
 _TOKENIZER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convdistill-tokenize")
 
 
@@ -81,7 +85,13 @@ async def _drain(request: Request, size: int) -> None:
                     return
 
 
-def parse_request(body: bytes) -> ChatCompletionRequest:
+async def in_tokenizer_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run a tokenizer call off the event loop, in the one tokenizer thread."""
+    return await asyncio.get_running_loop().run_in_executor(_TOKENIZER_THREAD, function, *args)
+
+
+def parse_request(body: bytes, schema: type[RequestT] = ChatCompletionRequest) -> RequestT:  # type: ignore[assignment]
+    """The body as `schema` (chat completions by default), or a 400 naming the first bad field."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -89,7 +99,7 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object", "invalid_request")
     try:
-        return ChatCompletionRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(part) for part in first["loc"]) or None
@@ -135,8 +145,7 @@ async def plan_request(req: ChatCompletionRequest, model: ChatModel, limits: Lim
     # at a time anyway, and each pool thread kept its own malloc arena of freed tokenizer
     # buffers: refused 20,000-token prompts left the server 200 MB larger.
     try:
-        loop = asyncio.get_running_loop()
-        prompt_ids = await loop.run_in_executor(_TOKENIZER_THREAD, model.prompt_ids, messages)
+        prompt_ids = await in_tokenizer_thread(model.prompt_ids, messages)
     except ValueError as exc:
         raise APIError(400, str(exc), "invalid_messages", "messages") from None
     if len(prompt_ids) > limits.max_prompt_tokens:

@@ -76,7 +76,7 @@ def plan_jobs(views: Sequence[TeacherView]) -> list[ScoringJob]:
     return jobs
 
 
-def _head_only(model: Any) -> bool:
+def projects_hidden_states(model: Any) -> bool:
     """Whether logits are a plain projection of the last hidden state (no soft-capping or
     scaling), so only the wanted positions need projecting."""
     from convdistill.trainers.heads import supports_logits_head
@@ -88,7 +88,7 @@ def _head_only(model: Any) -> bool:
 def teacher_logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """The teacher's logits at (rows[i], cols[i]) of a right-padded batch, shape (len(rows), V)."""
-    if _head_only(model):
+    if projects_hidden_states(model):
         hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return model.get_output_embeddings()(hidden.last_hidden_state[rows, cols])
     return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[rows, cols]
