@@ -7,6 +7,7 @@ import typer
 from convdistill import __version__
 from convdistill.cli import eval as eval_commands
 from convdistill.cli import experiment, models, pairs, paths, recipes, teacher, train, trees
+from convdistill.cli import export as export_commands
 from convdistill.cli.demo import demo_command
 from convdistill.cli.serve import serve_command
 
@@ -25,6 +26,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(eval_commands.app, name="eval")
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(export_commands.app, name="export")
 app.command("serve")(serve_command)
 app.command("demo")(demo_command)  # the whole pipeline, end to end
 teacher.register(app)  # extend, regenerate, rank
