@@ -7,9 +7,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from convdistill.cli.main import app
 
 if __name__ == "__main__":
+    # The command's defaults (experiments/NAME, docs/experiments.md) are relative to the current
+    # folder: run from the checkout's root wherever this script is called from.
+    os.chdir(Path(__file__).resolve().parents[2])
     app(["experiment", "run", "multiturn_vs_singleturn", *sys.argv[1:]])

@@ -20,9 +20,10 @@ EXPERIMENTS: dict[str, str] = {
 
 
 def default_root(name: str, quick: bool, preset: str = "full") -> Path:
-    """`experiments/<name>` of the repository (its `quick/` subfolder for --quick runs and
-    `<preset>/` for another preset, so neither overwrites the full run's results)."""
-    root = Path(__file__).resolve().parents[3] / "experiments" / name
+    """`experiments/<name>` under the current folder (in a checkout's root: the committed results),
+    its `quick/` subfolder for --quick runs and `<preset>/` for another preset, so neither
+    overwrites the full run's results. Where the package is installed plays no part."""
+    root = Path("experiments") / name
     return root / "quick" if quick else root if preset == "full" else root / preset
 
 
@@ -30,7 +31,8 @@ def run_experiment(name: str, quick: bool = False, root: str | Path | None = Non
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
     from convdistill.experiments import multiturn
+    from convdistill.experiments.settings import settings_for
 
     preset = options.pop("preset", "full")
-    settings = multiturn.settings_for(quick, options.pop("seeds", None), options.pop("changes", None), preset)
+    settings = settings_for(quick, options.pop("seeds", None), options.pop("changes", None), preset)
     return multiturn.run(root or default_root(name, quick, preset), settings, **options)

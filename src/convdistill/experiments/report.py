@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from convdistill.experiments.multiturn import NAME, REGIMES, Settings
+from convdistill.experiments.settings import NAME, REGIMES, Settings
 
 BEGIN = f"<!-- generated:{NAME}:begin (convdistill experiment run {NAME} rewrites this part) -->"
 END = f"<!-- generated:{NAME}:end -->"

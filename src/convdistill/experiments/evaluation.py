@@ -1,0 +1,88 @@
+"""Scoring a student (and the teacher) the same way for every unit: the held-out recall suites
+and the shipped real-text suites, gold history, greedy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from convdistill.experiments.files import project_file, read_jsonl
+from convdistill.experiments.metrics import (
+    copy_accuracy,
+    first_turn,
+    forced_choice,
+    recall_accuracy,
+    recall_distance,
+)
+from convdistill.experiments.settings import Log, Settings
+
+
+def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> dict[str, Any] | None:
+    """The teacher's own recall on the first `teacher_per_distance` held-out cases per distance
+    (greedy, gold history): what regime d can hope to pass on to the students."""
+    if settings.teacher_per_distance <= 0:
+        return None
+    import torch
+
+    from convdistill.eval import LocalBackend, RunOptions, Suite, load_suite, run_suite
+    from convdistill.models import resolve_model
+
+    torch.set_num_threads(threads)
+    cases = load_suite(suite).cases
+    kept: dict[str, int] = {}
+    chosen = []
+    for case in cases:
+        distance = recall_distance(case.tags)
+        if kept.get(distance, 0) < settings.teacher_per_distance:
+            kept[distance] = kept.get(distance, 0) + 1
+            chosen.append(case)
+    started = time.perf_counter()
+    backend = LocalBackend(resolve_model(settings.teacher), settings.teacher, settings.eval_batch_size,
+                           settings.memory_max_tokens)
+    results = run_suite(Suite(str(suite), tuple(chosen)), backend, RunOptions(history="gold", nll=False))
+    by = recall_accuracy(results)
+    out = {"cases": len(chosen), "accuracy_by_distance": by, "accuracy": sum(by.values()) / len(by),
+           "copy": copy_accuracy(results), "seconds": round(time.perf_counter() - started, 1)}
+    log(f"teacher: recall {out['accuracy']:.3f} on {len(chosen)} held-out cases ({out['seconds']:.0f} s)")
+    return out
+
+
+def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: Path,
+             first_turns: str | None = None) -> dict[str, Any]:
+    """The held-out recall suites and the shipped real-text suites, gold history, greedy."""
+    from convdistill.eval import LocalBackend, RunOptions, Suite, load_suite, run_suite
+
+    backend = LocalBackend(checkpoint, batch_size=settings.eval_batch_size, max_tokens=settings.memory_max_tokens)
+    metrics: dict[str, Any] = {}
+    started = time.perf_counter()
+    for name, path in suites.items():
+        suite = load_suite(path)
+        results = run_suite(suite, backend, RunOptions(history="gold", nll=False))
+        (out / f"{name}.json").write_bytes(orjson.dumps(results))
+        metrics[name] = {"accuracy_by_distance": recall_accuracy(results), "copy": copy_accuracy(results),
+                         "score": results["summary"]["score"], "by_depth": results["summary"]["by_depth"]}
+        # Forced choice among the unseen values would rank output rows no training ever touched.
+        wanted = settings.forced_choice and name == "recall_seen"
+        choice = forced_choice(backend, suite.cases, "train") if wanted else {}
+        metrics[name]["choice_by_distance"] = choice
+        for key, by in (("accuracy", metrics[name]["accuracy_by_distance"]), ("choice", choice)):
+            metrics[name][key] = sum(by.values()) / len(by) if by else None
+    parts = [load_suite(project_file(p)) for p in settings.real_suites]
+    real = Suite("+".join(s.path for s in parts),
+                 tuple(c for s in parts for c in (s.cases[: settings.real_cases] if settings.real_cases else s.cases)))
+    backend.max_tokens = settings.real_max_tokens
+    results = run_suite(real, backend, RunOptions(history="gold"))
+    (out / "real.json").write_bytes(orjson.dumps(results))
+    s = results["summary"]
+    metrics["real"] = {"score": s["score"], "turns_passed": s["turns_passed"], "turns": s["turns"],
+                       "by_depth": s["by_depth"], "by_tag": s["by_tag"], "nll": s["mean_reference_nll"],
+                       "first_turn": first_turn(results)}
+    if first_turns and Path(first_turns).is_file():
+        pairs = [(p["history"], p["reply"]) for p in read_jsonl(Path(first_turns))]
+        nlls = backend.reference_nll(pairs) if pairs else []
+        metrics["heldout_first_turn_nll"] = sum(nlls) / len(nlls) if nlls else None
+    metrics["eval_seconds"] = round(time.perf_counter() - started, 1)
+    return metrics

@@ -1,0 +1,231 @@
+"""What decides the numbers of `multiturn_vs_singleturn`: its settings, the presets (FULL, the
+tiny baseline TINY, QUICK for tests), `--set` parsing, and where a run keeps things."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+NAME = "multiturn_vs_singleturn"
+REGIMES: dict[str, str] = {
+    "a": "single-turn",
+    "b": "multi-turn",
+    "c": "+ teacher turns",
+    "d": "+ logit distillation",
+}
+FAMILIES = ("t5", "llama")
+TEACHER_FAMILIES = ("t5", "llama", "smollm2-lora")  # students of the teacher-initialised run
+STUDENT_KINDS = ("teacher", "tiny")
+SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
+# The hand-written shipped suites: real-text multi-turn cases (the synthetic one is left out,
+# the controlled task has its own held-out suites).
+REAL_SUITES = (
+    "eval/suites/context_memory.jsonl",
+    "eval/suites/anaphora.jsonl",
+    "eval/suites/topic_shift.jsonl",
+    "eval/suites/self_correction.jsonl",
+    "eval/suites/format_following.jsonl",
+    "eval/suites/refusal_consistency.jsonl",
+)
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides the numbers. Units are cached under a fingerprint of these."""
+
+    families: tuple[str, ...] = FAMILIES
+    regimes: tuple[str, ...] = tuple(REGIMES)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # "teacher": students built from the teacher's layers (+ SmolLM2 LoRA); "tiny": random tiny ones.
+    # The field defaults are the tiny baseline run's settings (TINY); FULL changes what differs.
+    students: str = "tiny"
+    llama_layers: int = 10  # depth-pruned Llama: 63.7M parameters
+    t5_encoder_layers: int = 1  # T5Gemma 1+1: 64.5M (two embedding tables of 28.3M each)
+    t5_decoder_layers: int = 1
+    lora_r: int = 16
+    lora_learning_rate: float = 1e-3
+    calibration_conversations: int = 16  # sample conversations the students' layers are measured on
+    # controlled task: training conversations (values disjoint from the unseen-fact suite)
+    train_conversations: int = 128
+    train_seed: int = 1000
+    train_distances: tuple[int, int] = (1, 7)
+    train_max_lead: int = 1
+    # held-out recall suites: per distance 1..6; "seen" draws facts from the training value
+    # pool (new conversations), "unseen" from values that never occur in training
+    eval_per_distance: int = 16
+    unseen_per_distance: int = 4
+    eval_distances: tuple[int, int] = (1, 6)
+    eval_seed: int = 7
+    # real text: the first real_trees trees of the sample export, replies cut to max_reply_words;
+    # the teacher continues the best path of the extend_trees shortest of them by extend_turns
+    # exchanges
+    export: str = SAMPLE
+    real_strategy: str = "best"
+    real_trees: int | None = 40
+    max_reply_words: int | None = 48
+    extend_trees: int = 12
+    extend_turns: int = 1
+    teacher: str = "smollm2-135m-instruct"
+    teacher_max_tokens: int = 96
+    simulator_max_tokens: int = 48
+    teacher_seed: int = 0
+    # training (identical for every unit)
+    max_steps: int = 200
+    batch_size: int = 16
+    learning_rate: float = 1e-2
+    warmup_steps: int = 20
+    max_length: int = 384
+    max_target_length: int = 96
+    # regime d
+    kd_weight: float = 0.5
+    kd_top_k: int = 32
+    kd_temperature: float = 1.0
+    kd_loss: str = "forward_kl"
+    # evaluation
+    real_suites: tuple[str, ...] = REAL_SUITES
+    real_cases: int | None = None  # cases per real suite (None: all)
+    memory_max_tokens: int = 16
+    real_max_tokens: int = 48
+    eval_batch_size: int = 32
+    teacher_per_distance: int = 4  # the teacher answers this many recall cases per distance (0: skip)
+    # held-out memory test: "heldout" states and asks in words no training conversation uses
+    unseen_wording: str = "train"
+    forced_choice: bool = True  # forced-choice recall over the seen suite (one NLL per candidate value)
+    # turn 1 of real Open-Assistant conversations the students never train on: reference NLL of the
+    # first reply of the best paths of these trees of the sample (0: skip)
+    heldout_first_turns: int = 0
+    heldout_from_tree: int = 60
+
+    def fingerprint(self) -> str:
+        """Of the settings that change a unit's numbers (not seeds/families/regimes: those name units)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("families", "regimes", "seeds")}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The first run (tiny random-initialised students), kept as a documented baseline: --preset tiny.
+TINY = Settings()
+# Students that start from knowledge, sized so that 3 students x 4 regimes x 3 seeds fit an hour
+# on 2 CPU cores (docs/experiments.md gives the measured unit times).
+FULL = replace(
+    TINY,
+    students="teacher",
+    families=TEACHER_FAMILIES,
+    train_conversations=64,
+    real_trees=24,
+    extend_trees=8,
+    max_steps=20,
+    batch_size=4,
+    learning_rate=3e-4,
+    warmup_steps=2,
+    max_length=224,
+    max_target_length=48,
+    eval_per_distance=1,
+    unseen_per_distance=4,
+    unseen_wording="heldout",
+    forced_choice=False,
+    real_cases=1,
+    memory_max_tokens=12,
+    real_max_tokens=32,
+    eval_batch_size=16,
+    teacher_per_distance=2,
+    heldout_first_turns=12,
+)
+# Seconds, not minutes: every stage for real (teacher, every student, all regimes, one seed) on a
+# handful of records, for tests/test_experiment.py and a first look.
+QUICK = replace(
+    FULL,
+    llama_layers=2,
+    t5_encoder_layers=1,
+    t5_decoder_layers=1,
+    calibration_conversations=2,
+    heldout_first_turns=2,
+    forced_choice=True,
+    seeds=(0,),
+    train_conversations=3,
+    eval_per_distance=1,
+    unseen_per_distance=1,
+    eval_distances=(1, 2),
+    real_trees=2,
+    extend_trees=1,
+    teacher_max_tokens=12,
+    simulator_max_tokens=12,
+    max_steps=2,
+    batch_size=4,
+    warmup_steps=0,
+    max_length=160,
+    max_target_length=32,
+    real_cases=1,
+    real_suites=REAL_SUITES[:2],
+    memory_max_tokens=6,
+    real_max_tokens=6,
+    teacher_per_distance=1,
+)
+
+
+@dataclass
+class Layout:
+    """Where a run keeps things: `results/` (small, committed) and `work/` (data, checkpoints,
+    caches; not committed)."""
+
+    root: Path
+    results: Path = field(init=False)
+    work: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.results = self.root / "results"
+        self.work = self.root / "work"
+
+    @property
+    def data(self) -> Path:
+        return self.work / "data"
+
+    def unit(self, family: str, regime: str, seed: int) -> str:
+        return f"{family}-{regime}-s{seed}"
+
+
+def _convert(text: str, like: Any) -> Any:
+    """`text` as the type of `like` (a field's default); `none` for None; an int where the
+    default is None (the optional counts)."""
+    if text.lower() == "none":
+        return None
+    if isinstance(like, bool):
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(like, (int, float)) or like is None:
+        return (type(like) if like is not None else int)(text)
+    return text
+
+
+def parse_changes(items: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` strings (the CLI's --set) as Settings fields; tuples comma-separated
+    (`families=t5`, `eval_distances=1,4`, `seeds=0,1,2,3,4`)."""
+    defaults = asdict(FULL)  # (the same fields in every preset)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in defaults:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(defaults)}")
+        like = defaults[key]
+        if isinstance(like, tuple):
+            out[key] = tuple(_convert(x, like[0]) for x in raw.split(",") if x)
+        else:
+            out[key] = _convert(raw, like)
+    return out
+
+
+PRESETS: dict[str, Settings] = {"full": FULL, "tiny": TINY}
+
+
+def settings_for(quick: bool, seeds: tuple[int, ...] | None = None, changes: list[str] | None = None,
+                 preset: str = "full") -> Settings:
+    """The full (or tiny-baseline) or quick preset, with other seeds and `--set` changes."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
+    values = parse_changes(changes or [])
+    if seeds:
+        values["seeds"] = tuple(seeds)
+    return replace(QUICK if quick else PRESETS[preset], **values)
