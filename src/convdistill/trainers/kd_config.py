@@ -24,6 +24,16 @@ class DistillConfig:
         metadata={"help": "The teacher: an embedded model's name or a causal checkpoint folder sharing the "
                   "student's vocabulary."},
     )
+    teacher_base_url: str | None = field(
+        default=None,
+        metadata={"help": "A served teacher instead of `teacher`: an OpenAI-compatible endpoint that returns prompt "
+                  "log-probabilities by token id (vLLM, `convdistill serve`), e.g. http://gpu-box:8000/v1. It "
+                  "builds the logit cache (kd_top_k at most 20, kd_temperature 1); the key comes from "
+                  "OPENAI_API_KEY."},
+    )
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "The model name at teacher_base_url (required with it)."}
+    )
     distill_mode: str = field(
         default="off_policy",
         metadata={"help": "off_policy: match the teacher on the paths' replies (both families, logits cached). "
@@ -70,3 +80,18 @@ class DistillConfig:
             raise ValueError(f"kd_temperature must be positive, got {self.kd_temperature}")
         if self.kd_top_k < 1:
             raise ValueError(f"kd_top_k must be at least 1, got {self.kd_top_k}")
+        if self.teacher_base_url:
+            problems = {
+                "teacher_model": "is required with teacher_base_url" if not self.teacher_model else "",
+                "distill_mode": "on_policy needs the teacher's logits live; a served teacher fills the cache "
+                                "(off_policy)" if self.distill_mode == "on_policy" else "",
+                "kd_cache": "must be true with teacher_base_url (the served teacher fills the cache)"
+                            if not self.kd_cache else "",
+                "kd_top_k": f"{self.kd_top_k}: a served teacher returns at most 20 log-probabilities per token"
+                            if self.kd_top_k > 20 else "",
+                "kd_temperature": f"{self.kd_temperature}: a served teacher's log-probabilities are at "
+                                  "temperature 1" if self.kd_temperature != 1.0 else "",
+            }
+            for name, problem in problems.items():
+                if problem:
+                    raise ValueError(f"{name} {problem}")

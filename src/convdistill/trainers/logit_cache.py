@@ -12,6 +12,10 @@ teacher is not loaded at all once its cache exists. The fingerprint covers the t
 weights (by file size and modification time), k, the temperature and every token the teacher
 reads, so a cache is reused exactly when it would be recomputed identically: by several
 students of the same family and data, by every epoch, and by a resumed run.
+
+The teacher is local (`LocalTeacher`: a checkpoint loaded only while the cache is built) or
+served (`ServedScorer`: any endpoint returning prompt log-probabilities by token id, identified
+by its model name); both fill the same layout.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from convdistill.trainers.teacher_scoring import TeacherView, plan_jobs, score_jobs
+from convdistill.trainers.served_teacher import ServedTeacher, check_tokenizer, score_jobs_served
+from convdistill.trainers.teacher_scoring import ScoringJob, TeacherView, plan_jobs, score_jobs
+
+Scored = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 FORMAT = 1
 
@@ -45,9 +52,9 @@ def teacher_identity(folder: Path) -> dict[str, Any]:
     }
 
 
-def fingerprint(teacher: Path, views: Sequence[TeacherView], k: int, temperature: float) -> str:
+def fingerprint(identity: dict[str, Any], views: Sequence[TeacherView], k: int, temperature: float) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"format": FORMAT, "teacher": teacher_identity(teacher), "k": k,
+    digest.update(json.dumps({"format": FORMAT, "teacher": identity, "k": k,
                               "temperature": temperature}, sort_keys=True).encode())
     for view in views:
         digest.update(np.asarray(view.input_ids, dtype=np.int32).tobytes())
@@ -55,6 +62,68 @@ def fingerprint(teacher: Path, views: Sequence[TeacherView], k: int, temperature
         digest.update(np.asarray(view.positions, dtype=np.int32).tobytes())
         digest.update(b"#")
     return digest.hexdigest()
+
+
+class TeacherScorer(Protocol):
+    """Where a cache's targets come from."""
+
+    name: str
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def score(self, jobs: Sequence[ScoringJob], k: int, temperature: float,
+              progress: Callable[[int], None]) -> Scored: ...
+
+
+@dataclass
+class LocalTeacher:
+    """A causal checkpoint, loaded by `load()` only when a cache is built, and released after."""
+
+    folder: Path
+    load: Callable[[], Any]
+    pad_id: int
+    vocab_size: int
+    max_batch_tokens: int = 4096
+
+    @property
+    def name(self) -> str:
+        return str(self.folder)
+
+    def identity(self) -> dict[str, Any]:
+        return teacher_identity(self.folder)
+
+    def score(self, jobs: Sequence[ScoringJob], k: int, temperature: float,
+              progress: Callable[[int], None]) -> Scored:
+        model = self.load()
+        return score_jobs(model, jobs, k, temperature, self.pad_id, self.vocab_size, self.max_batch_tokens,
+                          progress)  # the model goes with this frame: the student trains without it
+
+
+@dataclass
+class ServedScorer:
+    """A teacher behind an endpoint; `tokenizer` is the student's, checked against the
+    endpoint's on the texts about to be scored before anything else is sent."""
+
+    teacher: ServedTeacher
+    tokenizer: Any
+    max_batch_tokens: int = 4096
+    probe_texts: int = 8  # sequences whose text is checked
+
+    @property
+    def name(self) -> str:
+        return self.teacher.name
+
+    def identity(self) -> dict[str, Any]:
+        return self.teacher.identity()
+
+    def score(self, jobs: Sequence[ScoringJob], k: int, temperature: float,
+              progress: Callable[[int], None]) -> Scored:
+        if temperature != 1.0:
+            raise ValueError(f"kd_temperature {temperature}: a served teacher's log-probabilities are at "
+                             "temperature 1 (top-k alone cannot be re-tempered); use 1.0 or a local teacher")
+        texts = [self.tokenizer.decode(job.input_ids) for job in jobs[: self.probe_texts]]
+        check_tokenizer(self.teacher, self.tokenizer, texts)
+        return score_jobs_served(self.teacher, jobs, k, self.max_batch_tokens, progress)
 
 
 @dataclass
@@ -113,20 +182,17 @@ def _log(line: str) -> None:
 
 def build_or_open(
     cache_dir: Path,
-    teacher: Path,
-    load_teacher: Any,
+    teacher: TeacherScorer,
     views: Sequence[TeacherView],
     k: int,
     temperature: float,
-    pad_id: int,
     vocab_size: int,
-    max_batch_tokens: int = 4096,
     log: Any = None,
 ) -> LogitCache:
-    """The cache for these views: opened when it exists, else computed with the teacher (loaded
-    by `load_teacher()` only then, and released before training starts) and written atomically."""
+    """The cache for these views: opened when it exists, else computed by the teacher (a local
+    one is loaded only then, and released before training starts) and written atomically."""
     log = log or _log
-    key = fingerprint(teacher, views, k, temperature)
+    key = fingerprint(teacher.identity(), views, k, temperature)
     folder = Path(cache_dir) / key[:16]
     if (folder / "meta.json").is_file():
         cache = LogitCache.open(folder)
@@ -136,8 +202,7 @@ def build_or_open(
     jobs = plan_jobs(views)
     total = sum(len(job.input_ids) for job in jobs)
     log(f"teacher logits: scoring {len(views)} examples in {len(jobs)} teacher sequences "
-        f"({total} tokens) with {teacher} ...")
-    model = load_teacher()
+        f"({total} tokens) with {teacher.name} ...")
     started = time.perf_counter()
     done = 0
     last_report = started
@@ -151,12 +216,11 @@ def build_or_open(
             log(f"teacher logits: {min(done, total)}/{total} tokens, {rate:.0f} tokens/s")
             last_report = now
 
-    scored = score_jobs(model, jobs, k, temperature, pad_id, vocab_size, max_batch_tokens, progress)
-    del model  # the student trains without the teacher in memory
+    scored = teacher.score(jobs, k, temperature, progress)
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    meta = {"fingerprint": key, "format": FORMAT, "teacher": str(teacher), "k": k, "temperature": temperature,
+    meta = {"fingerprint": key, "format": FORMAT, "teacher": teacher.name, "k": k, "temperature": temperature,
             "vocab_size": vocab_size, "seconds": round(time.perf_counter() - started, 2)}
     _write(partial, views, scored, k, meta)
     shutil.rmtree(folder, ignore_errors=True)

@@ -104,6 +104,32 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return ids, mask
 
 
+def length_batches(jobs: Sequence[ScoringJob], max_batch_tokens: int) -> list[list[ScoringJob]]:
+    """Jobs sorted by length and grouped into batches of at most `max_batch_tokens` padded
+    tokens (a longer job alone makes a batch of one)."""
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].input_ids))
+    batches: list[list[ScoringJob]] = []
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(jobs[order[end]].input_ids) <= max_batch_tokens:
+            end += 1
+        batches.append([jobs[i] for i in order[start:end]])
+        start = end
+    return batches
+
+
+def hand_out(batch: Sequence[ScoringJob], top_ids: torch.Tensor, top_log_probs: torch.Tensor,
+             out: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Give each example its rows of a batch's top-k, laid out in `all_positions` order."""
+    offset = 0
+    for job in batch:
+        for example, positions in job.readers:
+            end_row = offset + len(positions)
+            out[example] = (top_ids[offset:end_row], top_log_probs[offset:end_row])
+            offset = end_row
+
+
 def score_jobs(
     model: Any,
     jobs: Sequence[ScoringJob],
@@ -117,27 +143,14 @@ def score_jobs(
     """Top-k (ids, log-probs) per example index, from batches of similar-length jobs holding
     at most `max_batch_tokens` padded tokens. `on_batch(tokens)` reports progress."""
     out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].input_ids))
-    start = 0
     device = next(model.parameters()).device
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(jobs[order[end]].input_ids) <= max_batch_tokens:
-            end += 1
-        batch = [jobs[i] for i in order[start:end]]
+    for batch in length_batches(jobs, max_batch_tokens):
         ids, mask = pad_batch([job.input_ids for job in batch], pad_id)
         rows = torch.tensor([r for r, job in enumerate(batch) for _ in job.all_positions()], dtype=torch.long)
         cols = torch.tensor([p for job in batch for p in job.all_positions()], dtype=torch.long)
         logits = teacher_logits_at(model, ids.to(device), mask.to(device), rows.to(device), cols.to(device))
         top_ids, top_log_probs = teacher_topk(logits[:, :vocab_size], k, temperature)
-        top_ids, top_log_probs = top_ids.cpu(), top_log_probs.cpu()
-        offset = 0
-        for job in batch:
-            for example, positions in job.readers:
-                end_row = offset + len(positions)
-                out[example] = (top_ids[offset:end_row], top_log_probs[offset:end_row])
-                offset = end_row
+        hand_out(batch, top_ids.cpu(), top_log_probs.cpu(), out)
         if on_batch is not None:
             on_batch(int(mask.sum()))
-        start = end
     return out
