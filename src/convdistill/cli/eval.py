@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from convdistill.cli.common import err_console, fail
+from convdistill.cli.common import OnErrorOpt, RejectsOpt, err_console, fail
 
 app = typer.Typer(
     help="Multi-turn regression suite: score a model turn by turn, compare with a baseline.",
@@ -62,6 +62,8 @@ def run(
                                                "the median counts.")] = 3,
     judge_rubric: Annotated[Path | None, typer.Option("--judge-rubric", exists=True, dir_okay=False,
                                                       help="Rubric template file.")] = None,
+    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Longest judgment "
+                                                  "(explanation and rating).")] = 256,
     pairwise_baseline: Annotated[Path | None, typer.Option(
         "--pairwise-baseline", exists=True, dir_okay=False,
         help="Baseline results: the judge also compares each reply with the baseline's, both orders.")] = None,
@@ -96,7 +98,7 @@ def run(
     try:
         if judge_url and judge_model:
             judge = Judge(judge_url, judge_model, api_key, judge_rubric or DEFAULT_RUBRIC, judge_samples,
-                          cache_path=cache)
+                          max_tokens=judge_max_tokens, cache_path=cache)
         baseline = _load_results(pairwise_baseline) if pairwise_baseline else None
         err_console.print(escape(f"loading {model} ..." if not endpoint else f"using {model} at {endpoint}"))
         backend = open_backend(model, endpoint, api_key=api_key, batch_size=batch_size, max_tokens=max_tokens,
@@ -114,11 +116,23 @@ def run(
         f"{results['model']}: score {s['score']:.3f}, {s['cases_passed']}/{s['cases']} cases and "
         f"{s['turns_passed']}/{s['turns']} turns passed ({history} history) -> {output}"
     ) if s["score"] is not None else f"{results['model']}: no scored turns -> {output}")
+    for name, bench in s.get("benchmarks", {}).items():
+        err_console.print(escape(_benchmark_line(name, bench)))
     if report is not None:
         from convdistill.eval import write_report
 
         md, png = write_report(results, report)
         err_console.print(escape(f"report: {md}, plot: {png}"))
+
+
+def _benchmark_line(name: str, bench: dict[str, Any]) -> str:
+    """One line: the benchmark's overall and per-group ratings (1..10), and how many were rated."""
+    def rating(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    groups = ", ".join(f"{group} {rating(g['rating'])}" for group, g in bench["by_group"].items())
+    return (f"{name}: {rating(bench['overall'])} / 10 ({groups}); {bench['turns_rated']}/{bench['turns_judged']} "
+            f"judged turns rated, mean spread {rating(bench['mean_spread'])}")
 
 
 def _shipped_suites() -> dict[str, Path]:
@@ -177,16 +191,77 @@ def compare(
 @app.command("report")
 def report_command(
     results: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Results of `eval run`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Markdown file; the PNG "
-                                         "goes beside it.")],
+    baseline_file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, show_default=False,
+                                                         help="Results to compare with (same as --baseline).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False, help="Markdown file; the PNG "
+                                                "goes beside it.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", dir_okay=False, help="One self-contained HTML page: "
+                                              "summary, plots, every case side by side, regressions first.")] = None,
     baseline: Annotated[Path | None, typer.Option("--baseline", "-b", exists=True, dir_okay=False)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", "-t", min=0.0)] = 0.0,
 ) -> None:
-    """Write a Markdown report with a PNG of score by turn depth (model vs baseline)."""
-    from convdistill.eval import write_report
+    """Write a Markdown report (with a PNG of score by turn depth) and/or an HTML page.
 
-    md, png = write_report(_load_results(results), output, _load_results(baseline) if baseline else None, tolerance)
-    err_console.print(escape(f"report: {md}, plot: {png}"))
+    Example: convdistill eval report new.json base.json --html report.html -o report.md"""
+    from convdistill.eval import write_report
+    from convdistill.eval.html_report import write_html_report
+
+    if baseline_file is not None and baseline is not None:
+        raise typer.BadParameter("give the baseline once: as the second argument or --baseline",
+                                 param_hint="--baseline")
+    if output is None and html is None:
+        raise typer.BadParameter("give -o report.md and/or --html report.html", param_hint="--output")
+    new = _load_results(results)
+    base_path = baseline_file or baseline
+    base = _load_results(base_path) if base_path else None
+    if output is not None:
+        md, png = write_report(new, output, base, tolerance)
+        err_console.print(escape(f"report: {md}, plot: {png}"))
+    if html is not None:
+        page = write_html_report(new, html, base, tolerance)
+        err_console.print(escape(f"html report: {page} ({page.stat().st_size // 1024} KiB, self-contained)"))
+
+
+@app.command("import")
+def import_command(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The benchmark's question file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Suite JSONL to write.")],
+    benchmark: Annotated[str, typer.Option("--from", help="mt-bench (question.jsonl: question_id, category, "
+                                           "turns, reference) or mt-bench-101 (task, id, history).")],
+    pass_rating: Annotated[float, typer.Option("--pass-rating", min=1.0, max=10.0, help="Judge rating at which "
+                                               "a turn passes (its judge check).")] = 6.0,
+    on_error: OnErrorOpt = "skip",
+    rejects: RejectsOpt = None,
+) -> None:
+    """Turn an MT-Bench or MT-Bench-101 question file into suite cases judged as the benchmark judges:
+    MT-Bench on the model's own history, both turns, math/reasoning/coding against the reference;
+    MT-Bench-101 on the gold history, the task's judged turns, a dialogue scoring its worst turn.
+
+    Example: convdistill eval import --from mt-bench question.jsonl -o mt_bench.jsonl
+    then: convdistill eval run --suite mt_bench.jsonl --model M --judge-url URL --judge-model J -o r.json"""
+    from convdistill.cli.common import RejectLog, check_choice
+    from convdistill.eval.mt_bench import IMPORTERS
+    from convdistill.eval.suite import SuiteError
+
+    check_choice(benchmark, tuple(IMPORTERS), "--from")
+    check_choice(on_error, ("skip", "fail"), "--on-error")
+    try:
+        result = IMPORTERS[benchmark](source, pass_rating)
+    except SuiteError as exc:
+        _fail(str(exc))
+        return
+    log = RejectLog(rejects)
+    for problem in result.problems:
+        log(problem)
+    log.close()
+    err_console.print(escape(result.summary()))
+    if result.problems and on_error == "fail":
+        _fail(f"{source}: {result.lines_rejected} bad lines (--on-error fail); nothing written")
+    if not result.cases:
+        _fail(f"{source}: no usable {benchmark} lines; nothing written")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(b"".join(orjson.dumps(case.to_dict()) + b"\n" for case in result.cases))
+    err_console.print(escape(f"{len(result.cases)} cases -> {output}"))
 
 
 @app.command("generate")

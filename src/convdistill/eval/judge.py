@@ -48,6 +48,31 @@ def parse_rating(text: str) -> float | None:
     return None
 
 
+_BRACKETED = [re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]"), re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]")]
+
+
+def parse_bracket_rating(text: str) -> float | None:
+    """The rating in MT-Bench's convention: the first "[[n]]", else the first "[n]" (the
+    benchmarks read the first match; a judge asked for "Rating: [[n]]" writes it once, at the
+    end). A bracketed number outside 1..10 is no rating (a year, a list index)."""
+    for pattern in _BRACKETED:
+        for found in pattern.findall(text):
+            if 1 <= float(found) <= 10:
+                return float(found)
+    return None
+
+
+def read_benchmark_rating(text: str) -> tuple[float | None, str]:
+    """(rating, how it was written): "bracket" when the judge kept the benchmark's convention,
+    "other" when only the looser forms of parse_rating find one (small judges seldom keep it;
+    the benchmarks' own scripts would drop such a judgment), "none" when there is no rating."""
+    rating = parse_bracket_rating(text)
+    if rating is not None:
+        return rating, "bracket"
+    rating = parse_rating(text)
+    return rating, "other" if rating is not None else "none"
+
+
 def parse_preference(text: str) -> str | None:
     """'A', 'B' or 'tie' from a pairwise verdict, None when there is none."""
     found = re.findall(r"\[\[\s*([ABC])\s*\]\]", text)
@@ -71,6 +96,13 @@ def render_conversation(messages: Sequence[Message]) -> str:
 class Rating:
     median: float | None
     samples: tuple[float | None, ...]
+    forms: tuple[str, ...] = ()  # per sample, for benchmark ratings: bracket | other | none
+
+    @property
+    def spread(self) -> float | None:
+        """Highest minus lowest usable sample: how far the judge disagreed with itself."""
+        usable = [s for s in self.samples if s is not None]
+        return max(usable) - min(usable) if usable else None
 
 
 @dataclass
@@ -122,18 +154,35 @@ class Judge:
 
     def rate(self, items: Sequence[tuple[Sequence[Message], str, str | None]]) -> list[Rating]:
         """One Rating per (history ending with the user turn, reply, reference or None)."""
-        prompts = [self.rating_prompt(h, r, ref) for h, r, ref in items]
+        return self.rate_prompts([self.rating_prompt(h, r, ref) for h, r, ref in items])
+
+    def rate_prompts(self, prompts: Sequence[str], benchmark: Sequence[bool] | None = None) -> list[Rating]:
+        """One Rating per ready-made judge prompt: the median of `samples` judgments. Where
+        `benchmark[i]` is true the answer is read in MT-Bench's [[n]] convention first and the
+        form of each sample is kept (read_benchmark_rating); else with parse_rating."""
+        flags = list(benchmark) if benchmark is not None else [False] * len(prompts)
+
+        def read(text: str | None, strict: bool) -> tuple[float | None, str]:
+            if not text:
+                return None, "none"
+            if strict:
+                return read_benchmark_rating(text)
+            rating = parse_rating(text)
+            return rating, "any" if rating is not None else "none"
+
         n = max(1, self.samples)
         answers = self._ask(
             [p for p in prompts for _ in range(n)],
             [s for _ in prompts for s in range(n)],
-            lambda text: text if parse_rating(text) is not None else None,
+            lambda text: text if parse_rating(text) is not None or parse_bracket_rating(text) is not None else None,
         )
         out: list[Rating] = []
-        for i in range(len(prompts)):
-            samples = tuple(parse_rating(a) if a else None for a in answers[i * n : (i + 1) * n])
+        for i, strict in enumerate(flags):
+            read_samples = [read(a, strict) for a in answers[i * n : (i + 1) * n]]
+            samples = tuple(value for value, _ in read_samples)
             usable = [s for s in samples if s is not None]
-            out.append(Rating(statistics.median(usable) if usable else None, samples))
+            forms = tuple(form for _, form in read_samples) if strict else ()
+            out.append(Rating(statistics.median(usable) if usable else None, samples, forms))
         return out
 
     def compare(self, items: Sequence[tuple[Sequence[Message], str, str]]) -> list[dict[str, str | None]]:

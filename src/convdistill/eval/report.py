@@ -12,17 +12,27 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def plot_depth(results: dict[str, Any], baseline: dict[str, Any] | None, path: str | Path) -> Path:
-    """Mean turn score at each depth, the model against the baseline (Agg: no display needed)."""
+def _fmt2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def agg_pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    runs = [(results, "-o", "")] + ([(baseline, "--s", " (baseline)")] if baseline is not None else [])
-    for run, style, suffix in runs:
+    return plt
+
+
+def _runs(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[tuple[dict[str, Any], str]]:
+    return [(results, "")] + ([(baseline, " (baseline)")] if baseline is not None else [])
+
+
+def depth_figure(results: dict[str, Any], baseline: dict[str, Any] | None) -> Any:
+    """Mean turn score at each depth, the model against the baseline (a matplotlib Figure)."""
+    fig, ax = agg_pyplot().subplots(figsize=(6, 3.6), dpi=100)
+    for (run, suffix), style in zip(_runs(results, baseline), ("-o", "--s"), strict=False):
         depths = {int(d): v for d, v in run["summary"]["by_depth"].items() if v is not None}
         xs = sorted(depths)
         ax.plot(xs, [depths[x] for x in xs], style, label=f"{run.get('model')}{suffix}")
@@ -35,9 +45,36 @@ def plot_depth(results: dict[str, Any], baseline: dict[str, Any] | None, path: s
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def tag_figure(results: dict[str, Any], baseline: dict[str, Any] | None) -> Any:
+    """Mean case score per tag, the model's bars beside the baseline's (a matplotlib Figure)."""
+    runs = _runs(results, baseline)
+    tags = sorted({tag for run, _ in runs for tag in run["summary"]["by_tag"]})
+    fig, ax = agg_pyplot().subplots(figsize=(6, 0.9 + 0.32 * max(1, len(tags)) * len(runs)), dpi=100)
+    height = 0.8 / len(runs)
+    for j, (run, suffix) in enumerate(runs):
+        values = [run["summary"]["by_tag"].get(tag) or 0.0 for tag in tags]
+        ys = [i + (len(runs) - 1 - j) * height for i in range(len(tags))]
+        ax.barh(ys, values, height=height, label=f"{run.get('model')}{suffix}")
+    ax.set_yticks([i + (len(runs) - 1) * height / 2 for i in range(len(tags))], tags)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("mean case score")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_depth(results: dict[str, Any], baseline: dict[str, Any] | None, path: str | Path) -> Path:
+    """depth_figure as a PNG file."""
+    path = Path(path)
+    fig = depth_figure(results, baseline)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
+    agg_pyplot().close(fig)
     return path
 
 
@@ -69,6 +106,20 @@ def markdown_report(
     if "pairwise" in s:
         p = s["pairwise"]
         lines.append(row("pairwise (model / baseline / tie)", f"{p['model']} / {p['baseline']} / {p['tie']}", ""))
+    for name, bench in s.get("benchmarks", {}).items():
+        base_bench = (b or {}).get("benchmarks", {}).get(name, {})
+        lines += ["", f"## {name} (ratings 1-10; score 0..1 ours)", "",
+                  "| group | rating | score |" + (" baseline rating | baseline score |" if baseline else ""),
+                  "|---|---|---|" + ("---|---|" if baseline else "")]
+        rows = [("overall", bench), *bench["by_group"].items()]
+        for group, g in rows:
+            other = base_bench if group == "overall" else base_bench.get("by_group", {}).get(group, {})
+            line = f"| {group} | {_fmt2(g.get('overall', g.get('rating')))} | {_fmt(g.get('score'))} |"
+            if baseline:
+                line += f" {_fmt2(other.get('overall', other.get('rating')))} | {_fmt(other.get('score'))} |"
+            lines.append(line)
+        lines.append(f"\n{bench['turns_rated']}/{bench['turns_judged']} judged turns rated; median of the judge's "
+                     f"samples, mean spread {_fmt2(bench['mean_spread'])}; rating forms {bench['rating_forms']}.")
     lines += ["", "## By tag", "", header.replace("| |", "| tag |"), sep]
     for tag, value in s["by_tag"].items():
         lines.append(row(tag, _fmt(value), _fmt(b["by_tag"].get(tag)) if b else None))

@@ -3,26 +3,27 @@
 History modes: `gold` (turn k sees the reference replies of turns < k, as MT-Bench-101 does, so
 one early slip does not spoil later turns) and `self` (turn k sees the model's own earlier
 replies, as MT-Bench does). In gold mode a turn without a reference is continued with the
-model's own reply. Turns are generated in waves: every turn whose history is known goes into
-the same wave, so gold mode is one batch for the whole suite and self mode one per depth.
+model's own reply. A case that names its own mode (imported benchmark cases do) keeps it.
+Turns are generated in waves: every turn whose history is known goes into the same wave,
+so gold mode is one batch for the whole suite and self mode one per depth.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from convdistill.eval.backends import Backend, Message
 from convdistill.eval.checks import run_checks, turn_score
 from convdistill.eval.judge import Judge
+from convdistill.eval.mt_bench import benchmark_summary, judge_prompt
 from convdistill.eval.scoring import case_score, summarize
-from convdistill.eval.suite import Case, Suite
+from convdistill.eval.suite import HISTORY_MODES, Case, Suite
 
 RESULTS_FORMAT = "convdistill-eval-results/1"
-HISTORY_MODES = ("gold", "self")
 
 
 @dataclass
@@ -50,6 +51,7 @@ def generate_replies(
     """Every reply of every case, and the history each one was generated from."""
     if mode not in HISTORY_MODES:
         raise ValueError(f"history mode {mode!r}: choose {' or '.join(HISTORY_MODES)}")
+    modes = [case.history or mode for case in cases]
     replies: list[list[str | None]] = [[None] * len(c.turns) for c in cases]
     histories: list[list[list[Message]]] = [[[] for _ in c.turns] for c in cases]
     total, done = sum(len(c.turns) for c in cases), 0
@@ -60,15 +62,15 @@ def generate_replies(
                 if replies[i][k] is not None:
                     continue
                 known = all(
-                    replies[i][j] is not None or (mode == "gold" and case.turns[j].reference is not None)
+                    replies[i][j] is not None or (modes[i] == "gold" and case.turns[j].reference is not None)
                     for j in range(k)
                 )
                 if known:
                     wave.append((i, k))
-                if mode == "self" or not known:
+                if modes[i] == "self" or not known:
                     break  # later turns of this case wait for this one
         for i, k in wave:
-            histories[i][k] = _history(cases[i], k, replies[i], mode)
+            histories[i][k] = _history(cases[i], k, replies[i], modes[i])
         for (i, k), reply in zip(wave, backend.generate([histories[i][k] for i, k in wave]), strict=True):
             replies[i][k] = reply
         done += len(wave)
@@ -101,9 +103,16 @@ def run_suite(
 
     ratings: dict[tuple[int, int], Any] = {}
     if options.judge is not None:
+        judge = options.judge
         judged = [(i, k) for i, k in places if cases[i].turns[k].checks.judge is not None]
-        items = [(histories[i][k], replies[i][k], cases[i].turns[k].reference) for i, k in judged]
-        ratings = dict(zip(judged, options.judge.rate(items), strict=True))
+        # Imported benchmark cases are judged with their benchmark's prompt and [[n]] convention.
+        prompts = [
+            judge_prompt(cases[i], k, histories[i][k], replies[i][k]) if cases[i].benchmark
+            else judge.rating_prompt(histories[i][k], replies[i][k], cases[i].turns[k].reference)
+            for i, k in judged
+        ]
+        rated = judge.rate_prompts(prompts, [cases[i].benchmark is not None for i, _ in judged])
+        ratings = dict(zip(judged, rated, strict=True))
 
     pairwise: dict[tuple[int, int], dict[str, Any]] = {}
     if options.judge is not None and options.pairwise_baseline is not None:
@@ -134,13 +143,24 @@ def run_suite(
             }
             if rating is not None:
                 record["judge_samples"] = list(rating.samples)
+                record["judge_spread"] = rating.spread
+                if rating.forms:
+                    record["judge_forms"] = list(rating.forms)
             if (i, k) in pairwise:
                 record["pairwise"] = pairwise[(i, k)]
             turns.append(record)
         score, passed = case_score(turns)
-        out_cases.append({"id": case.id, "tags": list(case.tags), "score": score, "passed": passed, "turns": turns})
+        out_case: dict[str, Any] = {"id": case.id, "tags": list(case.tags), "score": score, "passed": passed,
+                                    "turns": turns}
+        if case.history is not None:
+            out_case["history"] = case.history
+        if case.benchmark is not None:
+            out_case["benchmark"] = asdict(case.benchmark)
+        out_cases.append(out_case)
 
     summary = summarize(out_cases)
+    if any(case.benchmark for case in cases):
+        summary["benchmarks"] = benchmark_summary(out_cases)
     if pairwise:
         verdicts = [v["verdict"] for v in pairwise.values()]
         summary["pairwise"] = {name: verdicts.count(name) for name in ("model", "baseline", "tie")}

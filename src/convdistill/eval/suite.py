@@ -5,7 +5,12 @@
                 "checks": {"contains": ["x", ["y", "or y"]], "not_contains": [...], "regex": [...],
                            "recall_of": ["fact from an earlier turn"], "max_words": 40,
                            "rouge_l": 0.3, "chrf": 0.4, "judge": 6, "nll": 4.0,
-                           "no_loops": true}}, ...]}
+                           "no_loops": true}}, ...],
+     "history": "self",                       optional: this case's history mode, over the run's
+     "benchmark": {"name": "mt-bench", "group": "math", "reference_guided": true, "source_id": "111"}}
+
+`benchmark` marks a case imported from MT-Bench or MT-Bench-101 (eval/mt_bench.py): its judge
+checks are judged with that benchmark's prompt and rating convention and summarised on its scale.
 
 Validation is hand-written rather than jsonschema-driven so that every error names the file,
 the line and the field (`suite.jsonl:12: turns[1].checks.regex[0]: bad pattern ...`), and so
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,10 @@ SCHEMA_PATH = Path(__file__).with_name("suite.schema.json")
 CHECK_NAMES = (
     "contains", "not_contains", "regex", "recall_of", "max_words", "rouge_l", "chrf", "judge", "nll", "no_loops"
 )
-_CASE_KEYS = {"id", "tags", "system", "turns", "description"}
+_CASE_KEYS = {"id", "tags", "system", "turns", "description", "history", "benchmark"}
+_BENCHMARK_KEYS = {"name", "group", "reference_guided", "source_id"}
+BENCHMARK_NAMES = ("mt-bench", "mt-bench-101")
+HISTORY_MODES = ("gold", "self")
 _TURN_KEYS = {"user", "reference", "checks"}
 
 # contains entries: a string, or a list of alternatives of which one must appear.
@@ -65,12 +73,24 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class Benchmark:
+    """Where an imported case comes from and how that benchmark judges it."""
+
+    name: str  # one of BENCHMARK_NAMES
+    group: str  # MT-Bench's category, MT-Bench-101's task code
+    reference_guided: bool = False  # the judge sees the turn's reference (math, reasoning, ...)
+    source_id: str = ""  # question_id / id in the benchmark's file
+
+
+@dataclass(frozen=True)
 class Case:
     id: str
     tags: tuple[str, ...]
     turns: tuple[Turn, ...]
     system: str | None = None
     source: str = ""  # file:line, for messages
+    history: str | None = None  # gold | self: this case's history mode; None: the run's
+    benchmark: Benchmark | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return case_to_dict(self)
@@ -147,11 +167,42 @@ def parse_case(data: Any, where: str) -> Case:
     turns_data = data.get("turns")
     if not isinstance(turns_data, list) or not turns_data:
         raise SuiteError(f"{where}: turns: a non-empty list is required")
+    history = data.get("history")
+    if history is not None and history not in HISTORY_MODES:
+        raise SuiteError(f"{where}: history: {' or '.join(HISTORY_MODES)} is required, got {history!r}")
+    benchmark = _parse_benchmark(data["benchmark"], f"{where}: benchmark") if "benchmark" in data else None
     turns: list[Turn] = []
     for index, turn_data in enumerate(turns_data):
         earlier = [system or ""] + [t.user for t in turns] + [t.reference or "" for t in turns]
         turns.append(_parse_turn(turn_data, f"{where}: turns[{index}]", earlier))
-    return Case(case_id, tuple(tags), tuple(turns), system, where.split(" (")[0])
+    return Case(case_id, tuple(tags), tuple(turns), system, where.split(" (")[0], history, benchmark)
+
+
+def _parse_benchmark(data: Any, where: str) -> Benchmark:
+    if not isinstance(data, dict):
+        raise SuiteError(f"{where}: an object with name, group (and reference_guided, source_id) is required")
+    unknown = sorted(set(data) - _BENCHMARK_KEYS)
+    if unknown:
+        raise SuiteError(f"{where}.{unknown[0]}: unknown field (allowed: {', '.join(sorted(_BENCHMARK_KEYS))})")
+    name = data.get("name")
+    if name not in BENCHMARK_NAMES:
+        raise SuiteError(f"{where}.name: one of {', '.join(BENCHMARK_NAMES)} is required, got {name!r}")
+    group = data.get("group")
+    if not isinstance(group, str) or not group:
+        raise SuiteError(f"{where}.group: a non-empty string is required (the category or task)")
+    if name == "mt-bench-101":
+        from convdistill.eval.mt_bench import MT_BENCH_101_TASKS
+
+        if group not in MT_BENCH_101_TASKS:
+            known = ", ".join(MT_BENCH_101_TASKS)
+            raise SuiteError(f"{where}.group: unknown MT-Bench-101 task {group!r} (known: {known})")
+    guided = data.get("reference_guided", False)
+    if not isinstance(guided, bool):
+        raise SuiteError(f"{where}.reference_guided: must be true or false")
+    source_id = data.get("source_id", "")
+    if not isinstance(source_id, str):
+        raise SuiteError(f"{where}.source_id: must be a string")
+    return Benchmark(name, group, guided, source_id)
 
 
 def _parse_turn(data: Any, where: str, earlier: list[str]) -> Turn:
@@ -253,6 +304,10 @@ def case_to_dict(case: Case) -> dict[str, Any]:
     out: dict[str, Any] = {"id": case.id, "tags": list(case.tags)}
     if case.system is not None:
         out["system"] = case.system
+    if case.history is not None:
+        out["history"] = case.history
+    if case.benchmark is not None:
+        out["benchmark"] = asdict(case.benchmark)
     turns = []
     for turn in case.turns:
         item: dict[str, Any] = {"user": turn.user}
