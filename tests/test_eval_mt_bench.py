@@ -127,7 +127,8 @@ def test_bad_lines_are_reported_one_line_per_problem_and_valid_lines_kept(tmp_pa
     assert f"{bad101}:2: task: unknown MT-Bench-101 task 'XX'" in done.stderr
     assert f"{bad101}:3: history: task CM judges the turns after the first" in done.stderr
     assert f"{bad101}:4: id: missing" in done.stderr
-    assert f"{bad101}:5: history[0].bot: missing" in done.stderr and f"{bad101}:5: history[1].user: missing" in done.stderr
+    assert f"{bad101}:5: history[0].bot: missing" in done.stderr
+    assert f"{bad101}:5: history[1].user: missing" in done.stderr
     assert "nothing written" in done.stderr
     assert [c.id for c in load_suite(out).cases] == ["mt-bench-10", "mt-bench-14"]  # the earlier file, untouched
     kept = import_mt_bench_101(bad101)
@@ -249,7 +250,8 @@ def test_benchmark_scores_are_computed_as_the_benchmarks_compute_them(judge_url:
     cases = import_mt_bench(QUESTIONS).cases + import_mt_bench_101(DIALOGUES).cases
     echo = Echo()
     # The run's own history is gold; the MT-Bench cases keep their self history.
-    results = run_suite(Suite("mixed.jsonl", tuple(cases)), echo, RunOptions(history="gold", judge=Judge(judge_url, "j")))
+    options = RunOptions(history="gold", judge=Judge(judge_url, "j"))
+    results = run_suite(Suite("mixed.jsonl", tuple(cases)), echo, options)
     math_turn_2 = next(h for h in echo.seen if h[-1]["content"].startswith("How many pencils"))
     assert math_turn_2[1]["content"].startswith("echo: A shop sells")  # its own reply, not the reference
     mr_turn_2 = next(h for h in echo.seen if h[-1]["content"].startswith("If we double"))

@@ -31,11 +31,14 @@ def _runs(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[tupl
 
 def depth_figure(results: dict[str, Any], baseline: dict[str, Any] | None) -> Any:
     """Mean turn score at each depth, the model against the baseline (a matplotlib Figure)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = agg_pyplot().subplots(figsize=(6, 3.6), dpi=100)
     for (run, suffix), style in zip(_runs(results, baseline), ("-o", "--s"), strict=False):
         depths = {int(d): v for d, v in run["summary"]["by_depth"].items() if v is not None}
         xs = sorted(depths)
         ax.plot(xs, [depths[x] for x in xs], style, label=f"{run.get('model')}{suffix}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # depths are whole turns
     ax.set_xlabel("turn depth")
     ax.set_ylabel("mean turn score")
     ax.set_ylim(0, 1.05)
@@ -63,7 +66,7 @@ def tag_figure(results: dict[str, Any], baseline: dict[str, Any] | None) -> Any:
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("mean case score")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small", frameon=False)
     fig.tight_layout()
     return fig
 
