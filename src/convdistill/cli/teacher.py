@@ -119,6 +119,25 @@ ThreadsOpt = Annotated[
         "jobs, fewer threads than cores avoids heavy slow-downs.",
     ),
 ]
+BatchOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--batch-out",
+        dir_okay=False,
+        help="Send nothing: write this round's unanswered requests as a batch file (OpenAI Batch / vLLM "
+        "run-batch input). OUT is written once nothing is pending.",
+    ),
+]
+BatchInOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--batch-in",
+        exists=True,
+        dir_okay=False,
+        help="A batch output file: its answers go into the request cache first (bad lines reported, "
+        "their requests left pending).",
+    ),
+]
 CreatedOpt = Annotated[
     str | None,
     typer.Option(
@@ -160,6 +179,8 @@ def _run(
     max_new_tokens: int = 48,
     created_date=None,
     threads=None,
+    batch_in=None,
+    batch_out=None,
     on_error,
     rejects,
 ) -> None:
@@ -191,6 +212,8 @@ def _run(
         prompts_dir=prompts_dir,
         on_error=on_error,
         on_reject=log,
+        batch_in=batch_in,
+        batch_out=batch_out,
     )  # type: ignore[arg-type]
     try:
         if dry_run:
@@ -198,7 +221,8 @@ def _run(
             return
         if base_url and not model:
             raise typer.BadParameter("--model is required with --base-url", param_hint="--model")
-        if not base_url:
+        serve = batch_out is None  # a --batch-out run sends nothing
+        if not base_url and serve:
             if threads:
                 import torch
 
@@ -206,7 +230,7 @@ def _run(
             err_console.print(
                 "starting the embedded teacher (SmolLM2-135M-Instruct) on 127.0.0.1 ..."
             )
-        with teacher_endpoint(base_url, model) as (url, served_model):
+        with teacher_endpoint(base_url, model, serve) as (url, served_model):
             if timeout is None:
                 timeout = 120.0 if base_url else 900.0
             endpoint = EndpointSettings(
@@ -245,7 +269,48 @@ def _run(
         log.close()
 
 
+teacher_app = typer.Typer(help="Teacher utilities: batch files.", no_args_is_help=True)
+batch_app = typer.Typer(help="OpenAI Batch / vLLM run-batch files.", no_args_is_help=True)
+teacher_app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("run")
+def batch_run(
+    input_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Batch input file (JSONL: "
+                                               "custom_id, method, url, body), e.g. from --batch-out.")],
+    output_file: Annotated[Path, typer.Argument(dir_okay=False, help="Batch output file to write (OpenAI's "
+                                                "format: id, custom_id, response, error), in input order.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="A checkpoint folder or an embedded model "
+                                       "name, served on 127.0.0.1 while the file runs.")],
+    concurrency: ConcurrencyOpt = 8,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Run a batch file locally on any model `convdistill serve` serves: what OpenAI's Batch API or
+    vLLM's run-batch do, for CPU users and tests.
+
+    Example:
+      convdistill extend in.jsonl -o out.jsonl --batch-out round1.jsonl
+      convdistill teacher batch run round1.jsonl answers1.jsonl --model smollm2-135m-instruct
+      convdistill extend in.jsonl -o out.jsonl --batch-in answers1.jsonl --batch-out round2.jsonl
+    """
+    from convdistill.models import ModelNotAvailable
+    from convdistill.teacher.batch import run_batch_file
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        report = run_batch_file(input_file, output_file, model, concurrency)
+    except (ModelNotAvailable, OSError, ValueError) as exc:
+        fail(str(exc))
+        return
+    err_console.print(report.summary("requests run") + f"\nwrote {output_file}", markup=False)
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(teacher_app, name="teacher")
+
     @app.command("extend")
     def extend(
         input_file: InputFile,
@@ -273,6 +338,8 @@ def register(app: typer.Typer) -> None:
         price_out: PriceOutOpt = 0.0,
         prompts_dir: PromptsOpt = None,
         threads: ThreadsOpt = None,
+        batch_out: BatchOutOpt = None,
+        batch_in: BatchInOpt = None,
         seed: SeedOpt = 0,
         temperature: TemperatureOpt = 0.7,
         max_new_tokens: NewTokensOpt = 256,
@@ -319,6 +386,8 @@ def register(app: typer.Typer) -> None:
         price_out: PriceOutOpt = 0.0,
         prompts_dir: PromptsOpt = None,
         threads: ThreadsOpt = None,
+        batch_out: BatchOutOpt = None,
+        batch_in: BatchInOpt = None,
         seed: SeedOpt = 0,
         temperature: TemperatureOpt = 0.7,
         max_new_tokens: NewTokensOpt = 256,
@@ -355,6 +424,8 @@ def register(app: typer.Typer) -> None:
         price_out: PriceOutOpt = 0.0,
         prompts_dir: PromptsOpt = None,
         threads: ThreadsOpt = None,
+        batch_out: BatchOutOpt = None,
+        batch_in: BatchInOpt = None,
         seed: SeedOpt = 0,
         on_error: OnErrorOpt = "skip",
         rejects: RejectsOpt = None,

@@ -113,6 +113,22 @@ class RequestFailed(Exception):
     """One request gave no usable answer after all retries."""
 
 
+class RequestPending(RequestFailed):
+    """Collecting a batch file (`--batch-out`): the request has no answer yet and was added to
+    the round's batch; whatever depends on it waits for the next round."""
+
+
+def clean_answer(text: str, validate: Validator | None) -> str | None:
+    """The usable form of an answer, or None: the caller's check, else the stripped text."""
+    return validate(text) if validate else (text.strip() or None)
+
+
+def attempt_payload(request: ChatRequest, model: str, attempt: int) -> dict[str, Any]:
+    """The payload of a request's attempt: a retry after an unusable answer gets a new seed,
+    since a seeded endpoint would give the same unusable answer again."""
+    return request.payload(model, request.seed + attempt if attempt else None)
+
+
 def retry_after_seconds(headers: Any) -> float | None:
     """Retry-After as seconds: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
     if headers is None:
@@ -148,6 +164,10 @@ class TeacherClient:
         self.budget = budget or Budget()
         self.usage = Usage()
         self.created_date = created_date  # pin for reproducible output; else arrival time
+        # With collect_pending (`--batch-out`), a request without an answer is never sent: its
+        # payload lands here, by custom_id, and the request raises RequestPending.
+        self.collect_pending = False
+        self.pending: dict[str, dict[str, Any]] = {}
         self._semaphore = asyncio.Semaphore(endpoint.concurrency)
         self._client: httpx.AsyncClient | None = None
         self._url = ""
@@ -183,29 +203,57 @@ class TeacherClient:
                 self.usage.cache_hits += 1
                 self.usage.cached_tokens += hit.prompt_tokens + hit.completion_tokens
                 return Answer(hit.text, hit.created_date, cached=True)
+        first_attempt = 0
+        if self.cache is not None:
+            answer, first_attempt = self._from_batch_answers(request, validate, key)
+            if answer is not None:
+                return answer
+        if self.collect_pending:
+            payload = attempt_payload(request, model, first_attempt)
+            self.pending[request_key(payload)] = payload
+            raise RequestPending("waiting for the batch file's answer")
         async with self._semaphore:
-            text, prompt_tokens, completion_tokens = await self._send_with_retries(request, validate)
+            text, prompt_tokens, completion_tokens = await self._send_with_retries(request, validate, first_attempt)
         created = self.created_date or datetime.now(UTC).isoformat(timespec="seconds")
         if self.cache is not None:
             self.cache.put(key, model, CachedAnswer(text, prompt_tokens, completion_tokens, created))
         return Answer(text, created, cached=False)
 
-    async def _send_with_retries(self, request: ChatRequest, validate: Validator | None) -> tuple[str, int, int]:
+    def _from_batch_answers(self, request: ChatRequest, validate: Validator | None, key: str
+                            ) -> tuple[Answer | None, int]:
+        """The first usable answer a batch file brought for this request's attempts, checked as
+        a live answer is (then cached like one); else None and the attempt to make next."""
+        assert self.cache is not None
+        model = self.endpoint.model
+        for attempt in range(self.endpoint.max_retries + 1):
+            raw = self.cache.get_batch_answer(request_key(attempt_payload(request, model, attempt)))
+            if raw is None:
+                return None, attempt
+            cleaned = clean_answer(raw.text, validate)
+            if cleaned:
+                created = self.created_date or raw.created_date
+                self.cache.put(key, model, CachedAnswer(cleaned, raw.prompt_tokens, raw.completion_tokens, created))
+                self.usage.cache_hits += 1
+                self.usage.cached_tokens += raw.prompt_tokens + raw.completion_tokens
+                return Answer(cleaned, created, cached=True), attempt
+            self.usage.errors["empty or unusable answer (batch)"] += 1
+        self.usage.failed_requests += 1
+        raise RequestFailed(f"no usable answer in {self.endpoint.max_retries + 1} batch answers")
+
+    async def _send_with_retries(self, request: ChatRequest, validate: Validator | None,
+                                 first_attempt: int = 0) -> tuple[str, int, int]:
         assert self._client is not None, "use TeacherClient in `async with`"
         settings = self.endpoint
         last_error = "no attempt"
-        for attempt in range(settings.max_retries + 1):
+        for attempt in range(first_attempt, settings.max_retries + 1):
             if self.budget.exhausted(self.usage):
                 raise BudgetExhausted()
             wait: float | None = None
             self.usage.requests_sent += 1
             self.usage.by_purpose[request.purpose] += 1
-            # A retried answer that failed its check gets a new seed: a seeded endpoint would
-            # otherwise give the same unusable answer again.
-            seed = request.seed + attempt if attempt else None
             try:
                 response = await self._client.post(
-                    self._url, content=orjson.dumps(request.payload(settings.model, seed))
+                    self._url, content=orjson.dumps(attempt_payload(request, settings.model, attempt))
                 )
             except httpx.TimeoutException:
                 last_error = "timeout"
@@ -222,7 +270,7 @@ class TeacherClient:
                         self.usage.answers_received += 1
                         self.usage.prompt_tokens += prompt_tokens
                         self.usage.completion_tokens += completion_tokens
-                        cleaned = validate(text) if validate else (text.strip() or None)
+                        cleaned = clean_answer(text, validate)
                         if cleaned:
                             return cleaned, prompt_tokens, completion_tokens
                         last_error = "empty or unusable answer"
@@ -251,14 +299,21 @@ class TeacherClient:
 def _parse_completion(body: bytes) -> tuple[str, int, int] | None:
     """(text, prompt tokens, completion tokens) of a chat completion body, or None if malformed."""
     try:
-        data = orjson.loads(body)
+        return completion_fields(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def completion_fields(data: Any) -> tuple[str, int, int] | None:
+    """(text, prompt tokens, completion tokens) of a parsed chat completion, or None if malformed."""
+    try:
         message = data["choices"][0]["message"]
         text = message.get("content") or ""
         usage = data.get("usage") or {}
         if not isinstance(text, str):
             return None
         return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError):
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None
 
 

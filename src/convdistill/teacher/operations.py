@@ -23,6 +23,7 @@ from convdistill.teacher.client import (
     BudgetExhausted,
     ChatRequest,
     RequestFailed,
+    RequestPending,
     TeacherClient,
 )
 from convdistill.teacher.prompt_templates import PromptSet
@@ -67,6 +68,13 @@ class OperationReport:
     groups_ranked: int = 0
     failures: list[str] = field(default_factory=list)
     stopped_by_budget: bool = False
+    waiting: int = 0  # work that waits for a batch file's answers (`--batch-out`)
+
+    def failed(self, what: str, exc: RequestFailed) -> None:
+        if isinstance(exc, RequestPending):
+            self.waiting += 1
+        else:
+            self.failures.append(f"{what}: {exc}")
 
 
 def plan_threads(graph: nx.DiGraph, settings: TeacherSettings) -> list[list[str]]:
@@ -179,7 +187,7 @@ class TreeJob:
         try:
             return await self.client.complete(request)
         except RequestFailed as exc:
-            self.report.failures.append(f"teacher answer at {key}: {exc}")
+            self.report.failed(f"teacher answer at {key}", exc)
             return None
 
     async def _extend_thread(self, thread: list[str]) -> list[NewMessage]:
@@ -216,7 +224,7 @@ class TreeJob:
             try:
                 user = await self.client.complete(request, validate=clean_user_turn)
             except RequestFailed as exc:
-                self.report.failures.append(f"simulated user turn after {parent}: {exc}")
+                self.report.failed(f"simulated user turn after {parent}", exc)
                 break
             if user.text == END_MARKER:
                 self.report.ended_by_simulator += 1
@@ -273,7 +281,7 @@ class TreeJob:
         try:
             answer = await self.client.complete(request, validate=ranking_validator(len(replies)))
         except RequestFailed as exc:
-            self.report.failures.append(f"ranking of replies to {parent}: {exc}")
+            self.report.failed(f"ranking of replies to {parent}", exc)
             return []
         order = parse_ranking(answer.text, len(replies)) or []
         self.report.groups_ranked += 1

@@ -6,6 +6,11 @@ port keeps its answers; not the API key, which is never stored anywhere). Each a
 committed as soon as it arrives, in WAL mode, so a run killed at any point keeps every answer it
 received, and the rerun sends none of those requests again. The cache doubles as the run's
 journal: resuming is rerunning.
+
+Batch files (OpenAI Batch, vLLM run-batch) go through two more tables: `batch_requests`, the
+requests a `--batch-out` file holds (by custom_id: the request key of the payload as sent), and
+`batch_answers`, the raw answers a `--batch-in` file brought for them. A batch answer is checked
+like a live one when a run asks for it, and only then becomes a cached answer.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class RequestCache:
             "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, text TEXT,"
             " prompt_tokens INTEGER, completion_tokens INTEGER, created_date TEXT)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS batch_requests (key TEXT PRIMARY KEY, payload BLOB)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS batch_answers (key TEXT PRIMARY KEY, text TEXT,"
+            " prompt_tokens INTEGER, completion_tokens INTEGER, created_date TEXT)"
+        )
 
     def get(self, key: str) -> CachedAnswer | None:
         with self._lock:
@@ -71,6 +81,40 @@ class RequestCache:
                     answer.created_date,
                 ),
             )
+
+    def add_batch_requests(self, payloads: dict[str, dict[str, Any]]) -> None:
+        """Remember the requests a batch file holds, by custom_id, so that an output file's lines
+        can be told apart from foreign ones."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO batch_requests VALUES (?, ?)",
+                [(key, orjson.dumps(payload)) for key, payload in payloads.items()],
+            )
+
+    def is_batch_request(self, key: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM batch_requests WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def put_batch_answers(self, answers: dict[str, CachedAnswer]) -> None:
+        """All of a batch file's usable answers in one transaction: a file read halfway (a
+        crash, a bad disk) leaves the cache as it was."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO batch_answers VALUES (?, ?, ?, ?, ?)",
+                [(key, a.text, a.prompt_tokens, a.completion_tokens, a.created_date)
+                 for key, a in answers.items()],
+            )
+
+    def get_batch_answer(self, key: str) -> CachedAnswer | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT text, prompt_tokens, completion_tokens, created_date FROM batch_answers WHERE key = ?",
+                (key,),
+            ).fetchone()
+        return CachedAnswer(*row) if row else None
 
     def __len__(self) -> int:
         with self._lock:

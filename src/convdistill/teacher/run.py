@@ -27,6 +27,7 @@ from convdistill.conversation_trees.writers import (
     open_for_write,
     tree_to_messages,
 )
+from convdistill.teacher.batch import BatchFileReport, read_batch_answers, write_batch_requests
 from convdistill.teacher.client import (
     Budget,
     BudgetExhausted,
@@ -55,11 +56,17 @@ class RunReport:
     operation: OperationReport = field(default_factory=OperationReport)
     usage: Usage = field(default_factory=Usage)
     trees_selected: int = 0
-    output: str = ""
+    output: str = ""  # empty when the output was not written (requests wait in a batch file)
+    batch_in: BatchFileReport | None = None
+    batch_out: str = ""
+    batch_requests: int = 0
 
     def summary(self, price_in: float = 0.0, price_out: float = 0.0) -> str:
         op, use = self.operation, self.usage
-        lines = [
+        lines = []
+        if self.batch_in is not None:
+            lines.append("batch in: " + self.batch_in.summary("answers stored"))
+        lines += [
             self.read.summary(),
             f"trees worked on: {self.trees_selected}, changed: {op.trees_changed}; "
             f"messages added: {op.messages_added.get('prompter', 0)} user, "
@@ -87,7 +94,17 @@ class RunReport:
             lines.append(f"... and {len(op.failures) - 10} more failures")
         if op.stopped_by_budget:
             lines.append("stopped: the request/token budget is spent; rerun with a larger one to go on")
-        lines.append(f"wrote {self.output}")
+        if self.batch_requests:
+            lines.append(
+                f"batch out: {self.batch_requests} requests of this round written to {self.batch_out} "
+                f"({op.waiting} pieces of work wait for them); run the file (`convdistill teacher batch run`, "
+                "OpenAI's Batch API or vLLM's run-batch), then rerun with --batch-in OUTPUT_FILE; "
+                "the trees are written once nothing is pending"
+            )
+        elif self.batch_out:
+            lines.append(f"batch out: nothing pending, every request has its answer ({self.batch_out} not written)")
+        if self.output:
+            lines.append(f"wrote {self.output}")
         return "\n".join(lines)
 
 
@@ -100,6 +117,8 @@ class RunOptions:
     on_error: OnError = "skip"
     on_reject: RejectSink | None = None
     window: int = 64  # trees in flight at once
+    batch_in: Path | None = None  # a batch output file whose answers go into the cache first
+    batch_out: Path | None = None  # send nothing: write this round's requests to this batch file
 
 
 class OrderedTreeWriter:
@@ -134,6 +153,12 @@ class OrderedTreeWriter:
             self.stream = open_for_write(self.partial)
         self.stream.close()
         os.replace(self.partial, self.out)
+
+    def discard(self) -> None:
+        """The trees are incomplete (requests wait in a batch file): OUT is not written."""
+        if self.stream is not None:
+            self.stream.close()
+        self.partial.unlink(missing_ok=True)
 
 
 async def run_async(
@@ -179,18 +204,25 @@ async def run_async(
             done.result()
     if tasks:
         await asyncio.gather(*tasks)
-    writer.commit()
-    report.output = str(out)
+    if client.pending:
+        writer.discard()
+    else:
+        writer.commit()
+        report.output = str(out)
     return report
 
 
 @contextlib.contextmanager
-def teacher_endpoint(base_url: str | None, model: str | None) -> Iterator[tuple[str, str]]:
-    """The given endpoint, or the embedded SmolLM2 served on 127.0.0.1 for the run's duration."""
+def teacher_endpoint(base_url: str | None, model: str | None, serve: bool = True) -> Iterator[tuple[str, str]]:
+    """The given endpoint, or the embedded SmolLM2 served on 127.0.0.1 for the run's duration;
+    not started when `serve` is false (a `--batch-out` run sends nothing)."""
     if base_url:
         if not model:
             raise ValueError("--model is required with --base-url")
         yield base_url, model
+        return
+    if not serve:
+        yield "", model or EMBEDDED_TEACHER
         return
     from convdistill.serve.server import BackgroundServer, ServeSettings, load_chat_model
 
@@ -211,13 +243,29 @@ def run_teacher(
     """Run one operation over a file against a ready endpoint (see ``teacher_endpoint``)."""
     options = options or RunOptions()
     prompts = load_prompts(options.prompts_dir)
+    if (options.batch_in or options.batch_out) and not options.cache_path:
+        raise ValueError("--batch-in and --batch-out keep their requests and answers in the request cache; "
+                         "drop --no-cache")
     cache = RequestCache(options.cache_path) if options.cache_path else None
+    batch_in = None
 
     async def main() -> RunReport:
         async with TeacherClient(endpoint, cache, budget, options.created_date) as client:
-            return await run_async(Path(input_path), Path(out), settings, client, prompts, options, progress)
+            client.collect_pending = options.batch_out is not None
+            report = await run_async(Path(input_path), Path(out), settings, client, prompts, options, progress)
+        report.batch_in = batch_in
+        if options.batch_out is not None:
+            report.batch_out = str(options.batch_out)
+            if client.pending:
+                assert cache is not None
+                cache.add_batch_requests(client.pending)
+                report.batch_requests = write_batch_requests(options.batch_out, client.pending)
+        return report
 
     try:
+        if options.batch_in is not None:
+            assert cache is not None
+            batch_in = read_batch_answers(options.batch_in, cache)
         return asyncio.run(main())
     finally:
         if cache is not None:
