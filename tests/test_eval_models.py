@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import run_cli
+from conftest import answer_chat_completion, run_cli
 from convdistill.cli.main import app
 from convdistill.eval import EndpointBackend, Judge, LocalBackend, RunOptions, generate_replies, load_suite, run_suite
 from convdistill.eval.runner import _history
@@ -215,14 +215,7 @@ class ScriptedJudge(BaseHTTPRequestHandler):
         else:  # pairwise: prefers the reply that says GOOD, unless told to always pick A
             a = prompt.split("[Reply A]")[1].split("[Reply B]")[0]
             text = "Always first: [[A]]" if "BIASED" in prompt else ("[[A]]" if "GOOD" in a else "Reply B is better.")
-        payload = {"choices": [{"message": {"role": "assistant", "content": text}}],
-                   "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_chat_completion(self, text)
 
     def log_message(self, *args: object) -> None:
         pass

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, answer_chat_completion, run_cli
 from convdistill.cli.main import app
 from convdistill.eval import Judge, RunOptions, load_suite, run_suite
 from convdistill.eval.judge import parse_bracket_rating, read_benchmark_rating
@@ -210,13 +210,7 @@ class ScriptedJudge(BaseHTTPRequestHandler):
         reply = prompt.split("THE REPLY TO RATE\n", 1)[1].split("\n\n", 1)[0]
         rating = rating_for(reply)
         text = ["Sound. Rating: [[{r}]]", "Rating {r}", "Superb, [[10]]"][seed % 3].format(r=rating)
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_chat_completion(self, text)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -299,26 +293,30 @@ def test_import_run_and_report_with_smollm2_as_model_and_judge(tmp_path: Path) -
     questions.write_text(QUESTIONS.read_text().splitlines()[1] + "\n")  # the math question: reference-guided
     dialogues.write_text(DIALOGUES.read_text().splitlines()[0] + "\n")  # CM: the first turn is not judged
     runner = CliRunner()
+    suites = []
+    for source, benchmark in ((questions, "mt-bench"), (dialogues, "mt-bench-101")):
+        suites += ["--suite", str(tmp_path / f"{benchmark}.suite.jsonl")]
+        done = runner.invoke(app, ["eval", "import", "--from", benchmark, str(source), "-o", suites[-1]])
+        assert done.exit_code == 0, done.output
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with BackgroundServer(load_chat_model(name)) as server:
-            for source, benchmark in ((questions, "mt-bench"), (dialogues, "mt-bench-101")):
-                suite, out = tmp_path / f"{benchmark}.suite.jsonl", tmp_path / f"{benchmark}.json"
-                done = runner.invoke(app, ["eval", "import", "--from", benchmark, str(source), "-o", str(suite)])
-                assert done.exit_code == 0, done.output
-                done = runner.invoke(app, [
-                    "eval", "run", "--suite", str(suite), "--model", name, "--endpoint", server.base_url,
-                    "--judge-url", server.base_url, "--judge-model", name, "--judge-max-tokens", "48",
-                    "--max-tokens", "48", "-o", str(out)])
-                assert done.exit_code == 0, done.output
-                assert re.search(rf"{benchmark}: (\d+\.\d+|n/a) / 10 \(", done.output), done.output
+            # Both suites in one run: every judgment goes to the server at once, and it batches them.
+            done = runner.invoke(app, [
+                "eval", "run", *suites, "--model", name, "--endpoint", server.base_url,
+                "--judge-url", server.base_url, "--judge-model", name, "--judge-max-tokens", "40",
+                "--max-tokens", "32", "-o", str(tmp_path / "results.json")])
     finally:
         torch.set_num_threads(threads)
+    assert done.exit_code == 0, done.output
+    for benchmark in ("mt-bench", "mt-bench-101"):
+        assert re.search(rf"{benchmark}: (\d+\.\d+|n/a) / 10 \(", done.output), done.output
 
+    results = json.loads((tmp_path / "results.json").read_text())
     for benchmark, judged_depths in (("mt-bench", [1, 2]), ("mt-bench-101", [2])):
-        results = json.loads((tmp_path / f"{benchmark}.json").read_text())
-        (case,) = results["cases"]
+        (case,) = [c for c in results["cases"] if c["benchmark"]["name"] == benchmark]
+        assert case["history"] == ("self" if benchmark == "mt-bench" else "gold")
         assert [t["depth"] for t in case["turns"] if "judge_samples" in t] == judged_depths
         medians = []
         for turn in case["turns"]:
@@ -340,6 +338,7 @@ def test_import_run_and_report_with_smollm2_as_model_and_judge(tmp_path: Path) -
         expected = (statistics.mean(medians) if benchmark == "mt-bench" else min(medians)) if medians else None
         assert summary["overall"] == expected
         assert summary["by_group"][case["tags"][0]]["score"] == case["score"]
-    # The Markdown report shows the benchmark's table beside ours.
-    done = runner.invoke(app, ["eval", "report", str(tmp_path / "mt-bench.json"), "-o", str(tmp_path / "r.md")])
-    assert done.exit_code == 0 and "## mt-bench (ratings 1-10" in (tmp_path / "r.md").read_text()
+    # The Markdown report shows each benchmark's table beside ours.
+    done = runner.invoke(app, ["eval", "report", str(tmp_path / "results.json"), "-o", str(tmp_path / "r.md")])
+    report = (tmp_path / "r.md").read_text()
+    assert done.exit_code == 0 and "## mt-bench (ratings 1-10" in report and "## mt-bench-101 (ratings" in report

@@ -148,12 +148,17 @@ def load_suites(paths: Iterable[str | Path]) -> Suite:
     return Suite("+".join(s.path for s in suites), tuple(cases))
 
 
+def _no_unknown_fields(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    """`where` ends where a field's name follows ("file:3: ", "file:3 (id): turns[0].")."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
 def parse_case(data: Any, where: str) -> Case:
     if not isinstance(data, dict):
         raise SuiteError(f"{where}: a case must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - _CASE_KEYS)
-    if unknown:
-        raise SuiteError(f"{where}: {unknown[0]}: unknown field (allowed: {', '.join(sorted(_CASE_KEYS))})")
+    _no_unknown_fields(data, _CASE_KEYS, f"{where}: ")
     case_id = data.get("id")
     if not isinstance(case_id, str) or not case_id.strip():
         raise SuiteError(f"{where}: id: a non-empty string is required")
@@ -181,9 +186,7 @@ def parse_case(data: Any, where: str) -> Case:
 def _parse_benchmark(data: Any, where: str) -> Benchmark:
     if not isinstance(data, dict):
         raise SuiteError(f"{where}: an object with name, group (and reference_guided, source_id) is required")
-    unknown = sorted(set(data) - _BENCHMARK_KEYS)
-    if unknown:
-        raise SuiteError(f"{where}.{unknown[0]}: unknown field (allowed: {', '.join(sorted(_BENCHMARK_KEYS))})")
+    _no_unknown_fields(data, _BENCHMARK_KEYS, f"{where}.")
     name = data.get("name")
     if name not in BENCHMARK_NAMES:
         raise SuiteError(f"{where}.name: one of {', '.join(BENCHMARK_NAMES)} is required, got {name!r}")
@@ -208,9 +211,7 @@ def _parse_benchmark(data: Any, where: str) -> Benchmark:
 def _parse_turn(data: Any, where: str, earlier: list[str]) -> Turn:
     if not isinstance(data, dict):
         raise SuiteError(f"{where}: a turn must be an object with 'user' (and optional 'reference', 'checks')")
-    unknown = sorted(set(data) - _TURN_KEYS)
-    if unknown:
-        raise SuiteError(f"{where}.{unknown[0]}: unknown field (allowed: {', '.join(sorted(_TURN_KEYS))})")
+    _no_unknown_fields(data, _TURN_KEYS, f"{where}.")
     user = data.get("user")
     if not isinstance(user, str) or not user.strip():
         raise SuiteError(f"{where}.user: a non-empty string is required")
