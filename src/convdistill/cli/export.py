@@ -18,7 +18,7 @@ app = typer.Typer(help="Export a student for other runtimes: GGUF for llama.cpp,
 def gguf_command(
     checkpoint: Annotated[str, typer.Argument(help="A student checkpoint folder (Llama or T5) or "
                                               "an embedded model name (smollm2-135m-instruct).")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False,
+    output: Annotated[Path, typer.Option("--output", "-o",
                                          help="The .gguf file to write (replaced if it exists).")],
     type_name: Annotated[str, typer.Option(
         "--type", help="f32, f16, q8_0 (written by gguf-py) or q4_k_m (quantised by llama.cpp "

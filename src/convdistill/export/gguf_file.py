@@ -159,7 +159,7 @@ def tensor_type(name: str, array: np.ndarray, type_name: str) -> str:
     cannot be Q8_0 and is stored F16."""
     import gguf
 
-    if array.ndim < 2 or name.endswith("attn_rel_b"):
+    if array.ndim < 2 or "attn_rel_b" in name:
         return "F32"
     target = _NUMPY_TYPES[type_name]
     if target == "Q8_0" and array.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]:

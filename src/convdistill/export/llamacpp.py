@@ -132,6 +132,10 @@ class LlamaCppModel:
             out += buffer.raw[:n]
         return bytes(out)
 
+    def text(self, tokens: Sequence[int]) -> str:
+        """A reply's text as the suite sees it (stripped, like LocalBackend's)."""
+        return self.detokenize_bytes(tokens).decode(errors="replace").strip()
+
     def is_end(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
 
@@ -210,11 +214,8 @@ class LlamaCppBackend:
         return ids[-room:] if len(ids) > room else ids  # the latest turns, as LocalBackend keeps
 
     def generate(self, conversations: Sequence[Sequence[Message]]) -> list[str]:
-        replies = []
-        for conversation in conversations:
-            tokens = self.model.greedy(self.prompt_ids(conversation), self.max_tokens)
-            replies.append(self.model.detokenize_bytes(tokens).decode(errors="replace").strip())
-        return replies
+        return [self.model.text(self.model.greedy(self.prompt_ids(c), self.max_tokens))
+                for c in conversations]
 
     def reference_nll(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[float]:
         """Mean NLL per token of each reference reply and the end-of-turn token, as
