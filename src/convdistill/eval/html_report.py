@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.eval.compare import compare_results
-from convdistill.eval.report import agg_pyplot, depth_figure, tag_figure
+from convdistill.eval.report import agg_pyplot, depth_figure, rating_forms, tag_figure
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 16px; color: #1d1d1f; }
@@ -109,7 +109,7 @@ def _summary(results: dict[str, Any], baseline: dict[str, Any] | None, counts: d
                               + ([_num(o.get("rating"), 2), _num(o.get("score"))] if baseline else []))
         parts.append(f'<h2 class="benchmark">{_e(name)}</h2>' + _table(bench_header, bench_rows) + (
             f"<p>{bench['turns_rated']}/{bench['turns_judged']} judged turns rated (median of the judge's samples); "
-            f"mean spread {_num(bench['mean_spread'], 2)}; rating forms {_e(bench['rating_forms'])}.</p>"))
+            f"mean spread {_num(bench['mean_spread'], 2)}; {_e(rating_forms(bench))}.</p>"))
     return "\n".join(parts)
 
 

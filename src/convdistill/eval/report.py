@@ -16,6 +16,13 @@ def _fmt2(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def rating_forms(bench: dict[str, Any]) -> str:
+    """How a benchmark's judge wrote its ratings: "judgments: 5 [[n]], 2 other, 1 none"."""
+    names = {"bracket": "[[n]]", "other": "other", "none": "without a rating"}
+    counts = bench.get("rating_forms") or {}
+    return "judgments: " + (", ".join(f"{n} {names.get(f, f)}" for f, n in counts.items()) or "none")
+
+
 def agg_pyplot() -> Any:
     import matplotlib
 
@@ -33,7 +40,7 @@ def depth_figure(results: dict[str, Any], baseline: dict[str, Any] | None) -> An
     """Mean turn score at each depth, the model against the baseline (a matplotlib Figure)."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = agg_pyplot().subplots(figsize=(6, 3.6), dpi=100)
+    fig, ax = agg_pyplot().subplots(figsize=(5.2, 3.6), dpi=100)
     for (run, suffix), style in zip(_runs(results, baseline), ("-o", "--s"), strict=False):
         depths = {int(d): v for d, v in run["summary"]["by_depth"].items() if v is not None}
         xs = sorted(depths)
@@ -55,7 +62,7 @@ def tag_figure(results: dict[str, Any], baseline: dict[str, Any] | None) -> Any:
     """Mean case score per tag, the model's bars beside the baseline's (a matplotlib Figure)."""
     runs = _runs(results, baseline)
     tags = sorted({tag for run, _ in runs for tag in run["summary"]["by_tag"]})
-    fig, ax = agg_pyplot().subplots(figsize=(6, 0.9 + 0.32 * max(1, len(tags)) * len(runs)), dpi=100)
+    fig, ax = agg_pyplot().subplots(figsize=(5.2, 1.1 + 0.3 * max(1, len(tags)) * len(runs)), dpi=100)
     height = 0.8 / len(runs)
     for j, (run, suffix) in enumerate(runs):
         values = [run["summary"]["by_tag"].get(tag) or 0.0 for tag in tags]
@@ -122,7 +129,7 @@ def markdown_report(
                 line += f" {_fmt2(other.get('overall', other.get('rating')))} | {_fmt(other.get('score'))} |"
             lines.append(line)
         lines.append(f"\n{bench['turns_rated']}/{bench['turns_judged']} judged turns rated; median of the judge's "
-                     f"samples, mean spread {_fmt2(bench['mean_spread'])}; rating forms {bench['rating_forms']}.")
+                     f"samples, mean spread {_fmt2(bench['mean_spread'])}; {rating_forms(bench)}.")
     lines += ["", "## By tag", "", header.replace("| |", "| tag |"), sep]
     for tag, value in s["by_tag"].items():
         lines.append(row(tag, _fmt(value), _fmt(b["by_tag"].get(tag)) if b else None))
