@@ -115,3 +115,31 @@ def test_html_report_renders_in_chromium_with_regressions_first(tmp_path: Path) 
         assert image.size == (1200, 1600)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text and plots, not a blank page
+
+
+class Echo:
+    """A model that repeats the user's message: whatever markup the user wrote comes back."""
+
+    name = "echo"
+
+    def generate(self, conversations: list) -> list[str]:
+        return [c[-1]["content"] for c in conversations]
+
+    def reference_nll(self, pairs: list) -> None:
+        return None
+
+
+def test_replies_are_text_and_the_page_fetches_nothing(tmp_path: Path) -> None:
+    from convdistill.eval import html_report
+
+    hostile = '</div><script>alert(1)</script><img src="https://example.com/x.png">'
+    suite_path = tmp_path / "s.jsonl"
+    suite_path.write_text(json.dumps({"id": "x<y", "tags": ["t&t"], "turns": [
+        {"user": hostile, "checks": {"not_contains": ["script"]}}]}) + "\n")
+    results = run_suite(load_suite(suite_path), Echo())
+    page = html_report(results, results)
+    dom = Page()
+    dom.feed(page)
+    assert "<script" not in page and "&lt;script&gt;" in page and not dom.external
+    assert "default-src 'none'" in page  # the browser itself refuses any fetch
+    assert dom.cases == [{"id": "x<y", "status": "failing"}] and dom.failed_checks == {"x<y": 2}  # both sides
