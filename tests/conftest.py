@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import subprocess
 import sys
-from http.server import BaseHTTPRequestHandler
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +75,33 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def answer_chat_completion(handler: BaseHTTPRequestHandler, text: str) -> None:
-    """Answer a scripted endpoint's request (http.server) with an OpenAI chat completion of `text`."""
-    data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}],
-                       "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
+class ScriptedEndpoint(BaseHTTPRequestHandler):
+    """A scripted OpenAI-compatible chat endpoint (a judge, a teacher): `answer(body)` gives the
+    text of the reply to each request body; it is sent back as a chat completion."""
+
+    def answer(self, body: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": self.answer(body)}}],
+                           "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_scripted(handler: type[ScriptedEndpoint]) -> Iterator[str]:
+    """`with serve_scripted(Handler) as base_url:` the endpoint, live on 127.0.0.1."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()

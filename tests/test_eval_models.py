@@ -6,16 +6,14 @@ the project's own server on 127.0.0.1, the judge against a scripted judge server
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import answer_chat_completion, run_cli
+from conftest import ScriptedEndpoint, run_cli, serve_scripted
 from convdistill.cli.main import app
 from convdistill.eval import EndpointBackend, Judge, LocalBackend, RunOptions, generate_replies, load_suite, run_suite
 from convdistill.eval.runner import _history
@@ -201,33 +199,25 @@ def test_cli_flags_an_untrained_student_against_a_trained_baseline(students: dic
 
 
 # -- the judge, against a scripted OpenAI-compatible judge on 127.0.0.1 ---------------------------
-class ScriptedJudge(BaseHTTPRequestHandler):
+class ScriptedJudge(ScriptedEndpoint):
     """Messy but deterministic judge answers: a function of the prompt and the seed."""
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def answer(self, body: dict) -> str:
         prompt, seed = body["messages"][-1]["content"], body.get("seed", 0)
         if "FINAL REPLY" in prompt:
             good = "GOOD" in prompt.split("FINAL REPLY:")[1]
             answers = (["Solid. Rating: [[9]]", "I'd say 7/10.", "**Rating**: 8", "no idea", "no idea", "no idea"]
                        if good else ["Rating: [[2]]", "Poor; score: 3", "Rating: [[10]]"])
-            text = answers[seed % len(answers)]
-        else:  # pairwise: prefers the reply that says GOOD, unless told to always pick A
-            a = prompt.split("[Reply A]")[1].split("[Reply B]")[0]
-            text = "Always first: [[A]]" if "BIASED" in prompt else ("[[A]]" if "GOOD" in a else "Reply B is better.")
-        answer_chat_completion(self, text)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            return answers[seed % len(answers)]
+        # pairwise: prefers the reply that says GOOD, unless told to always pick A
+        a = prompt.split("[Reply A]")[1].split("[Reply B]")[0]
+        return "Always first: [[A]]" if "BIASED" in prompt else ("[[A]]" if "GOOD" in a else "Reply B is better.")
 
 
 @pytest.fixture(scope="module")
 def judge_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serve_scripted(ScriptedJudge) as url:
+        yield url
 
 
 def test_judge_takes_the_median_of_parsed_samples(judge_url: str, tmp_path: Path) -> None:

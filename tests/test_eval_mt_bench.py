@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, answer_chat_completion, run_cli
+from conftest import ROOT, ScriptedEndpoint, run_cli, serve_scripted
 from convdistill.cli.main import app
 from convdistill.eval import Judge, RunOptions, load_suite, run_suite
 from convdistill.eval.judge import parse_bracket_rating, read_benchmark_rating
@@ -201,27 +199,19 @@ def rating_for(reply: str) -> int:
     return len(reply) % 9 + 1
 
 
-class ScriptedJudge(BaseHTTPRequestHandler):
+class ScriptedJudge(ScriptedEndpoint):
     """Rates the reply to rate by its length; the three seeds write it three ways, the third a 10."""
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def answer(self, body: dict) -> str:
         prompt, seed = body["messages"][-1]["content"], body.get("seed", 0)
         reply = prompt.split("THE REPLY TO RATE\n", 1)[1].split("\n\n", 1)[0]
-        rating = rating_for(reply)
-        text = ["Sound. Rating: [[{r}]]", "Rating {r}", "Superb, [[10]]"][seed % 3].format(r=rating)
-        answer_chat_completion(self, text)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        return ["Sound. Rating: [[{r}]]", "Rating {r}", "Superb, [[10]]"][seed % 3].format(r=rating_for(reply))
 
 
 @pytest.fixture(scope="module")
 def judge_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serve_scripted(ScriptedJudge) as url:
+        yield url
 
 
 class Echo:
