@@ -54,6 +54,24 @@ def only_cache(out: Path) -> LogitCache:
     return LogitCache.open(folder)
 
 
+def assert_same_top_k(local: LogitCache, remote: LogitCache) -> None:
+    """Same ids rank by rank and log-probabilities within 1e-4. The one allowed difference: two
+    candidates tied to float rounding (within 1e-5) may come in the other order, since the
+    server pads its batches differently (none did when this test was written)."""
+    ids, served_ids = np.asarray(local.token_ids), np.asarray(remote.token_ids)
+    values = np.asarray(local.log_probs)
+    assert np.abs(values - np.asarray(remote.log_probs)).max() <= 1e-4
+    step = np.abs(np.diff(values, axis=1))
+    tied = np.zeros_like(values, dtype=bool)
+    tied[:, 1:] |= step <= 1e-5
+    tied[:, :-1] |= step <= 1e-5
+    # at rank k the tie may be with the k+1-th, which neither cache keeps: equal values tell
+    tied[:, -1] |= np.abs(values[:, -1] - np.asarray(remote.log_probs)[:, -1]) <= 1e-5
+    differs = ids != served_ids
+    assert not (differs & ~tied).any(), np.argwhere(differs & ~tied)[:5]
+    assert differs.any(axis=1).mean() < 0.01
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "t5"])
 def test_the_served_teacher_builds_the_local_cache_and_the_student_trains(paths: Path, served: str,
@@ -65,9 +83,7 @@ def test_the_served_teacher_builds_the_local_cache_and_the_student_trains(paths:
     assert remote.meta["teacher"] == f"{TEACHER} at {served}" and remote.meta["k"] == 20
     assert local.meta["rows"] == remote.meta["rows"] > 500
     np.testing.assert_array_equal(local.offsets, remote.offsets)
-    np.testing.assert_array_equal(np.asarray(local.token_ids), np.asarray(remote.token_ids))
-    gap = np.abs(np.asarray(local.log_probs) - np.asarray(remote.log_probs)).max()
-    assert gap <= 1e-4, gap
+    assert_same_top_k(local, remote)
     steps = [e for e in result.log_history if "kd_loss" in e]
     assert len(steps) == 2 and all(np.isfinite(e["loss"]) and e["kd_loss"] > 0 for e in steps)
     assert result.checkpoint.is_dir()
