@@ -35,7 +35,7 @@ LIBRECHAT_NESTED = FIXTURES / "librechat_nested.json"
 
 
 def texts(tree, strategy="all"):
-    nodes = tree._node
+    nodes = tree.nodes
     return [[nodes[m]["text"][:20] for m in p.message_ids] for p in tree_paths(tree, Selection(), strategy)]
 
 
@@ -63,7 +63,7 @@ def test_chatgpt_branches_shown_path_and_skips():
     assert ids(paris) == [["u1", "a1b", "u2b", "a3"], ["u1", "a1b", "u2", "a2"], ["u1", "a1"]]
     # current_node's branch is the best path, through the regenerated reply and the edited question.
     assert ids(paris, "best") == [["u1", "a1b", "u2b", "a3"]]
-    nodes = paris._node
+    nodes = paris.nodes
     assert nodes["a3"]["interrupted"] is True and nodes["a3"]["model_name"] == "gpt-4o"
     assert nodes["u2b"]["text"] == "What should I pack for a rainy week?"  # the image part dropped
     assert not nodes["a1"].get("shown") and nodes["a1b"]["shown"] is True
@@ -83,7 +83,7 @@ def test_chatgpt_system_prompt_and_edited_first_question():
     assert record["messages"][0] == {"role": "system", "content": "You are a terse assistant."}
     # Provenance lists stay parallel to the messages.
     assert len(record["message_ids"]) == len(record["ranks"]) == len(record["messages"]) == 3
-    assert trees[1]._node["g-u1b"]["shown"] is True and not trees[0]._node["g-u1"].get("shown")
+    assert trees[1].nodes["g-u1b"]["shown"] is True and not trees[0].nodes["g-u1"].get("shown")
 
 
 def test_openwebui_multi_model_siblings_stale_children_and_rejects():
@@ -93,9 +93,9 @@ def test_openwebui_multi_model_siblings_stale_children_and_rejects():
     # w-a2 lists no children, but w-u2 names it as parent: parent links are what counts.
     assert ids(chat, "best") == [["w-u1", "w-a2", "w-u2", "w-a3"]]
     assert ids(chat) == [["w-u1", "w-a2", "w-u2", "w-a3"], ["w-u1", "w-a1"]]
-    assert chat._node["w-a1"]["model_name"] == "Llama 3 8B" and chat._node["w-a3"]["interrupted"]
+    assert chat.nodes["w-a1"]["model_name"] == "Llama 3 8B" and chat.nodes["w-a3"]["interrupted"]
     # The failed, empty answer is skipped and counted; the retry is kept and shown.
-    assert list(failed._succ["x-u1"]) == ["x-a1b"]
+    assert list(failed.succ["x-u1"]) == ["x-a1b"]
     assert reader.report.skipped == {"empty assistant message": 1}
     [loop] = rejects
     assert loop.line == 3 and loop.tree_id == "owui-chat-3" and "cycle" in loop.reason
@@ -109,8 +109,8 @@ def test_librechat_flat_and_nested_exports_are_the_same_tree():
     [tree] = flat
     # No current pointer: the newest message's branch is the shown one.
     assert ids(tree, "best") == [["l-u1", "l-a1b", "l-u2", "l-a2"]]
-    assert tree._node["l-a2"]["text"] == "Whole rye or whole wheat ferments fastest."
-    assert tree._node["l-a2"]["interrupted"] is True
+    assert tree.nodes["l-a2"]["text"] == "Whole rye or whole wheat ferments fastest."
+    assert tree.nodes["l-a2"]["interrupted"] is True
 
 
 @pytest.mark.parametrize(

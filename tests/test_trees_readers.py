@@ -278,19 +278,20 @@ def test_writer_output_reads_back_with_other_tools(tmp_path: Path, sample_path):
     assert "replies" not in first
 
 
-def test_graph_built_directly_equals_networkx_api_build(sample_path):
+def test_tree_graph_holds_every_message_in_export_order(sample_path):
     import networkx as nx
 
-    for g in read_trees(sample_path)[:20]:
-        ref = nx.DiGraph(**g.graph)
-        for mid, attrs in g.nodes(data=True):
-            ref.add_node(mid, **attrs)
-        for u, v in g.edges:
-            ref.add_edge(u, v)
-        assert nx.utils.graphs_equal(g, ref)
-        assert g._pred == ref._pred and list(g._succ) == list(ref._succ)
-        assert all(list(g._succ[n]) == list(ref._succ[n]) for n in g)
-        assert nx.is_arborescence(g)
+    raw = [orjson.loads(line) for line in sample_path.read_bytes().splitlines()[:20]]
+    for obj, g in zip(raw, read_trees(sample_path)[:20], strict=True):
+        assert nx.is_arborescence(g) and g.graph["root"] == obj["prompt"]["message_id"]
+        stack = [obj["prompt"]]
+        while stack:
+            msg = stack.pop()
+            replies = msg.get("replies") or []
+            # every field but `replies`, and the replies as successors in the file's order
+            assert g.nodes[msg["message_id"]] == {k: v for k, v in msg.items() if k != "replies"}
+            assert list(g.successors(msg["message_id"])) == [r["message_id"] for r in replies]
+            stack.extend(replies)
 
 
 def test_cached_type_check_still_catches_a_bad_role_and_emojis(tmp_path):

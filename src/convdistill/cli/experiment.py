@@ -29,14 +29,16 @@ def run(
     quick: Annotated[bool, typer.Option("--quick", help="Tiny scale (seconds): every stage for real, "
                                         "numbers meaningless. Writes under experiments/NAME/quick/.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for results/ and work/. "
-                                             "Default: experiments/NAME in the current folder (quick: experiments/NAME/quick).")] = None,
+                                             "Default: experiments/NAME in the current folder (quick: "
+                                             "experiments/NAME/quick).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Units trained at once, each in its own "
                                       "process. On 2 cores, 2 jobs x 1 thread beat 1 job x 2 threads.")] = 2,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch threads per unit.")] = 1,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default 0,1,2; "
                                               "quick: 0,1).")] = None,
     doc: Annotated[Path | None, typer.Option("--doc", help="Rewrite the generated part of this Markdown file. "
-                                             "Default: docs/experiments.md (when run in a checkout's root) for a full run, none for --quick.")] = None,
+                                             "Default: docs/experiments.md (when run in a checkout's root) "
+                                             "for a full run, none for --quick.")] = None,
     no_doc: Annotated[bool, typer.Option("--no-doc", help="Do not touch any doc.")] = False,
     changes: Annotated[list[str] | None, typer.Option("--set", help="Change a setting, FIELD=VALUE (repeat): "
                                                       "e.g. --set max_steps=1000 --set families=t5. Fields: see "

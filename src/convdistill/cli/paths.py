@@ -183,14 +183,12 @@ def sample_command(
 
 
 def _print_path(index: int, path: DialogPath) -> None:
-    nodes = path.tree._node
     record = path_record(path)
     console.rule(
         f"path {index}: tree {record['tree_id']}  score {path.score:.3f}  "
         f"{path.assistant_turns} assistant turns  lang {record['lang']}"
     )
-    for mid in path.message_ids:
-        msg = nodes[mid]
+    for msg in path.messages:
         role = CHAT_ROLE[msg["role"]]
         tags = []
         if msg.get("rank") is not None:

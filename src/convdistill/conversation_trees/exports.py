@@ -85,8 +85,9 @@ def iter_paths(
         if oasst_compat:
             langs = selection.langs or DEFAULT_LANGS
             scorer = TreeScorer(graph, weights)
+            nodes = graph.nodes
             for ids in compat_sft_threads(graph, selection.top_k, langs):
-                yield DialogPath(graph, ids, scorer.path_score(ids))
+                yield DialogPath(graph, ids, scorer.path_score(ids), tuple(nodes[m] for m in ids))
         else:
             yield from tree_paths(graph, selection, strategy, weights)
 

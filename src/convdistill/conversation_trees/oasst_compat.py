@@ -23,13 +23,13 @@ from collections.abc import Iterator, Sequence
 import networkx as nx
 
 from convdistill.conversation_trees.pairs import RankedPrefix
-from convdistill.conversation_trees.tree_graph import root_id
+from convdistill.conversation_trees.tree_graph import root_id, tree_tables
 
 DEFAULT_LANGS = ("en",)  # load_oasst_export's default
 
 
 def compat_keeps_tree(graph: nx.DiGraph, langs: Sequence[str]) -> bool:
-    prompt = graph._node[root_id(graph)]
+    prompt = graph.nodes[root_id(graph)]
     return (
         graph.graph.get("tree_state") == "ready_for_export"
         and bool(prompt.get("review_result"))
@@ -38,7 +38,7 @@ def compat_keeps_tree(graph: nx.DiGraph, langs: Sequence[str]) -> bool:
 
 
 def _thread_ok(graph: nx.DiGraph, thread: list[str], top_k: int | None) -> bool:
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     for i, mid in enumerate(thread):
         msg = nodes[mid]
         if msg.get("deleted") or msg.get("synthetic"):
@@ -55,7 +55,7 @@ def _thread_ok(graph: nx.DiGraph, thread: list[str], top_k: int | None) -> bool:
 
 def _threads(graph: nx.DiGraph) -> Iterator[list[str]]:
     """Every root-to-node thread, depth first in export order (their visit order)."""
-    succ = graph._succ
+    succ = tree_tables(graph).replies
     stack: list[tuple[str, int]] = [(root_id(graph), 0)]
     thread: list[str] = []
     while stack:
@@ -71,7 +71,7 @@ def compat_sft_threads(
 ) -> Iterator[tuple[str, ...]]:
     if not compat_keeps_tree(graph, langs):
         return
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     for thread in _threads(graph):
         last = thread[-1]
         if len(thread) < 2 or succ[last]:
@@ -90,7 +90,7 @@ def compat_rm_prefixes(
 ) -> Iterator[RankedPrefix]:
     if not compat_keeps_tree(graph, langs):
         return
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     for thread in _threads(graph):
         last = thread[-1]
         if nodes[last]["role"] != "prompter":

@@ -17,7 +17,7 @@ from typing import Literal
 import networkx as nx
 
 from convdistill.conversation_trees.selection import Selection, kept_messages
-from convdistill.conversation_trees.tree_graph import root_id
+from convdistill.conversation_trees.tree_graph import root_id, tree_tables
 
 Pairing = Literal["all", "adjacent", "best-vs-rest"]
 PAIRINGS: tuple[str, ...] = ("all", "adjacent", "best-vs-rest")
@@ -42,7 +42,7 @@ class PreferencePair:
 
 def pair_up(prefix: RankedPrefix, pairing: Pairing) -> Iterator[PreferencePair]:
     """Pairs of one ranked prefix. Replies of equal rank are never paired."""
-    nodes = prefix.tree._node
+    nodes = prefix.tree.nodes
     replies = prefix.reply_ids
     if pairing == "all":
         index_pairs = [(i, j) for i in range(len(replies)) for j in range(i + 1, len(replies))]
@@ -64,7 +64,7 @@ def ranked_prefixes(graph: nx.DiGraph, selection: Selection) -> Iterator[RankedP
     root = root_id(graph)
     if root not in kept:
         return
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     stack: list[tuple[str, int]] = [(root, 0)]
     thread: list[str] = []
     while stack:

@@ -17,14 +17,14 @@ import heapq
 import math
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import networkx as nx
 
 from convdistill.conversation_trees.scoring import ScoreWeights, TreeScorer
 from convdistill.conversation_trees.selection import Selection, kept_messages
-from convdistill.conversation_trees.tree_graph import ranked_replies, root_id
+from convdistill.conversation_trees.tree_graph import Message, TreeTables, ranked_replies, root_id, tree_tables
 
 Strategy = Literal["all", "best", "top-k", "sample"]
 STRATEGIES: tuple[str, ...] = ("all", "best", "top-k", "sample")
@@ -35,54 +35,56 @@ class DialogPath:
     tree: nx.DiGraph
     message_ids: tuple[str, ...]
     score: float
+    # The messages' fields (the tree's own dicts), parallel to message_ids: every record written
+    # from a path reads them, so they are looked up once, when the path is made.
+    messages: tuple[Message, ...] = field(compare=False, repr=False)
 
     @property
     def assistant_turns(self) -> int:
-        nodes = self.tree._node
-        return sum(1 for m in self.message_ids if nodes[m]["role"] == "assistant")
+        return sum(1 for m in self.messages if m["role"] == "assistant")
 
 
-def _trim_trailing_prompter(graph: nx.DiGraph, ids: list[str]) -> list[str]:
-    nodes = graph._node
+def _trim_trailing_prompter(nodes: dict[str, dict], ids: list[str]) -> list[str]:
     end = len(ids)
     while end and nodes[ids[end - 1]]["role"] == "prompter":
         end -= 1
     return ids[:end]
 
 
-def _thread_ids(graph: nx.DiGraph, kept: set[str], trim: bool = True) -> Iterator[list[str]]:
+def _thread_ids(graph: nx.DiGraph, tables: TreeTables, kept: set[str], trim: bool = True) -> Iterator[list[str]]:
     """Every root-to-leaf thread over kept messages, trimmed, without duplicates, no recursion."""
     root = root_id(graph)
     if root not in kept:
         return
     emitted_ends: set[str] = set()  # a trimmed thread is identified by its last message
+    nodes = tables.messages
     stack: list[tuple[str, int]] = [(root, 0)]
     thread: list[str] = []
     while stack:
         mid, depth = stack.pop()
         del thread[depth:]
         thread.append(mid)
-        kids = [c for c in ranked_replies(graph, mid) if c in kept]
+        kids = [c for c in ranked_replies(tables, mid) if c in kept]
         if kids:
             stack.extend((c, depth + 1) for c in reversed(kids))
             continue
         if not trim:
             yield list(thread)
             continue
-        trimmed = _trim_trailing_prompter(graph, thread)
+        trimmed = _trim_trailing_prompter(nodes, thread)
         if len(trimmed) >= 2 and trimmed[-1] not in emitted_ends:
             emitted_ends.add(trimmed[-1])
             yield trimmed
 
 
-def _best_thread(graph: nx.DiGraph, kept: set[str], trim: bool = True) -> list[str]:
+def _best_thread(graph: nx.DiGraph, tables: TreeTables, kept: set[str], trim: bool = True) -> list[str]:
     root = root_id(graph)
     if root not in kept:
         return []
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tables
     thread = [root]
     while True:
-        kids = [c for c in ranked_replies(graph, thread[-1]) if c in kept]
+        kids = [c for c in ranked_replies(tables, thread[-1]) if c in kept]
         if not kids:
             break
         if nodes[thread[-1]]["role"] == "assistant":
@@ -93,7 +95,7 @@ def _best_thread(graph: nx.DiGraph, kept: set[str], trim: bool = True) -> list[s
             shown = [c for c in kids if nodes[c].get("shown")]
             kids = shown or answered or kids
         thread.append(kids[0])
-    return _trim_trailing_prompter(graph, thread) if trim else thread
+    return _trim_trailing_prompter(nodes, thread) if trim else thread
 
 
 def tree_paths(
@@ -111,31 +113,32 @@ def tree_paths(
     weights = weights or ScoreWeights()
     if strategy == "top-k" and selection.top_k is None:
         raise ValueError("strategy 'top-k' needs top_k (--top-k K)")
-    kept = kept_messages(graph, selection)
+    tables = tree_tables(graph)  # made once here, read by every step below
+    kept = kept_messages(graph, selection, tables)
     if not kept:
         return
     threads: Iterable[list[str]]
     trim = not open_ends
     if strategy == "best":
-        best = _best_thread(graph, kept, trim)
+        best = _best_thread(graph, tables, kept, trim)
         threads = [best] if len(best) >= (2 if trim else 1) else []
     elif strategy in ("all", "top-k", "sample"):
-        threads = _thread_ids(graph, kept, trim)
+        threads = _thread_ids(graph, tables, kept, trim)
     else:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    nodes = graph._node
-    scorer = TreeScorer(graph, weights)
+    nodes = tables.messages
+    scorer = TreeScorer(graph, weights, tables)
     for ids in threads:
-        turns = sum(1 for m in ids if nodes[m]["role"] == "assistant")
+        messages = [nodes[m] for m in ids]
+        replies = [m for m in messages if m["role"] == "assistant"]
+        turns = len(replies)
         if turns < selection.min_assistant_turns and not (open_ends and turns == 0):
             continue
         if selection.max_assistant_turns is not None and turns > selection.max_assistant_turns:
             continue
-        if (selection.min_labels or selection.max_labels) and not all(
-            selection.keeps_labels(nodes[m]) for m in ids if nodes[m]["role"] == "assistant"
-        ):
+        if (selection.min_labels or selection.max_labels) and not all(map(selection.keeps_labels, replies)):
             continue
-        yield DialogPath(graph, tuple(ids), scorer.path_score(ids))
+        yield DialogPath(graph, tuple(ids), scorer.path_score(ids), tuple(messages))
 
 
 class PathSampler:

@@ -15,7 +15,7 @@ import orjson
 
 from convdistill.conversation_trees.pairs import PreferencePair
 from convdistill.conversation_trees.paths import DialogPath
-from convdistill.conversation_trees.tree_graph import tree_id
+from convdistill.conversation_trees.tree_graph import Message, tree_id
 
 CHAT_ROLE = {"prompter": "user", "assistant": "assistant"}
 
@@ -30,34 +30,29 @@ def system_turn(graph: nx.DiGraph) -> list[dict[str, str]]:
 
 
 def chat_messages(graph: nx.DiGraph, ids: Sequence[str]) -> list[dict[str, str]]:
-    nodes = graph._node
-    return system_turn(graph) + [
-        {"role": CHAT_ROLE[nodes[m]["role"]], "content": nodes[m]["text"]} for m in ids
-    ]
+    nodes = graph.nodes
+    return system_turn(graph) + [_chat_message(nodes[m]) for m in ids]
 
 
-def _provenance(graph: nx.DiGraph, ids: Sequence[str]) -> dict[str, Any]:
-    nodes = graph._node
-    # A system turn has no message of its own: its entries keep the lists parallel to messages.
-    lead = len(system_turn(graph))
-    return {
-        "ranks": [None] * lead + [nodes[m].get("rank") for m in ids],
-        "synthetic": [False] * lead + [bool(nodes[m].get("synthetic")) for m in ids],
-        "model_names": [None] * lead + [nodes[m].get("model_name") for m in ids],
-    }
+def _chat_message(msg: Message) -> dict[str, str]:
+    return {"role": CHAT_ROLE[msg["role"]], "content": msg["text"]}
 
 
 def path_record(path: DialogPath, with_messages: bool = True) -> dict[str, Any]:
-    graph = path.tree
-    record: dict[str, Any] = (
-        {"messages": chat_messages(graph, path.message_ids)} if with_messages else {}
-    )
+    graph, messages = path.tree, path.messages
+    system = system_turn(graph)
+    # A system turn has no message of its own: its entries keep the lists parallel to messages.
+    lead = len(system)
+    tid = tree_id(graph)
+    record: dict[str, Any] = {"messages": system + [_chat_message(m) for m in messages]} if with_messages else {}
     return record | {
-        "tree_id": tree_id(graph),
-        "message_ids": [f"{tree_id(graph)}/system"] * len(system_turn(graph)) + list(path.message_ids),
+        "tree_id": tid,
+        "message_ids": [f"{tid}/system"] * lead + list(path.message_ids),
         "score": round(path.score, 6),
-        "lang": graph._node[path.message_ids[0]].get("lang"),
-        **_provenance(graph, path.message_ids),
+        "lang": messages[0].get("lang"),
+        "ranks": [None] * lead + [m.get("rank") for m in messages],
+        "synthetic": [False] * lead + [bool(m.get("synthetic")) for m in messages],
+        "model_names": [None] * lead + [m.get("model_name") for m in messages],
     }
 
 
@@ -72,20 +67,19 @@ class PathRecordEncoder:
     def __init__(self) -> None:
         self._graph: nx.DiGraph | None = None
         self._pieces: dict[str, bytes] = {}
+        self._system: list[bytes] = []
 
     def encode(self, path: DialogPath) -> bytes:
         graph = path.tree
         if graph is not self._graph:
             self._graph, self._pieces = graph, {}
-        pieces, nodes = self._pieces, graph._node
-        parts = [orjson.dumps(m) for m in system_turn(graph)]
-        for mid in path.message_ids:
+            self._system = [orjson.dumps(m) for m in system_turn(graph)]
+        pieces = self._pieces
+        parts = list(self._system)
+        for mid, msg in zip(path.message_ids, path.messages, strict=True):
             piece = pieces.get(mid)
             if piece is None:
-                msg = nodes[mid]
-                piece = pieces[mid] = orjson.dumps(
-                    {"role": CHAT_ROLE[msg["role"]], "content": msg["text"]}
-                )
+                piece = pieces[mid] = orjson.dumps(_chat_message(msg))
             parts.append(piece)
         rest = path_record(path, with_messages=False)
         return b'{"messages":[' + b",".join(parts) + b"]," + orjson.dumps(rest)[1:] + b"\n"
@@ -93,7 +87,7 @@ class PathRecordEncoder:
 
 def pair_record(pair: PreferencePair) -> dict[str, Any]:
     graph = pair.tree
-    nodes = graph._node
+    nodes = graph.nodes
     chosen, rejected = nodes[pair.chosen_id], nodes[pair.rejected_id]
     return {
         "prompt": chat_messages(graph, pair.prefix_ids),
@@ -108,7 +102,7 @@ def pair_record(pair: PreferencePair) -> dict[str, Any]:
         "rejected_rank": rejected.get("rank"),
         "chosen_synthetic": bool(chosen.get("synthetic")),
         "rejected_synthetic": bool(rejected.get("synthetic")),
-        "lang": graph._node[pair.prefix_ids[0]].get("lang"),
+        "lang": graph.nodes[pair.prefix_ids[0]].get("lang"),
         # "shown-branch" for ranks implied by a chat interface (see shown_branch), else None.
         "ranked_by": chosen.get("ranked_by"),
     }

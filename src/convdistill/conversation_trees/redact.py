@@ -83,7 +83,7 @@ class Redactor:
     def __call__(self, graph: nx.DiGraph) -> Counter:
         """Redact one tree in place; returns replacements by kind (zero counts dropped)."""
         counts: Counter = Counter()
-        for attrs in graph._node.values():
+        for _, attrs in graph.nodes(data=True):
             if isinstance(attrs.get("text"), str):
                 attrs["text"] = self.text(attrs["text"], counts)
         for key in ("title", "system"):

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from convdistill.conversation_trees.tree_graph import Message, TreeTables, tree_tables
+
 
 @dataclass(frozen=True)
 class ScoreWeights:
@@ -32,20 +34,19 @@ class ScoreWeights:
     emojis: float = 0.0
 
 
-def rank_score(graph: nx.DiGraph, mid: str, parent: str) -> float:
-    rank = graph._node[mid].get("rank")
-    siblings = graph._succ[parent]
+def rank_score(rank: int | None, replies: int, ranked_replies: int) -> float:
+    """Of a reply of rank `rank` (None: unranked) among its parent's `replies`, of which
+    `ranked_replies` are ranked."""
     if rank is None:
-        return 1.0 if len(siblings) == 1 else 0.5
-    ranked = sum(1 for s in siblings if graph._node[s].get("rank") is not None)
-    if ranked <= 1:
+        return 1.0 if replies == 1 else 0.5
+    if ranked_replies <= 1:
         return 1.0
-    return max(0.0, 1.0 - rank / (ranked - 1))
+    return max(0.0, 1.0 - rank / (ranked_replies - 1))
 
 
-def turn_score(graph: nx.DiGraph, mid: str, parent: str, weights: ScoreWeights) -> float:
-    score = rank_score(graph, mid, parent)
-    msg = graph._node[mid]
+def turn_score(msg: Message, rank_part: float, weights: ScoreWeights) -> float:
+    """A reply's rank score (`rank_score`) plus its weighted labels and emoji balance."""
+    score = rank_part
     if weights.labels:
         labels = msg.get("labels") or {}
         for name, weight in weights.labels.items():
@@ -66,13 +67,23 @@ def path_score(graph: nx.DiGraph, message_ids: Sequence[str], weights: ScoreWeig
 class TreeScorer:
     """Path scores of one tree, each turn scored once: paths of a tree share most of their turns."""
 
-    def __init__(self, graph: nx.DiGraph, weights: ScoreWeights):
+    def __init__(self, graph: nx.DiGraph, weights: ScoreWeights, tables: TreeTables | None = None):
         self.graph = graph
         self.weights = weights
         self._turns: dict[str, float] = {}
+        self._ranked: dict[str, int] = {}  # parent -> how many of its replies are ranked
+        self._nodes, self._succ = tables or tree_tables(graph)
+
+    def _turn_score(self, mid: str, parent: str) -> float:
+        nodes, replies = self._nodes, self._succ[parent]
+        ranked = self._ranked.get(parent)
+        if ranked is None:
+            ranked = self._ranked[parent] = sum(1 for r in replies if nodes[r].get("rank") is not None)
+        msg = nodes[mid]
+        return turn_score(msg, rank_score(msg.get("rank"), len(replies), ranked), self.weights)
 
     def path_score(self, message_ids: Sequence[str]) -> float:
-        nodes, turns = self.graph._node, self._turns
+        nodes, turns = self._nodes, self._turns
         total, count = 0.0, 0
         for i in range(1, len(message_ids)):
             mid = message_ids[i]
@@ -80,7 +91,7 @@ class TreeScorer:
                 continue
             score = turns.get(mid)
             if score is None:
-                score = turns[mid] = turn_score(self.graph, mid, message_ids[i - 1], self.weights)
+                score = turns[mid] = self._turn_score(mid, message_ids[i - 1])
             total += score
             count += 1
         return total / count if count else 0.0

@@ -11,7 +11,7 @@ from typing import Literal
 
 import networkx as nx
 
-from convdistill.conversation_trees.tree_graph import root_id
+from convdistill.conversation_trees.tree_graph import TreeTables, root_id, tree_tables
 
 ReviewFilter = Literal["not-failed", "passed", "any"]
 
@@ -54,10 +54,11 @@ class Selection:
     def keeps_tree(self, graph: nx.DiGraph) -> bool:
         if self.tree_states and graph.graph.get("tree_state") not in self.tree_states:
             return False
-        return lang_matches(graph._node[root_id(graph)].get("lang"), self.langs)
+        return lang_matches(graph.nodes[root_id(graph)].get("lang"), self.langs)
 
-    def keeps_message(self, graph: nx.DiGraph, mid: str, parent: str | None) -> bool:
-        msg = graph._node[mid]
+    def keeps_message(self, msg: dict, siblings: int) -> bool:
+        """Whether the selection keeps a message; `siblings`: its parent's number of replies
+        (0 for the root)."""
         if msg.get("deleted"):
             return False
         if self.drop_synthetic and msg.get("synthetic"):
@@ -67,11 +68,11 @@ class Selection:
             return False
         if self.review == "passed" and review is not True:
             return False
-        if self.top_k is not None and msg["role"] == "assistant" and parent is not None:
+        if self.top_k is not None and msg["role"] == "assistant" and siblings:
             rank = msg.get("rank")
             if rank is None:
                 # An unranked reply among several was never compared: not known to be top-k.
-                if len(graph._succ[parent]) > 1:
+                if siblings > 1:
                     return False
             elif rank >= self.top_k:
                 return False
@@ -90,20 +91,22 @@ class Selection:
         return True
 
 
-def kept_messages(graph: nx.DiGraph, selection: Selection) -> set[str]:
-    """Ids of the messages the selection keeps (empty when the tree itself is filtered out)."""
+def kept_messages(graph: nx.DiGraph, selection: Selection, tables: TreeTables | None = None) -> set[str]:
+    """Ids of the messages the selection keeps (empty when the tree itself is filtered out).
+    `tables`: the tree's, when the caller has made them."""
     if not selection.keeps_tree(graph):
         return set()
     root = root_id(graph)
-    if not selection.keeps_message(graph, root, None):
+    nodes, succ = tables or tree_tables(graph)
+    if not selection.keeps_message(nodes[root], 0):
         return set()
     kept = {root}
     stack = [root]
-    succ = graph._succ
     while stack:
         mid = stack.pop()
-        for child in succ[mid]:
-            if selection.keeps_message(graph, child, mid):
+        kids = succ[mid]
+        for child in kids:
+            if selection.keeps_message(nodes[child], len(kids)):
                 kept.add(child)
                 stack.append(child)
     return kept

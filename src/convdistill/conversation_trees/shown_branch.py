@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import networkx as nx
 
+from convdistill.conversation_trees.tree_graph import tree_tables
+
 SHOWN_BRANCH = "shown-branch"
 
 
 def rank_shown_branch(graph: nx.DiGraph) -> int:
     """Rank regenerated siblings by the shown branch, in place; returns how many were ranked."""
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     ranked = 0
     for mid, attrs in nodes.items():
         if attrs.get("role") != "prompter":

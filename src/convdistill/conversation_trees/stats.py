@@ -13,7 +13,7 @@ from convdistill.conversation_trees.oasst_compat import DEFAULT_LANGS, compat_sf
 from convdistill.conversation_trees.pairs import ranked_prefixes
 from convdistill.conversation_trees.paths import tree_paths
 from convdistill.conversation_trees.selection import Selection
-from convdistill.conversation_trees.tree_graph import root_id
+from convdistill.conversation_trees.tree_graph import root_id, tree_tables
 
 
 @dataclass
@@ -33,7 +33,7 @@ class TreeStats:
     ranked_prefixes: int = 0
 
     def add(self, graph: nx.DiGraph, selection: Selection) -> None:
-        nodes, succ = graph._node, graph._succ
+        nodes, succ = tree_tables(graph)
         root = root_id(graph)
         self.trees += 1
         self.messages += len(nodes)
@@ -93,7 +93,7 @@ def _depth(graph: nx.DiGraph, root: str) -> int:
     """Messages on the longest root-to-leaf thread, without recursion."""
     deepest = 0
     stack = [(root, 1)]
-    succ = graph._succ
+    succ = tree_tables(graph).replies
     while stack:
         mid, depth = stack.pop()
         deepest = max(deepest, depth)

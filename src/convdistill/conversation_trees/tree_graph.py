@@ -11,13 +11,12 @@ then row order, in a flat file) because Open-Assistant's own selection depends o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import networkx as nx
 
 from convdistill.conversation_trees.schema import (
-    ASSISTANT,
     PROMPTER,
     message_type_error,
     tree_type_error,
@@ -71,32 +70,29 @@ def tree_from_nested(obj: dict[str, Any]) -> nx.DiGraph:
             f"message_tree_id {tree_id!r} differs from the prompt's message_id", root["message_id"]
         )
     graph.graph["root"] = root["message_id"]
-    # networkx's add_node/add_edge check and copy on every call; here, the hot path of every
-    # reader, the adjacency dicts are filled directly, with the structure those calls build
-    # (one edge-data dict shared by _succ[u][v] and _pred[v][u]). A test checks the equality.
-    nodes, succ, pred = graph._node, graph._succ, graph._pred
+    # Collected first, then added in one bulk call: add_edges_from keeps insertion order, so each
+    # message's successors come out in export order.
+    messages: list[Message] = []  # in visiting order
+    edges: list[tuple[str, str]] = []
+    seen: set[str] = set()
     # An explicit stack instead of recursion: a tree may be hundreds of levels deep.
     stack: list[tuple[Message, str | None]] = [(root, None)]
     while stack:
         msg, pid = stack.pop()
         mid = msg["message_id"]
-        if mid in nodes:
+        if mid in seen:
             raise TreeError(f"duplicate message_id {mid!r}", mid, kind="duplicate_id")
-        attrs = dict(msg)
-        replies = attrs.pop("replies", None)
-        nodes[mid] = attrs
-        succ[mid] = {}
-        pred[mid] = {}
+        seen.add(mid)
+        messages.append(msg)  # its fields are copied into the graph below, less `replies`
+        replies = msg.get("replies")
         if pid is not None:
-            if attrs.get("parent_id") not in (None, pid):
+            if msg.get("parent_id") not in (None, pid):
                 raise TreeError(
-                    f"parent_id {attrs['parent_id']!r} does not match "
+                    f"parent_id {msg['parent_id']!r} does not match "
                     f"the enclosing message {pid!r}",
                     mid,
                 )
-            edge: dict[str, Any] = {}
-            succ[pid][mid] = edge
-            pred[mid][pid] = edge
+            edges.append((pid, mid))
         if replies:
             if not isinstance(replies, list):
                 raise TreeError("field 'replies' must be a list", mid)
@@ -104,6 +100,15 @@ def tree_from_nested(obj: dict[str, Any]) -> nx.DiGraph:
             # then added in that order, which is the successor order networkx keeps.
             for reply in reversed(replies):
                 stack.append((_check_message(reply, msg), mid))
+    # The edges create the nodes in visiting order (a parent before its replies); the messages'
+    # fields then go into the attribute dicts networkx made for them.
+    graph.add_edges_from(edges)
+    if not edges:
+        graph.add_node(root["message_id"])
+    # (in the same order as `messages`: each node was created by its first edge, in visiting order)
+    for msg, (_, attrs) in zip(messages, graph.nodes(data=True), strict=True):
+        attrs.update(msg)
+        attrs.pop("replies", None)
     return graph
 
 
@@ -137,12 +142,26 @@ def tree_id(graph: nx.DiGraph) -> str:
 
 
 def message(graph: nx.DiGraph, mid: str) -> Message:
-    return graph._node[mid]
+    return graph.nodes[mid]
 
 
 def replies(graph: nx.DiGraph, mid: str) -> list[str]:
     """Reply ids in export order."""
-    return list(graph._succ[mid])
+    return list(graph.successors(mid))
+
+
+class TreeTables(NamedTuple):
+    """One tree as two plain dicts, for the loops that visit every message (paths, selection,
+    scoring, stats). A NodeView or AdjacencyView lookup is a Python call (the latter builds a view
+    object each time); these are made once per tree from networkx's public iterators, and made
+    once per tree only: the path export passes them down (RESULTS.md has the measurement)."""
+
+    messages: Mapping[str, Message]  # id -> fields; the tree's own dicts, so an edit changes the tree
+    replies: Mapping[str, Mapping[str, Any]]  # id -> its replies' ids in export order (len: how many)
+
+
+def tree_tables(graph: nx.DiGraph) -> TreeTables:
+    return TreeTables(dict(graph.nodes(data=True)), dict(graph.adjacency()))
 
 
 def _sibling_key(msg: Message) -> tuple[int, bool, str, str]:
@@ -158,28 +177,13 @@ def _sibling_key(msg: Message) -> tuple[int, bool, str, str]:
     )
 
 
-def ranked_replies(graph: nx.DiGraph, mid: str) -> list[str]:
+def ranked_replies(tables: TreeTables, mid: str) -> list[str]:
     """Reply ids best first: by rank (unranked last), then shown, then creation date, then id.
 
     This order does not depend on how the file was written, so every strategy built on it gives
     the same paths for a nested file and for the same trees as shuffled flat messages.
     """
-    kids = graph._succ[mid]
+    nodes, kids = tables.messages, tables.replies[mid]
     if len(kids) < 2:
         return list(kids)
-    nodes = graph._node
     return sorted(kids, key=lambda c: _sibling_key(nodes[c]))
-
-
-def subtree(graph: nx.DiGraph, mid: str) -> Iterable[str]:
-    """Ids of ``mid`` and all its descendants, without recursion."""
-    stack = [mid]
-    succ = graph._succ
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(succ[node])
-
-
-def is_assistant(msg: Message) -> bool:
-    return msg["role"] == ASSISTANT

@@ -14,7 +14,7 @@ from typing import IO, Any, Literal
 import networkx as nx
 import orjson
 
-from convdistill.conversation_trees.tree_graph import replies, root_id
+from convdistill.conversation_trees.tree_graph import replies, root_id, tree_tables
 
 ExportFormat = Literal["trees", "messages"]
 
@@ -30,7 +30,7 @@ def open_for_write(path: str | Path) -> IO[bytes]:
 
 def tree_to_nested(graph: nx.DiGraph) -> dict[str, Any]:
     """The nested export object of a tree, built without recursion."""
-    nodes = graph._node
+    nodes = graph.nodes
     root = root_id(graph)
     views: dict[str, dict[str, Any]] = {}
     stack = [root]
@@ -60,7 +60,7 @@ def tree_to_messages(graph: nx.DiGraph) -> list[dict[str, Any]]:
     stack = [root_id(graph)]
     while stack:
         mid = stack.pop()
-        rows.append({**graph._node[mid], **tree_fields})
+        rows.append({**graph.nodes[mid], **tree_fields})
         stack.extend(reversed(replies(graph, mid)))
     return rows
 
@@ -72,7 +72,7 @@ def nested_tree_bytes(graph: nx.DiGraph) -> bytes:
     two JSON levels per message; so each message is serialised flat and its replies are spliced
     in by hand.
     """
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     head = orjson.dumps({k: v for k, v in graph.graph.items() if k != "root"})
     parts = [head[:-1] + (b"," if len(head) > 2 else b"") + b'"prompt":']
     stack: list[str | bytes] = [root_id(graph)]
