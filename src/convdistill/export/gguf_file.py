@@ -119,38 +119,42 @@ def t5_tensors(model: Any) -> Iterator[tuple[str, np.ndarray]]:
         yield name, array
 
 
-def write_hyperparameters(writer: Any, architecture: str, config: Any) -> None:
+def hyperparameters(architecture: str, config: Any) -> dict[str, Any]:
+    """GGUF hyper-parameters by the name of the GGUFWriter method that writes each (add_<name>)."""
     if architecture == "llama":
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         rope = dict(getattr(config, "rope_parameters", None) or {})
-        writer.add_context_length(config.max_position_embeddings)
-        writer.add_embedding_length(config.hidden_size)
-        writer.add_block_count(config.num_hidden_layers)
-        writer.add_feed_forward_length(config.intermediate_size)
-        writer.add_head_count(config.num_attention_heads)
-        writer.add_head_count_kv(config.num_key_value_heads)
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))))
-        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-        writer.add_vocab_size(config.vocab_size)
-        return
-    # no hard context limit (relative positions); llama.cpp wants one: T5's usual 512 is too
-    # short for multi-turn histories, the server's default prompt cap is 4096
-    writer.add_context_length(4096)
-    writer.add_embedding_length(config.d_model)
-    writer.add_feed_forward_length(config.d_ff)
-    writer.add_block_count(config.num_layers)
-    writer.add_decoder_block_count(config.num_decoder_layers)
-    writer.add_head_count(config.num_heads)
-    writer.add_key_length(config.d_kv)
-    writer.add_value_length(config.d_kv)
-    writer.add_layer_norm_eps(config.layer_norm_epsilon)
-    writer.add_layer_norm_rms_eps(config.layer_norm_epsilon)
-    writer.add_relative_attn_buckets_count(config.relative_attention_num_buckets)
-    writer.add_decoder_start_token_id(config.decoder_start_token_id)
-    writer.add_vocab_size(config.vocab_size)
+        return {
+            "context_length": config.max_position_embeddings,
+            "embedding_length": config.hidden_size,
+            "block_count": config.num_hidden_layers,
+            "feed_forward_length": config.intermediate_size,
+            "head_count": config.num_attention_heads,
+            "head_count_kv": config.num_key_value_heads,
+            "key_length": head_dim,
+            "value_length": head_dim,
+            "rope_dimension_count": head_dim,
+            "rope_freq_base": float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))),
+            "layer_norm_rms_eps": config.rms_norm_eps,
+            "vocab_size": config.vocab_size,
+        }
+    return {
+        # no hard context limit (relative positions), but llama.cpp wants one: T5's usual 512
+        # is short for multi-turn histories; 4096 is the server's default prompt cap
+        "context_length": 4096,
+        "embedding_length": config.d_model,
+        "feed_forward_length": config.d_ff,
+        "block_count": config.num_layers,
+        "decoder_block_count": config.num_decoder_layers,
+        "head_count": config.num_heads,
+        "key_length": config.d_kv,
+        "value_length": config.d_kv,
+        "layer_norm_eps": config.layer_norm_epsilon,
+        "layer_norm_rms_eps": config.layer_norm_epsilon,
+        "relative_attn_buckets_count": config.relative_attention_num_buckets,
+        "decoder_start_token_id": config.decoder_start_token_id,
+        "vocab_size": config.vocab_size,
+    }
 
 
 def tensor_type(name: str, array: np.ndarray, type_name: str) -> str:
@@ -202,7 +206,8 @@ def write_gguf(path: Path, model: Any, tokenizer: Any, architecture: str, type_n
     writer.add_name(name)
     writer.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[type_name]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    write_hyperparameters(writer, architecture, config)
+    for key, value in hyperparameters(architecture, config).items():
+        getattr(writer, f"add_{key}")(value)
 
     writer.add_tokenizer_model(vocab.model)
     writer.add_tokenizer_pre(vocab.pre)

@@ -152,7 +152,7 @@ class LlamaCppModel:
                 batch.pos[i] = start + i
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = 0
-                batch.logits[i] = not encode
+                batch.logits[i] = True  # the encoder outputs every position's state too
             status = (lib.llama_encode if encode else lib.llama_decode)(self.ctx, batch)
             if status != 0:
                 raise RuntimeError(f"llama.cpp {'encode' if encode else 'decode'} failed "
