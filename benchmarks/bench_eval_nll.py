@@ -25,7 +25,7 @@ import torch
 
 from convdistill.eval import LocalBackend, backends
 from convdistill.eval.generator import generate_recall_suite
-from convdistill.eval.runner import _history
+from convdistill.eval.runner import turn_history
 from convdistill.eval.suite import parse_case
 from convdistill.models import init_student, resolve_model
 
@@ -44,7 +44,7 @@ def whole_sequence_logits(model: Any, sources: list[list[int]], targets: list[li
 def pairs_of(cases: list[dict[str, Any]]) -> list[tuple[list[dict[str, str]], str]]:
     """(gold history, reference) for every turn, the history as the suite runner builds it."""
     parsed = [parse_case(c, "generated") for c in cases]
-    return [(_history(case, k, [None] * len(case.turns), "gold"), turn.reference)
+    return [(turn_history(case, k, [None] * len(case.turns), "gold"), turn.reference)
             for case in parsed for k, turn in enumerate(case.turns)]
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import ScriptedEndpoint, run_cli, serve_scripted
 from convdistill.cli.main import app
 from convdistill.eval import EndpointBackend, Judge, LocalBackend, RunOptions, generate_replies, load_suite, run_suite
-from convdistill.eval.runner import _history
+from convdistill.eval.runner import turn_history
 from convdistill.models import init_student, seq2seq_format
 from convdistill.serve import BackgroundServer, ChatModel
 
@@ -63,7 +63,7 @@ def trained(students: dict[str, Path], suite_path: Path, tmp_path_factory: pytes
     rows = []
     for case in load_suite(suite_path).cases:
         for k, turn in enumerate(case.turns):
-            prompt = chat.prompt_ids(_history(case, k, [None] * len(case.turns), "gold"))
+            prompt = chat.prompt_ids(turn_history(case, k, [None] * len(case.turns), "gold"))
             target = chat.tokenizer(seq2seq_format.target_text(turn.reference, chat.tokenizer),
                                     add_special_tokens=False)["input_ids"]
             rows.append((prompt, target))

@@ -146,7 +146,9 @@ HELDOUT_DISTRACTORS: dict[str, str] = {
 WORDINGS = ("train", "heldout")
 
 
-def _values(slot: str, value_set: str) -> list[str]:
+def slot_values(slot: str, value_set: str) -> list[str]:
+    """The values a fact `slot` takes: "train" the training pool, "eval" values no training
+    conversation uses (the unseen-fact suites)."""
     if value_set not in VALUE_SETS:
         raise ValueError(f"value set {value_set!r}: choose {' or '.join(VALUE_SETS)}")
     return TRAIN_VALUES[slot] if value_set == "train" else next(f[3] for f in FACTS if f[0] == slot)
@@ -187,7 +189,7 @@ def recall_case(
     def filler(is_fact: bool) -> dict[str, Any]:
         if is_fact and len(stated) < len(others):
             slot, say, ask, _ = others[len(stated)]
-            value = rng.choice(_values(slot, value_set))
+            value = rng.choice(slot_values(slot, value_set))
             stated.append((ask, value))
             return _fact_turn(say.format(v=value), value, *remember)
         question = pool.pop() if pool else "Thanks."
@@ -196,7 +198,7 @@ def recall_case(
 
     turns += [filler(kinds[k]) for k in range(lead)]
     slot, say, ask, _ = target
-    value = rng.choice(_values(slot, value_set))
+    value = rng.choice(slot_values(slot, value_set))
     turns.append(_fact_turn(say.format(v=value), value, *remember))
     turns += [filler(kinds[k]) for k in range(lead, fillers)]
     turns.append(_question_turn(ask, value))

@@ -34,8 +34,11 @@ class RunOptions:
     nll: bool = True  # teacher-forced NLL of references where the backend can give it
 
 
-def _history(case: Case, depth: int, replies: list[str | None], mode: str) -> list[Message]:
-    """The messages a model sees before answering turn `depth` (0-based) of `case`."""
+def turn_history(case: Case, depth: int, replies: list[str | None], mode: str) -> list[Message]:
+    """The messages a model sees before answering turn `depth` (0-based) of `case`: the system
+    prompt, then each earlier turn's user message and reply. `mode` "gold" puts the case's
+    reference replies there (where a turn has one), "self" the model's `replies` (which must then
+    be known for every earlier turn). Scoring a reference (`reference_nll`) uses "gold" too."""
     messages: list[Message] = [{"role": "system", "content": case.system}] if case.system else []
     for k in range(depth):
         turn = case.turns[k]
@@ -70,7 +73,7 @@ def generate_replies(
                 if modes[i] == "self" or not known:
                     break  # later turns of this case wait for this one
         for i, k in wave:
-            histories[i][k] = _history(cases[i], k, replies[i], modes[i])
+            histories[i][k] = turn_history(cases[i], k, replies[i], modes[i])
         for (i, k), reply in zip(wave, backend.generate([histories[i][k] for i, k in wave]), strict=True):
             replies[i][k] = reply
         done += len(wave)
@@ -96,7 +99,8 @@ def run_suite(
     with_reference = [(i, k) for i, k in places if cases[i].turns[k].reference is not None]
     if options.nll and with_reference:
         # The reference was written for the gold history, so it is scored after it in both modes.
-        pairs = [(_history(cases[i], k, replies[i], "gold"), cases[i].turns[k].reference) for i, k in with_reference]
+        pairs = [(turn_history(cases[i], k, replies[i], "gold"), cases[i].turns[k].reference)
+                 for i, k in with_reference]
         values = backend.reference_nll(pairs)  # type: ignore[arg-type]
         if values is not None:
             nll = dict(zip(with_reference, values, strict=True))

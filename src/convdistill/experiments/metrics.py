@@ -50,8 +50,8 @@ def forced_choice(backend: Any, cases: Sequence[Case], value_set: str) -> dict[s
     "<value>." teacher-forced, summed over its tokens). Greedy answers need the whole value right;
     this shows a student starting to use its context earlier, and a student that ignores the
     conversation stays at 1 / (values of the slot) here, whatever it learned."""
-    from convdistill.eval.generator import FACTS, HELDOUT_WORDING, _values
-    from convdistill.eval.runner import _history
+    from convdistill.eval.generator import FACTS, HELDOUT_WORDING, slot_values
+    from convdistill.eval.runner import turn_history
     from convdistill.models import seq2seq_format
 
     slots = {ask: slot for slot, _say, ask, _values in FACTS}
@@ -64,8 +64,8 @@ def forced_choice(backend: Any, cases: Sequence[Case], value_set: str) -> dict[s
         for k, turn in enumerate(case.turns):
             if not turn.checks.recall_of:
                 continue
-            history = _history(case, k, [None] * len(case.turns), "gold")  # what generation sees
-            candidates = _values(slots[turn.user], value_set)
+            history = turn_history(case, k, [None] * len(case.turns), "gold")  # what generation sees
+            candidates = slot_values(slots[turn.user], value_set)
             items.append((distance, candidates.index(turn.checks.recall_of[0]), candidates))
             pairs += [(history, f"{c}.") for c in candidates]
     means = backend.reference_nll(pairs)

@@ -79,9 +79,9 @@ def _real_depths(units: Sequence[dict[str, Any]]) -> list[str]:
 def chance_level(value_set: str = "train") -> float:
     """Recall accuracy of a student that names a random value of the asked slot: what a model
     without the conversation can do at best."""
-    from convdistill.eval.generator import FACTS, _values
+    from convdistill.eval.generator import FACTS, slot_values
 
-    return statistics.fmean(1 / len(_values(slot, value_set)) for slot, *_ in FACTS)
+    return statistics.fmean(1 / len(slot_values(slot, value_set)) for slot, *_ in FACTS)
 
 
 def _group(units: Sequence[dict[str, Any]], family: str, regime: str) -> list[dict[str, Any]]:
