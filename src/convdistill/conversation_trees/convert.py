@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convdistill.conversation_trees.exports import ReadOptions, _reader
+from convdistill.conversation_trees.exports import ReadOptions
 from convdistill.conversation_trees.ingest_report import IngestReport
 from convdistill.conversation_trees.writers import ExportFormat, write_trees
 
@@ -30,7 +30,7 @@ def convert_trees(
     read under ``on_error="fail"`` leaves no half-written export behind.
     """
     out = Path(out)
-    reader = _reader(input_path, read or ReadOptions())
+    reader = (read or ReadOptions()).reader(input_path)
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # keeps .gz: gzip goes by name
     try:
         lines = write_trees(partial, reader, fmt)

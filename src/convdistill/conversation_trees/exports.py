@@ -62,16 +62,10 @@ class ReadOptions:
     split: str | None = None  # the Hub layouts: one split of a folder (default: all)
     redact: Redactor | None = None  # personal data replaced as trees are read
 
-
-def _reader(path: str | Path, read: ReadOptions) -> TreeReader:
-    return TreeReader(
-        path,
-        on_error=read.on_error,
-        on_reject=read.on_reject,
-        progress=read.progress,
-        split=read.split,
-        redact=read.redact,
-    )
+    def reader(self, path: str | Path) -> TreeReader:
+        """A reader of `path` with these options."""
+        return TreeReader(path, on_error=self.on_error, on_reject=self.on_reject, progress=self.progress,
+                          split=self.split, redact=self.redact)
 
 
 def iter_paths(
@@ -109,7 +103,7 @@ def export_paths(
 ) -> ExportSummary:
     selection = selection or Selection()
     weights = weights or ScoreWeights()
-    reader = _reader(input_path, read or ReadOptions())
+    reader = (read or ReadOptions()).reader(input_path)
     paths = iter_paths(iter(reader), selection, strategy, weights, oasst_compat)
     if strategy == "sample" and not oasst_compat:
         sampler = PathSampler(sample_n or 1000, seed=seed, temperature=temperature)
@@ -147,7 +141,7 @@ def export_pairs(
     """``shown_branch_ranks``: rank unranked regenerated replies of chat exports by the branch the
     interface showed (see ``shown_branch``), so that they give pairs marked ``ranked_by``."""
     selection = selection or Selection()
-    reader = _reader(input_path, read or ReadOptions())
+    reader = (read or ReadOptions()).reader(input_path)
     summary = ExportSummary(reader.report)
     split = validation_fraction is not None and validation_fraction > 0
     trees: Iterator[nx.DiGraph] = iter(reader)
@@ -209,7 +203,7 @@ def sample_paths(
     read: ReadOptions | None = None,
 ) -> tuple[list[DialogPath], IngestReport]:
     """n paths drawn by score (see PathSampler) from the paths a strategy gives."""
-    reader = _reader(input_path, read or ReadOptions())
+    reader = (read or ReadOptions()).reader(input_path)
     base: Strategy = "all" if strategy == "sample" else strategy
     sampler = PathSampler(n, seed=seed, temperature=temperature)
     for path in iter_paths(

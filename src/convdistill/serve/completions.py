@@ -27,14 +27,14 @@ from convdistill.serve.events import Delta, Event, Failed, Finished, Job, Logpro
 from convdistill.serve.limits import Limits
 from convdistill.serve.requests import in_tokenizer_thread
 from convdistill.serve.sampling import SamplingParams
-from convdistill.serve.schema import ChatMessage, _Strict
+from convdistill.serve.schema import ChatMessage, StrictModel
 
 MAX_LOGPROBS = 20  # OpenAI's limit, and vLLM's default --max-logprobs
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 TOKEN_ID_PREFIX = "token_id:"  # vLLM's return_tokens_as_token_ids
 
 
-class CompletionRequest(_Strict):
+class CompletionRequest(StrictModel):
     model: str | None = None  # echoed back; never loads anything
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(default=None, ge=0)
@@ -270,7 +270,7 @@ def _logprobs_object(choice: _Choice, echoed: list[int] | None, model: ChatModel
 # -- vLLM's tokenizer endpoints ---------------------------------------------------------------
 
 
-class TokenizeRequest(_Strict):
+class TokenizeRequest(StrictModel):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
@@ -284,7 +284,7 @@ class TokenizeRequest(_Strict):
         return self
 
 
-class DetokenizeRequest(_Strict):
+class DetokenizeRequest(StrictModel):
     model: str | None = None
     tokens: list[int]
 

@@ -13,16 +13,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A request body part: types checked strictly (no coercion of "1" to 1), unknown fields
+    ignored, as OpenAI's clients send fields a server may not know."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class TextPart(_Strict):
+class TextPart(StrictModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(_Strict):
+class ChatMessage(StrictModel):
     # "developer" is what newer OpenAI clients call the system role.
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
@@ -39,11 +42,11 @@ class ChatMessage(_Strict):
         return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
+class ChatCompletionRequest(StrictModel):
     model: str | None = None  # echoed back; never loads anything (one model per server)
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
