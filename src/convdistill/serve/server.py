@@ -75,7 +75,10 @@ class BackgroundServer:
     def __init__(self, model: ChatModel, settings: ServeSettings | None = None, port: int = 0):
         self.settings = settings or ServeSettings()
         self.server = build_server(model, self.settings)
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio turns Nagle's algorithm off only on sockets that say they are
+        # TCP, and with it on, each answer on a kept-alive connection waited ~40 ms for the
+        # client's delayed ACK (uvicorn writes headers and body apart).
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((self.settings.host, port))  # 0: any free port
         self.port = self.socket.getsockname()[1]
