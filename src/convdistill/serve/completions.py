@@ -14,12 +14,11 @@ chat requests.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from convdistill.serve.chat_model import ChatModel
 from convdistill.serve.errors import APIError
@@ -27,36 +26,21 @@ from convdistill.serve.events import Delta, Event, Failed, Finished, Job, Logpro
 from convdistill.serve.limits import Limits
 from convdistill.serve.requests import in_tokenizer_thread
 from convdistill.serve.sampling import SamplingParams
-from convdistill.serve.schema import ChatMessage, StrictModel
+from convdistill.serve.schema import ChatMessage, SamplingRequest, StrictModel
 
 MAX_LOGPROBS = 20  # OpenAI's limit, and vLLM's default --max-logprobs
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 TOKEN_ID_PREFIX = "token_id:"  # vLLM's return_tokens_as_token_ids
 
 
-class CompletionRequest(StrictModel):
-    model: str | None = None  # echoed back; never loads anything
+class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1)
-    seed: int | None = None
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     return_tokens_as_token_ids: bool = False
-    stream: bool = False
     suffix: str | None = None
     best_of: int | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if any(not s for s in stops):
-            raise ValueError("stop strings must not be empty")
-        return value
 
     @model_validator(mode="after")
     def _unsupported(self) -> CompletionRequest:
@@ -77,11 +61,6 @@ class CompletionRequest(StrictModel):
         if self.prompt and isinstance(self.prompt[0], int):
             return [self.prompt]  # type: ignore[list-item]
         return self.prompt  # type: ignore[return-value]
-
-    def stop_list(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
 @dataclass(frozen=True)
@@ -151,20 +130,11 @@ async def plan_completion(req: CompletionRequest, model: ChatModel, limits: Limi
             raise APIError(400, f"the prompt ({longest} tokens) plus max_tokens ({max_tokens}) exceeds "
                            f"the model's context of {model.context_length} tokens",
                            "context_length_exceeded", "max_tokens")
-    params = SamplingParams(
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        max_tokens=max_tokens,
-        stop=stops,
-    )
-    base = req.seed if req.seed is not None else secrets.randbits(62)
-    # Choice j of every prompt uses seed + j, as n choices of a chat request do.
-    seeds = [(base + index % req.n) % 2**63 for index in range(choices)]
-    return CompletionPlan(req, ids, texts, params, seeds)
+    return CompletionPlan(req, ids, texts, req.sampling_params(max_tokens), req.choice_seeds(choices))
 
 
 @dataclass
-class _Choice:
+class CompletionChoice:
     text: str = ""
     reason: str | None = None
     tokens: int = 0
@@ -172,9 +142,9 @@ class _Choice:
     generated: list[TokenLogprob] | None = None
 
 
-async def collect_choices(jobs: list[Job], events: asyncio.Queue[Event | None]) -> list[_Choice] | None:
+async def collect_choices(jobs: list[Job], events: asyncio.Queue[Event | None]) -> list[CompletionChoice] | None:
     """Every job's text, finish reason and log-probabilities; None if the client has gone."""
-    choices = [_Choice(generated=[]) for _ in jobs]
+    choices = [CompletionChoice(generated=[]) for _ in jobs]
     left = len(jobs)
     while left:
         event = await events.get()
@@ -197,7 +167,7 @@ async def collect_choices(jobs: list[Job], events: asyncio.Queue[Event | None]) 
     return choices
 
 
-def completion_body(plan: CompletionPlan, choices: list[_Choice], model: ChatModel,
+def completion_body(plan: CompletionPlan, choices: list[CompletionChoice], model: ChatModel,
                     completion_id: str, fingerprint: str) -> dict[str, Any]:
     """OpenAI's text_completion object (tokenizer calls: run it in the tokenizer thread)."""
     req = plan.request
@@ -229,7 +199,7 @@ def completion_body(plan: CompletionPlan, choices: list[_Choice], model: ChatMod
     }
 
 
-def _logprobs_object(choice: _Choice, echoed: list[int] | None, model: ChatModel,
+def _logprobs_object(choice: CompletionChoice, echoed: list[int] | None, model: ChatModel,
                      as_ids: bool) -> dict[str, Any]:
     """{tokens, token_logprobs, top_logprobs, text_offset}: the prompt's tokens first when
     echoed (the first has no log-probability: nothing precedes it), then the generated ones.

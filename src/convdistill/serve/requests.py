@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -177,11 +176,4 @@ async def plan_request(req: ChatCompletionRequest, model: ChatModel, limits: Lim
             )
         max_tokens = min(max_tokens, room)
 
-    params = SamplingParams(
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        max_tokens=max_tokens,
-        stop=stops,
-    )
-    base = req.seed if req.seed is not None else secrets.randbits(62)
-    return Plan(req, prompt_ids, params, [(base + i) % 2**63 for i in range(req.n)])
+    return Plan(req, prompt_ids, req.sampling_params(max_tokens), req.choice_seeds(req.n))

@@ -8,9 +8,12 @@ break those clients for nothing. Features that would silently change meaning if 
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from convdistill.serve.sampling import SamplingParams
 
 
 class StrictModel(BaseModel):
@@ -46,20 +49,16 @@ class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(StrictModel):
+class SamplingRequest(StrictModel):
+    """What chat and completions requests share: the model name, sampling settings, choices."""
+
     model: str | None = None  # echoed back; never loads anything (one model per server)
-    messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)  # the newer name of max_tokens
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
     seed: int | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
-    logprobs: bool | None = None
-    tools: list[Any] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -69,6 +68,34 @@ class ChatCompletionRequest(StrictModel):
             raise ValueError("stop strings must not be empty")
         return value
 
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def sampling_params(self, max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            max_tokens=max_tokens,
+            stop=self.stop_list(),
+        )
+
+    def choice_seeds(self, choices: int) -> list[int]:
+        """A seed per choice: choice i uses seed + i % n (n choices per prompt), so a seeded
+        request samples the same alone or in a batch."""
+        base = self.seed if self.seed is not None else secrets.randbits(62)
+        return [(base + index % self.n) % 2**63 for index in range(choices)]
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)  # the newer name of max_tokens
+    stream_options: StreamOptions | None = None
+    logprobs: bool | None = None
+    tools: list[Any] | None = None
+
     @model_validator(mode="after")
     def _unsupported(self) -> ChatCompletionRequest:
         if self.logprobs:
@@ -76,11 +103,6 @@ class ChatCompletionRequest(StrictModel):
         if self.tools:
             raise ValueError("tools (function calling) are not supported by this server")
         return self
-
-    def stop_list(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def requested_max_tokens(self) -> int | None:
         return (
