@@ -12,11 +12,14 @@ import httpx
 import openai
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai import OpenAI
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from convdistill.models import init_student
 from convdistill.serve import BackgroundServer, ChatModel, Limits, ServeSettings
+from test_serve_fuzz import check, encode, json_values
 
 LIMITS = Limits(max_prompt_tokens=2040, max_tokens=32, default_max_tokens=16, max_n=4, max_pending=32)  # context 2048
 PROMPTS = ["The capital of France is", "Once upon a time, in a land far away, there lived a small",
@@ -171,3 +174,48 @@ def test_an_encoder_decoder_model_refuses_echo_and_completes_with_logprobs(tmp_p
         assert done.status_code == 200, done.text
         logprobs = done.json()["choices"][0]["logprobs"]
         assert 1 <= len(logprobs["tokens"]) <= 4 and all(v <= 0 for v in logprobs["token_logprobs"])
+
+
+# -- fuzzing: random completions bodies never get a 5xx ---------------------------------------
+
+token_ids = st.lists(st.integers(-3, 49_160) | st.integers(-(2**70), 2**70), max_size=8)
+completion_fields: dict[str, st.SearchStrategy[Any]] = {
+    "model": st.text(max_size=10) | json_values,
+    "prompt": st.text(max_size=40) | token_ids | st.lists(token_ids, max_size=3)
+    | st.lists(st.text(max_size=10), max_size=3) | json_values,
+    "max_tokens": st.integers(-2, 4) | json_values,
+    "echo": st.booleans() | json_values,
+    "logprobs": st.integers(-2, 25) | json_values,
+    "return_tokens_as_token_ids": st.booleans() | json_values,
+    "temperature": st.floats(-1, 3) | json_values,
+    "top_p": st.floats(-0.5, 1.5) | json_values,
+    "n": st.integers(-1, 3) | json_values,
+    "stop": st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=6) | json_values,
+    "seed": st.integers(-(2**64), 2**64) | json_values,
+    "stream": st.booleans() | json_values,
+    "suffix": st.text(max_size=5) | json_values,
+    "best_of": st.integers(-1, 3) | json_values,
+}
+valid_completion_fields: dict[str, st.SearchStrategy[Any]] = {
+    "max_tokens": st.integers(0, 3),
+    "echo": st.just(True),
+    "logprobs": st.integers(0, 20),
+    "return_tokens_as_token_ids": st.booleans(),
+    "temperature": st.floats(0, 2),
+    "n": st.integers(1, 2),
+    "seed": st.integers(0, 2**62),
+}
+completion_bodies = st.one_of(
+    st.fixed_dictionaries({"prompt": st.text(min_size=1, max_size=40) | st.lists(st.integers(0, 49_151),
+                                                                              min_size=1, max_size=12)},
+                          optional=valid_completion_fields).map(encode),
+    st.fixed_dictionaries({}, optional=completion_fields).map(encode),
+    json_values.map(encode),
+    st.binary(max_size=200),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=completion_bodies)
+def test_random_completion_bodies_never_get_a_5xx(url: str, body: bytes) -> None:
+    check(httpx.post(f"{url}/completions", content=body, timeout=60))
