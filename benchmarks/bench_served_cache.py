@@ -37,14 +37,14 @@ def student_views(examples: int, max_length: int) -> tuple[list, object]:
     from convdistill.models import resolve_model
     from convdistill.trainers.data import load_records
     from convdistill.trainers.loading import load_tokenizer
-    from convdistill.trainers.run import _sft_examples
+    from convdistill.trainers.steps import sft_examples
     from convdistill.trainers.teacher_scoring import teacher_view
 
     tokenizer = load_tokenizer(resolve_model(TEACHER), False)
     with tempfile.TemporaryDirectory() as work:
         records, _ = load_records(SAMPLE, "paths", Path(work), "best", examples)
     options = SimpleNamespace(train_on="all", max_target_length=max_length)
-    built, _ = _sft_examples(records, tokenizer, options, SimpleNamespace(max_length=max_length), False)
+    built, _ = sft_examples(records, tokenizer, options, SimpleNamespace(max_length=max_length), False)
     return [teacher_view(e, False) for e in built], tokenizer
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from convdistill.eval.mt_bench_tasks import MT_BENCH_101_TASKS
+
 SCHEMA_PATH = Path(__file__).with_name("suite.schema.json")
 CHECK_NAMES = (
     "contains", "not_contains", "regex", "recall_of", "max_words", "rouge_l", "chrf", "judge", "nll", "no_loops"
@@ -193,12 +195,9 @@ def _parse_benchmark(data: Any, where: str) -> Benchmark:
     group = data.get("group")
     if not isinstance(group, str) or not group:
         raise SuiteError(f"{where}.group: a non-empty string is required (the category or task)")
-    if name == "mt-bench-101":
-        from convdistill.eval.mt_bench import MT_BENCH_101_TASKS
-
-        if group not in MT_BENCH_101_TASKS:
-            known = ", ".join(MT_BENCH_101_TASKS)
-            raise SuiteError(f"{where}.group: unknown MT-Bench-101 task {group!r} (known: {known})")
+    if name == "mt-bench-101" and group not in MT_BENCH_101_TASKS:
+        known = ", ".join(MT_BENCH_101_TASKS)
+        raise SuiteError(f"{where}.group: unknown MT-Bench-101 task {group!r} (known: {known})")
     guided = data.get("reference_guided", False)
     if not isinstance(guided, bool):
         raise SuiteError(f"{where}.reference_guided: must be true or false")

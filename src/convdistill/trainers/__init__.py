@@ -1,18 +1,61 @@
-"""Trainers: multi-turn SFT and DPO for decoder-only and encoder-decoder students, on TRL.
+"""Trainers: multi-turn SFT, DPO and distillation for decoder-only and encoder-decoder students, on TRL.
 
-    load_recipe                 YAML + overrides -> (DataConfig, trl.ModelConfig, SFT/DPOConfig)
-    train, train_sft, train_dpo run a recipe; the checkpoint loads in serve and eval as is
+    train(method, recipe)       load a recipe and run it; the checkpoint loads in serve and eval as is
+    load_recipe                 YAML + overrides -> (DataConfig, trl.ModelConfig, TRL config[, DistillConfig])
+    sft.train_sft, dpo.train_dpo, distill.train_distill, on_policy.train_on_policy   the recipes
     tokenize_path, seq2seq_examples, tokenize_pair   records -> token ids and loss masks
     TruncationStats             what the shared truncation policy cut or dropped
     Seq2SeqSFTTrainer, Seq2SeqDPOTrainer   TRL's trainers for encoder-decoder students
+
+Imports point down: this dispatcher -> the recipes (sft, dpo, distill, on_policy) -> the shared
+steps (steps.py) and components (loading, data, tokenize, teacher_model, logit_cache, ...).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from convdistill.trainers.recipe import DataConfig, RecipeError, load_recipe
-from convdistill.trainers.run import TrainResult, train, train_dpo, train_sft
+from convdistill.trainers.steps import TrainResult
 from convdistill.trainers.tokenize import seq2seq_examples, tokenize_pair, tokenize_path
 from convdistill.trainers.truncation import TruncationStats
 
+METHODS = ("sft", "dpo", "distill")
+
+
+def train(method: str, config: Any = None, overrides: Any = None, callbacks: list[Any] | None = None
+          ) -> TrainResult:
+    """Load a recipe (file or mapping, plus overrides) and run it: sft, dpo or distill (off- or
+    on-policy by the recipe's `distill_mode`). `callbacks`: extra transformers TrainerCallbacks
+    (progress, timing)."""
+    from convdistill.launch import check_distributed_launch
+
+    if method not in METHODS:
+        raise ValueError(f"unknown training method {method!r}: {', '.join(METHODS)}")
+    parsed = load_recipe(method, config, overrides)  # type: ignore[arg-type]
+    # before any model or data loads: several processes that cannot form a process group would
+    # each train alone and overwrite one another's checkpoints
+    check_distributed_launch(bool(getattr(parsed[2], "use_cpu", False)))
+    # The recipes import TRL's trainers: loaded here, for the one that runs.
+    if method == "sft":
+        from convdistill.trainers.sft import train_sft
+
+        return train_sft(*parsed, callbacks=callbacks)
+    if method == "dpo":
+        from convdistill.trainers.dpo import train_dpo
+
+        return train_dpo(*parsed, callbacks=callbacks)
+    if parsed[3].distill_mode == "on_policy":
+        from convdistill.trainers.on_policy import train_on_policy
+
+        return train_on_policy(*parsed, callbacks=callbacks)
+    from convdistill.trainers.distill import train_distill
+
+    return train_distill(*parsed, callbacks=callbacks)
+
+
 __all__ = [
+    "METHODS",
     "DataConfig",
     "RecipeError",
     "TrainResult",
@@ -22,6 +65,4 @@ __all__ = [
     "tokenize_pair",
     "tokenize_path",
     "train",
-    "train_dpo",
-    "train_sft",
 ]

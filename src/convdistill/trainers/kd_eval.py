@@ -25,9 +25,9 @@ def heldout_kl(student: str | Path, teacher: str | Path, paths_file: str | Path,
     from types import SimpleNamespace
 
     from convdistill.trainers.data import load_records
-    from convdistill.trainers.distill_run import load_teacher, teacher_vocabulary
     from convdistill.trainers.loading import is_encoder_decoder, load_model, load_tokenizer
-    from convdistill.trainers.run import _sft_examples
+    from convdistill.trainers.steps import sft_examples
+    from convdistill.trainers.teacher_model import load_teacher, teacher_vocabulary
 
     student, teacher = Path(student), Path(teacher)
     encoder_decoder = is_encoder_decoder(student)
@@ -39,7 +39,7 @@ def heldout_kl(student: str | Path, teacher: str | Path, paths_file: str | Path,
     with tempfile.TemporaryDirectory() as work:  # a tree export is turned into paths here first
         records, _ = load_records(paths_file, "paths", Path(work), "all", limit)
     options = SimpleNamespace(train_on="all", max_target_length=max_target_length or max_length)
-    examples, _ = _sft_examples(records, tokenizer, options, SimpleNamespace(max_length=max_length), encoder_decoder)
+    examples, _ = sft_examples(records, tokenizer, options, SimpleNamespace(max_length=max_length), encoder_decoder)
     collate = student_collator(encoder_decoder, tokenizer.pad_token_id, model)
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):

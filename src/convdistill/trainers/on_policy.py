@@ -14,6 +14,10 @@ from typing import Any
 
 from convdistill.trainers.data import load_records, train_flags
 from convdistill.trainers.kd_config import TRL_BETA, DistillConfig
+from convdistill.trainers.loading import load_model, peft_config
+from convdistill.trainers.runlog import RunLog, announce
+from convdistill.trainers.steps import TrainResult, finish_run, prepare_student, resume_point
+from convdistill.trainers.teacher_model import load_teacher, teacher_folder, teacher_vocabulary
 from convdistill.trainers.truncation import TruncationStats, keep_latest_turns
 
 
@@ -50,17 +54,13 @@ def policy_prompts(records: list[dict[str, Any]], tokenizer: Any, train_on: str,
 
 
 def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig, callbacks: list[Any] | None = None
-                    ) -> Any:
+                    ) -> TrainResult:
     from datasets import Dataset
     from trl import DistillationTrainer
 
-    from convdistill.trainers.distill_run import load_teacher, teacher_folder, teacher_vocabulary
-    from convdistill.trainers.loading import load_model, peft_config
-    from convdistill.trainers.run import _finish, _prepare, _resume_point
-    from convdistill.trainers.runlog import RunLog, announce
 
     teacher = teacher_folder(kd.teacher)
-    folder, encoder_decoder, tokenizer = _prepare(data, model_args, args)
+    folder, encoder_decoder, tokenizer = prepare_student(data, model_args, args)
     if encoder_decoder:
         raise ValueError("distill_mode on_policy: TRL's DistillationTrainer generates with causal students only; "
                          "use distill_mode off_policy for an encoder-decoder student")
@@ -88,9 +88,9 @@ def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig, ca
                                   train_dataset=datasets["train"], eval_dataset=datasets.get("eval"),
                                   processing_class=tokenizer, callbacks=[runlog, *(callbacks or [])],
                                   peft_config=peft_config(model_args, encoder_decoder))
-    trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint, args.output_dir))
+    trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint, args.output_dir))
     tokenizer.padding_side = "right"
     extra = {"teacher": str(teacher), "distill_mode": "on_policy", "beta": args.beta,
              "temperature": args.temperature}
-    return _finish(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder, stats, "distill",
+    return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder, stats, "distill",
                    extra)

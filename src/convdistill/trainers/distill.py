@@ -5,8 +5,8 @@
        over HTTP, teacher_base_url) or the live teacher
     -> TokenDistillTrainer (off-policy, both families) -> checkpoint + run_log.json
 
-On-policy distillation (the student writes its replies) goes through TRL's DistillationTrainer
-instead, see `on_policy.py`.
+On-policy distillation (the student writes its replies) is its sibling recipe, `on_policy.py`
+(TRL's DistillationTrainer); `train("distill", ...)` picks one by `distill_mode`.
 """
 
 from __future__ import annotations
@@ -16,40 +16,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from convdistill.models import resolve_model
 from convdistill.trainers.kd_config import DistillConfig
-from convdistill.trainers.loading import is_encoder_decoder, load_model, peft_config
+from convdistill.trainers.loading import load_model, peft_config
 from convdistill.trainers.logit_cache import LocalTeacher, LogitCache, ServedScorer, TeacherScorer, build_or_open
 from convdistill.trainers.runlog import RunLog
 from convdistill.trainers.served_teacher import ServedTeacher
+from convdistill.trainers.steps import TrainResult, build_datasets, finish_run, prepare_student, resume_point
+from convdistill.trainers.teacher_model import load_teacher, teacher_folder, teacher_vocabulary
 from convdistill.trainers.teacher_scoring import teacher_view
-from convdistill.trainers.vocab_check import VocabularyMismatch, shared_vocab_size
-
-
-def teacher_folder(name: str) -> Path:
-    folder = resolve_model(name)
-    if is_encoder_decoder(folder):
-        raise ValueError(f"teacher {name}: an encoder-decoder model; train distill needs a decoder-only (causal) "
-                         "teacher, which scores the student's conversation text token by token")
-    return folder
-
-
-def load_teacher(folder: Path) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    return model.eval().requires_grad_(False)
-
-
-def teacher_vocabulary(folder: Path, tokenizer: Any, model: Any, student_name: str) -> int:
-    """The shared vocabulary size, checked before anything slow runs (the teacher's output
-    width is read from its config, so the teacher itself is not loaded for the check)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(folder).get_text_config()
-    return shared_vocab_size(AutoTokenizer.from_pretrained(folder), tokenizer, config.vocab_size,
-                             model.get_output_embeddings().weight.shape[0], str(folder), student_name)
+from convdistill.trainers.vocab_check import VocabularyMismatch
 
 
 def served_teacher(kd: DistillConfig) -> ServedTeacher | None:
@@ -81,18 +56,14 @@ def attach_targets(lists: dict[str, list[dict[str, Any]]], kd: DistillConfig, ar
 
 
 def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig, callbacks: list[Any] | None = None
-                  ) -> Any:
-    """Off-policy distillation (or, with distill_mode on_policy, TRL's on-policy trainer)."""
+                  ) -> TrainResult:
+    """Off-policy distillation: the student learns the teacher's next-token distribution on the
+    data's own replies (and, with kd_weight < 1, the replies themselves)."""
     from convdistill.trainers.distill_trainer import TokenDistillTrainer
-    from convdistill.trainers.run import _datasets, _finish, _prepare, _resume_point
 
-    if kd.distill_mode == "on_policy":
-        from convdistill.trainers.on_policy import train_on_policy
-
-        return train_on_policy(data, model_args, args, kd, callbacks)
     served = served_teacher(kd)
     teacher = served or teacher_folder(kd.teacher)
-    folder, encoder_decoder, tokenizer = _prepare(data, model_args, args)
+    folder, encoder_decoder, tokenizer = prepare_student(data, model_args, args)
     args.assistant_only_loss = False
     model = load_model(folder, model_args, encoder_decoder)
     if isinstance(teacher, ServedTeacher):  # its tokenizer is checked over the endpoint, on the data
@@ -104,7 +75,7 @@ def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig, call
     else:
         vocab_size = teacher_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     cache: list[LogitCache | None] = []
-    train, evaluation, stats = _datasets(
+    train, evaluation, stats = build_datasets(
         "sft", data, args, tokenizer, encoder_decoder,
         finish=lambda lists: cache.append(attach_targets(lists, kd, args, teacher, encoder_decoder, tokenizer,
                                                          vocab_size)))
@@ -116,10 +87,10 @@ def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig, call
         peft_config=peft_config(model_args, encoder_decoder), callbacks=[runlog, *(callbacks or [])], kd=kd,
         encoder_decoder=encoder_decoder, cache=cache[0], teacher=live, teacher_pad_id=tokenizer.pad_token_id,
         vocab_size=vocab_size)
-    trainer.train(resume_from_checkpoint=_resume_point(args.resume_from_checkpoint, args.output_dir))
+    trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint, args.output_dir))
     teacher_name = teacher.name if isinstance(teacher, ServedTeacher) else str(teacher)
     extra = {"teacher": teacher_name, "kd_loss": kd.kd_loss, "kd_weight": kd.kd_weight,
              "kd_temperature": kd.kd_temperature, "kd_top_k": kd.kd_top_k,
              "logit_cache": str(cache[0].folder) if cache[0] is not None else None}
-    return _finish(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder, stats, "distill",
+    return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder, stats, "distill",
                    extra)
