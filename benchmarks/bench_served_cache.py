@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from convdistill.models import resolve_model
-    from convdistill.trainers.distill_run import load_teacher
+    from convdistill.trainers.teacher_model import load_teacher
     from convdistill.trainers.logit_cache import LocalTeacher, ServedScorer, build_or_open
     from convdistill.trainers.served_teacher import ServedTeacher
 
