@@ -21,7 +21,14 @@ from convdistill.trainers.loading import load_model, peft_config
 from convdistill.trainers.logit_cache import LocalTeacher, LogitCache, ServedScorer, TeacherScorer, build_or_open
 from convdistill.trainers.runlog import RunLog
 from convdistill.trainers.served_teacher import ServedTeacher
-from convdistill.trainers.steps import TrainResult, build_datasets, finish_run, prepare_student, resume_point
+from convdistill.trainers.steps import (
+    TrainResult,
+    build_datasets,
+    finish_run,
+    prepare_student,
+    resume_point,
+    set_derived,
+)
 from convdistill.trainers.teacher_model import load_teacher, teacher_folder, teacher_vocabulary
 from convdistill.trainers.teacher_scoring import teacher_view
 from convdistill.trainers.vocab_check import VocabularyMismatch
@@ -64,7 +71,7 @@ def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig, call
     served = served_teacher(kd)
     teacher = served or teacher_folder(kd.teacher)
     folder, encoder_decoder, tokenizer = prepare_student(data, model_args, args)
-    args.assistant_only_loss = False
+    set_derived(args, "assistant_only_loss", False, "loss masks come from train_on, built when tokenizing")
     model = load_model(folder, model_args, encoder_decoder)
     if isinstance(teacher, ServedTeacher):  # its tokenizer is checked over the endpoint, on the data
         vocab_size = len(tokenizer.get_vocab())

@@ -16,7 +16,7 @@ from convdistill.trainers.data import load_records, train_flags
 from convdistill.trainers.kd_config import TRL_BETA, DistillConfig
 from convdistill.trainers.loading import load_model, peft_config
 from convdistill.trainers.runlog import RunLog, announce
-from convdistill.trainers.steps import TrainResult, finish_run, prepare_student, resume_point
+from convdistill.trainers.steps import TrainResult, finish_run, prepare_student, resume_point, set_derived
 from convdistill.trainers.teacher_model import load_teacher, teacher_folder, teacher_vocabulary
 from convdistill.trainers.truncation import TruncationStats, keep_latest_turns
 
@@ -67,8 +67,8 @@ def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig, ca
     model = load_model(folder, model_args, encoder_decoder)
     teacher_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     # TRL's divergence knob is `beta` (0 forward KL, 1 reverse KL, between: JSD); ours is kd_loss.
-    args.beta = TRL_BETA.get(kd.kd_loss, kd.kd_jsd_beta)
-    args.temperature = kd.kd_temperature
+    set_derived(args, "beta", TRL_BETA.get(kd.kd_loss, kd.kd_jsd_beta), f"set by kd_loss {kd.kd_loss}")
+    set_derived(args, "temperature", kd.kd_temperature, "set by kd_temperature")
     tokenizer.padding_side = "left"  # generation batches are left-padded
     stats: dict[str, TruncationStats] = {}
     datasets = {}

@@ -11,7 +11,14 @@ from typing import Any
 
 from convdistill.trainers.loading import load_model, peft_config
 from convdistill.trainers.runlog import RunLog
-from convdistill.trainers.steps import TrainResult, build_datasets, finish_run, prepare_student, resume_point
+from convdistill.trainers.steps import (
+    TrainResult,
+    build_datasets,
+    finish_run,
+    prepare_student,
+    resume_point,
+    set_derived,
+)
 
 
 def train_sft(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None = None) -> TrainResult:
@@ -20,8 +27,7 @@ def train_sft(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None
     from convdistill.trainers.sft_trainer import CausalSFTTrainer
 
     folder, encoder_decoder, tokenizer = prepare_student(data, model_args, args)
-    # Loss masks are built by tokenize_path (train_on), not by TRL's assistant_only_loss.
-    args.assistant_only_loss = False
+    set_derived(args, "assistant_only_loss", False, "loss masks come from train_on, built when tokenizing")
     train, evaluation, stats = build_datasets("sft", data, args, tokenizer, encoder_decoder)
     model = load_model(folder, model_args, encoder_decoder)
     runlog = RunLog(stats)

@@ -3,6 +3,7 @@
     prepare_student   seed, resolve the starting checkpoint, its family, its tokenizer
     build_datasets    records -> fitted, tokenized examples (counted) -> datasets
     resume_point      resume_from_checkpoint as a folder (or none)
+    set_derived       a TRL field the recipe decides, said out loud when it replaces the user's
     finish_run        save the checkpoint that serve/eval load as is, write run_log.json
 
 Recipes import these; nothing here imports a recipe.
@@ -10,6 +11,8 @@ Recipes import these; nothing here imports a recipe.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,17 @@ from convdistill.trainers.loading import is_encoder_decoder, load_tokenizer, res
 from convdistill.trainers.runlog import RunLog, announce
 from convdistill.trainers.tokenize import seq2seq_examples, tokenize_pair, tokenize_path
 from convdistill.trainers.truncation import TruncationStats
+
+
+def set_derived(config: Any, name: str, value: Any, why: str) -> None:
+    """Set a field of a TRL config that the recipe derives from its own fields. When the recipe
+    had given that field a value of its own (not the field's default) that this replaces, one line
+    says what changed and why, so that a setting is never dropped in silence."""
+    current = getattr(config, name)
+    default = next((f.default for f in dataclasses.fields(config) if f.name == name), dataclasses.MISSING)
+    if current != value and current != default:
+        print(f"[convdistill] recipe: {name} {current!r} -> {value!r} ({why})", file=sys.stderr, flush=True)
+    setattr(config, name, value)
 
 
 @dataclass
