@@ -7,7 +7,6 @@ split, each side goes to its own file: ``out.jsonl`` -> ``out.train.jsonl`` and
 
 from __future__ import annotations
 
-import gzip
 import shutil
 import tempfile
 from collections import Counter
@@ -16,6 +15,8 @@ from typing import IO, Any, Literal
 
 import orjson
 import pyarrow as pa
+
+from convdistill.files import open_binary
 
 OutputFormat = Literal["jsonl", "parquet", "datasets"]
 OUTPUT_FORMATS = ("jsonl", "parquet", "datasets")
@@ -73,8 +74,7 @@ def split_path(out: Path, split: str) -> Path:
 
 class _JsonlFile:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.stream: IO[bytes] = gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")  # noqa: SIM115
+        self.stream: IO[bytes] = open_binary(path, "wb")
 
     def write(self, record: dict[str, Any]) -> None:
         self.stream.write(orjson.dumps(record) + b"\n")

@@ -6,7 +6,6 @@ unknown keys and reply order included.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -15,17 +14,14 @@ import networkx as nx
 import orjson
 
 from convdistill.conversation_trees.tree_graph import replies, root_id, tree_tables
+from convdistill.files import open_binary
 
 ExportFormat = Literal["trees", "messages"]
 
 
 def open_for_write(path: str | Path) -> IO[bytes]:
     """A binary stream; gzipped when the name ends in .gz."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gz":
-        return gzip.open(path, "wb")  # type: ignore[return-value]
-    return open(path, "wb")
+    return open_binary(path, "wb")
 
 
 def tree_to_nested(graph: nx.DiGraph) -> dict[str, Any]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from convdistill.files import open_binary
 
 # SmolLM2 uses <|im_end|> for both end-of-turn and padding. Training collators mask the pad
 # id out of the labels, which would hide the end-of-turn token, so students pad with
@@ -19,8 +20,7 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 def iter_texts(path: Path) -> Iterator[str]:
     """Every message text of a JSONL file: `text` fields of Open-Assistant exports (nested or
     flat) and `content` fields of path records, found wherever they are nested."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
+    with open_binary(path) as stream:
         for number, line in enumerate(stream, 1):
             if not line.strip():
                 continue

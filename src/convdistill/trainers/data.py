@@ -4,7 +4,6 @@ from an Open-Assistant tree export on the fly; and which assistant turns carry l
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,13 +11,14 @@ from typing import Any, Literal
 
 import orjson
 
+from convdistill.files import open_binary
+
 Kind = Literal["paths", "pairs"]
 Message = dict[str, str]
 
 
 def _first_record(path: Path) -> dict[str, Any] | None:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
+    with open_binary(path) as stream:
         for line in stream:
             if line.strip():
                 try:
@@ -47,9 +47,8 @@ def file_kind(path: Path) -> str:
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
     records = []
-    with opener(path, "rb") as stream:
+    with open_binary(path) as stream:
         for number, line in enumerate(stream, 1):
             if not line.strip():
                 continue

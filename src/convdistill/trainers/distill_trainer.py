@@ -22,8 +22,7 @@ from convdistill.trainers.kd_loss import kd_token_loss, teacher_topk
 from convdistill.trainers.logit_cache import LogitCache
 from convdistill.trainers.seq2seq import Seq2SeqCollator, decoder_start_id
 from convdistill.trainers.teacher_scoring import pad_batch, teacher_logits_at, teacher_view
-
-IGNORE = -100
+from convdistill.trainers.tokenize import IGNORE
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

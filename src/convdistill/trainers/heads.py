@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from trl.trainer.utils import FusedCausalLMOutput
 
-IGNORE = -100
+from convdistill.trainers.tokenize import IGNORE
 
 
 def prefer_logits_head(device: torch.device) -> bool:

@@ -25,8 +25,7 @@ from trl.trainer.utils import pad
 
 from convdistill.trainers.dpo_trainer import FittedDPOTrainer
 from convdistill.trainers.heads import prefer_logits_head, token_loss
-
-IGNORE = -100
+from convdistill.trainers.tokenize import IGNORE
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from convdistill.trainers.kd_loss import teacher_topk
-
-IGNORE = -100
+from convdistill.trainers.tokenize import IGNORE
 
 
 @dataclass

@@ -16,7 +16,7 @@ from convdistill.models import seq2seq_format
 from convdistill.trainers.truncation import TruncationStats, cut_tokens, keep_latest_turns
 
 Message = dict[str, str]
-IGNORE = -100
+IGNORE = -100  # the label of a position without loss (PyTorch cross-entropy's ignore_index)
 
 
 def min_context(max_length: int) -> int:
