@@ -22,7 +22,7 @@ COMMON = {
     "bf16": False, "gradient_checkpointing": False, "report_to": "none", "logging_steps": 1,
     "save_strategy": "no", "dataloader_pin_memory": False, "disable_tqdm": True,
     "max_length": 128, "max_target_length": 64, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
-    "max_steps": 2, "max_train_examples": 10, "kd_top_k": 20, "seed": 3,
+    "max_steps": 2, "max_train_examples": 8, "kd_top_k": 20, "seed": 3,
 }
 
 
@@ -81,7 +81,7 @@ def test_the_served_teacher_builds_the_local_cache_and_the_student_trains(paths:
     local, remote = only_cache(tmp_path / "local"), only_cache(tmp_path / "served")
     assert local.meta["fingerprint"] != remote.meta["fingerprint"]  # two teachers, two caches
     assert remote.meta["teacher"] == f"{TEACHER} at {served}" and remote.meta["k"] == 20
-    assert local.meta["rows"] == remote.meta["rows"] > 500
+    assert local.meta["rows"] == remote.meta["rows"] > 300
     np.testing.assert_array_equal(local.offsets, remote.offsets)
     assert_same_top_k(local, remote)
     steps = [e for e in result.log_history if "kd_loss" in e]
