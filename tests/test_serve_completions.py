@@ -140,6 +140,12 @@ def test_bad_completion_requests_get_a_4xx_naming_the_field(url: str, case: str)
     assert post(url, {"prompt": "hi", "max_tokens": 1}).status_code == 200  # still serving
 
 
+def test_a_default_max_tokens_shrinks_to_the_room_left_in_the_context(url: str):
+    done = post(url, {"prompt": [7] * 2040, "temperature": 0})  # context 2048: room for 8, default 16
+    assert done.status_code == 200, done.text
+    assert done.json()["usage"]["completion_tokens"] <= 8
+
+
 def test_the_openai_client_raises_its_usual_error(client: OpenAI):
     with pytest.raises(openai.BadRequestError, match="outside the vocabulary"):
         client.completions.create(model="m", prompt=[5, 10**6], max_tokens=1)

@@ -123,13 +123,19 @@ async def plan_completion(req: CompletionRequest, model: ChatModel, limits: Limi
             raise APIError(400, f"{param}: the prompt is {len(tokens)} tokens; this server accepts "
                            f"at most {limits.max_prompt_tokens}", "context_length_exceeded", param)
         ids.append(list(tokens))
-    max_tokens = asked if asked is not None else DEFAULT_MAX_TOKENS
+    max_tokens = asked if asked is not None else min(DEFAULT_MAX_TOKENS, limits.max_tokens)
     if model.context_length is not None:
         longest = max(map(len, ids))
-        if longest + max_tokens > model.context_length:
+        room = model.context_length - longest
+        if asked is None:  # as chat does: a default that does not fit shrinks to the room left
+            max_tokens = max(0, min(max_tokens, room))
+        if max_tokens > room:
             raise APIError(400, f"the prompt ({longest} tokens) plus max_tokens ({max_tokens}) exceeds "
                            f"the model's context of {model.context_length} tokens",
                            "context_length_exceeded", "max_tokens")
+        if max_tokens == 0 and not req.echo:
+            raise APIError(400, f"the prompt ({longest} tokens) fills the model's context of "
+                           f"{model.context_length} tokens", "context_length_exceeded", "prompt")
     return CompletionPlan(req, ids, texts, req.sampling_params(max_tokens), req.choice_seeds(choices))
 
 
