@@ -28,13 +28,14 @@ from convdistill.eval.generator import generate_recall_suite
 from convdistill.eval.runner import turn_history
 from convdistill.eval.suite import parse_case
 from convdistill.models import init_student, resolve_model
+from convdistill.padding import pad_with_mask
 
 
 def whole_sequence_logits(model: Any, sources: list[list[int]], targets: list[list[int]], pad: int,
                           can_keep: bool) -> tuple[Any, Any]:
     """The baseline: right-padded rows, the output layer at every position."""
     rows = [s + t for s, t in zip(sources, targets, strict=True)]
-    ids, mask = backends._right_pad(rows, pad)
+    ids, mask = pad_with_mask(rows, pad)
     labels = torch.full_like(ids, -100)
     for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
         labels[i, len(s) : len(s) + len(t)] = torch.tensor(t)

@@ -100,10 +100,12 @@ class LocalBackend:
     def _nll_batch(self, sources: list[list[int]], targets: list[list[int]]) -> list[float]:
         import torch
 
+        from convdistill.padding import pad_right, pad_with_mask
+
         model, pad = self.chat.model, self.chat.pad_id
         if self.chat.is_encoder_decoder:
-            ids, mask = _right_pad(sources, pad)
-            labels, _ = _right_pad(targets, -100)
+            ids, mask = pad_with_mask(sources, pad)
+            labels = pad_right(targets, -100)
             start = torch.full((len(targets), 1), self.chat.decoder_start, dtype=torch.long)
             decoder_in = torch.cat([start, labels[:, :-1].clamp(min=0)], dim=1)
             logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_in).logits
@@ -148,18 +150,6 @@ def _causal_reply_logits(
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **keep).logits
     # the logit at position p predicts the token at p + 1: the last one predicts nothing
     return logits[:, -(longest + 1) : -1], labels
-
-
-def _right_pad(rows: list[list[int]], pad: int) -> tuple[object, object]:
-    import torch
-
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 class EndpointBackend:

@@ -14,20 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
-from convdistill.trainers.heads import supports_logits_head
+from convdistill.padding import pad_right, pad_with_mask
+from convdistill.trainers.heads import base_model, supports_logits_head
 from convdistill.trainers.kd_loss import kd_token_loss, teacher_topk
 from convdistill.trainers.logit_cache import LogitCache
 from convdistill.trainers.seq2seq import Seq2SeqCollator, decoder_start_id
-from convdistill.trainers.teacher_scoring import pad_batch, teacher_logits_at, teacher_view
+from convdistill.trainers.teacher_scoring import teacher_logits_at, teacher_view
 from convdistill.trainers.tokenize import IGNORE
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 @dataclass
@@ -40,9 +35,9 @@ class CausalCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         ids = [e["input_ids"] for e in examples]
         return {
-            "input_ids": _pad(ids, self.pad_token_id),
-            "attention_mask": _pad([[1] * len(r) for r in ids], 0),
-            "labels": _pad([e["labels"] for e in examples], IGNORE),
+            "input_ids": pad_right(ids, self.pad_token_id),
+            "attention_mask": pad_right([[1] * len(r) for r in ids], 0),
+            "labels": pad_right([e["labels"] for e in examples], IGNORE),
         }
 
 
@@ -64,7 +59,7 @@ class DistillCollator:
             batch["teacher_top_log_probs"] = torch.cat([values for _, values in rows])
             return batch
         views = [teacher_view(e, self.encoder_decoder) for e in examples]
-        ids, mask = pad_batch([v.input_ids for v in views], self.teacher_pad_id)
+        ids, mask = pad_with_mask([v.input_ids for v in views], self.teacher_pad_id)
         batch["teacher_input_ids"], batch["teacher_attention_mask"] = ids, mask
         batch["teacher_rows"] = torch.tensor([r for r, v in enumerate(views) for _ in v.positions], dtype=torch.long)
         batch["teacher_cols"] = torch.tensor([p for v in views for p in v.positions], dtype=torch.long)
@@ -83,7 +78,7 @@ def student_labelled_logits(model: Any, inputs: dict[str, torch.Tensor], encoder
         return out.logits[mask], labels[mask]
     targets = labels[:, 1:]
     mask = targets != IGNORE
-    inner = model.get_base_model() if is_peft_model(model) else model
+    inner = base_model(model)
     if single_process and supports_logits_head(inner):
         # Project only the labelled positions: the vocabulary projection dominates a tiny
         # model's step, and prompts and user turns are a large share of a path's tokens.

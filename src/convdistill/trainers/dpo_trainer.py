@@ -10,22 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
-from convdistill.trainers.heads import add_logits_head, prefer_logits_head, supports_logits_head
+from convdistill.trainers.heads import add_logits_head, base_model, prefer_logits_head, supports_logits_head
 
 
 class FittedDPOTrainer(DPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        base = base_model(self.model)
         if prefer_logits_head(self.args.device) and supports_logits_head(base):
             self._install_logits_head(encoder_decoder=False)
 
     def _install_logits_head(self, encoder_decoder: bool) -> None:
         """Answer TRL's fused-head calls from plain logits (policy and reference)."""
-        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        base = base_model(self.model)
         add_logits_head(base, encoder_decoder)
         if self.ref_model is not None:
             add_logits_head(self.accelerator.unwrap_model(self.ref_model), encoder_decoder)

@@ -21,6 +21,13 @@ from trl.trainer.utils import FusedCausalLMOutput
 from convdistill.trainers.tokenize import IGNORE
 
 
+def base_model(model: Any) -> Any:
+    """The model itself, under a PEFT (LoRA) wrapper if there is one: where a head is installed."""
+    from accelerate.utils import is_peft_model
+
+    return model.get_base_model() if is_peft_model(model) else model
+
+
 def prefer_logits_head(device: torch.device) -> bool:
     """Plain logits beat TRL's tiled head everywhere but on CUDA (Triton)."""
     return device.type != "cuda"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from convdistill.padding import pad_with_mask
 from convdistill.trainers.distill_trainer import student_collator, student_labelled_logits
 from convdistill.trainers.kd_loss import full_kl
-from convdistill.trainers.teacher_scoring import pad_batch, teacher_logits_at, teacher_view
+from convdistill.trainers.teacher_scoring import teacher_logits_at, teacher_view
 
 
 @torch.inference_mode()
@@ -46,7 +47,7 @@ def heldout_kl(student: str | Path, teacher: str | Path, paths_file: str | Path,
         batch = examples[start: start + batch_size]
         logits, _ = student_labelled_logits(model, collate(batch), encoder_decoder)
         views = [teacher_view(e, encoder_decoder) for e in batch]
-        ids, mask = pad_batch([v.input_ids for v in views], tokenizer.pad_token_id)
+        ids, mask = pad_with_mask([v.input_ids for v in views], tokenizer.pad_token_id)
         rows = torch.tensor([r for r, v in enumerate(views) for _ in v.positions], dtype=torch.long)
         cols = torch.tensor([p for v in views for p in v.positions], dtype=torch.long)
         teacher_logits = teacher_logits_at(teacher_model, ids, mask, rows, cols)

@@ -21,16 +21,11 @@ from typing import Any
 
 import torch
 from trl import SFTTrainer
-from trl.trainer.utils import pad
 
+from convdistill.padding import pad_right
 from convdistill.trainers.dpo_trainer import FittedDPOTrainer
 from convdistill.trainers.heads import prefer_logits_head, token_loss
 from convdistill.trainers.tokenize import IGNORE
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    return pad([torch.tensor(r, dtype=torch.long) for r in rows], padding_value=value,
-               padding_side="right")
 
 
 @dataclass
@@ -44,16 +39,16 @@ class Seq2SeqCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sources = [e["input_ids"] for e in examples]
         targets = [e["labels"] for e in examples]
-        input_ids = _pad(sources, self.pad_token_id)
-        labels = _pad(targets, IGNORE)
-        decoder_input_ids = _pad(
+        input_ids = pad_right(sources, self.pad_token_id)
+        labels = pad_right(targets, IGNORE)
+        decoder_input_ids = pad_right(
             [[self.decoder_start_token_id, *t[:-1]] for t in targets], self.pad_token_id
         )
         return {
             "input_ids": input_ids,
-            "attention_mask": _pad([[1] * len(s) for s in sources], 0),
+            "attention_mask": pad_right([[1] * len(s) for s in sources], 0),
             "decoder_input_ids": decoder_input_ids,
-            "decoder_attention_mask": _pad([[1] * len(t) for t in targets], 0),
+            "decoder_attention_mask": pad_right([[1] * len(t) for t in targets], 0),
             "labels": labels,
         }
 
@@ -125,11 +120,11 @@ class Seq2SeqPreferenceCollator:
         completions = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
         decoder = [[self.decoder_start_token_id, *c] for c in completions]
         out = {
-            "input_ids": _pad(decoder, self.pad_token_id),
-            "attention_mask": _pad([[1] * len(d) for d in decoder], 0),
-            "completion_mask": _pad([[0] + [1] * len(c) for c in completions], 0),
-            "encoder_input_ids": _pad(prompts, self.pad_token_id),
-            "encoder_attention_mask": _pad([[1] * len(p) for p in prompts], 0),
+            "input_ids": pad_right(decoder, self.pad_token_id),
+            "attention_mask": pad_right([[1] * len(d) for d in decoder], 0),
+            "completion_mask": pad_right([[0] + [1] * len(c) for c in completions], 0),
+            "encoder_input_ids": pad_right(prompts, self.pad_token_id),
+            "encoder_attention_mask": pad_right([[1] * len(p) for p in prompts], 0),
         }
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:

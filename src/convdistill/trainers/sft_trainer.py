@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
-from convdistill.trainers.heads import add_logits_head, prefer_logits_head, supports_logits_head
+from convdistill.trainers.heads import add_logits_head, base_model, prefer_logits_head, supports_logits_head
 
 
 class CausalSFTTrainer(SFTTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        base = base_model(self.model)
         if prefer_logits_head(self.args.device) and supports_logits_head(base):
             add_logits_head(base, encoder_decoder=False)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from convdistill.padding import pad_with_mask
 from convdistill.trainers.kd_loss import teacher_topk
 from convdistill.trainers.tokenize import IGNORE
 
@@ -93,16 +94,6 @@ def teacher_logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch
     return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[rows, cols]
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 def length_batches(jobs: Sequence[ScoringJob], max_batch_tokens: int) -> list[list[ScoringJob]]:
     """Jobs sorted by length and grouped into batches of at most `max_batch_tokens` padded
     tokens (a longer job alone makes a batch of one)."""
@@ -144,7 +135,7 @@ def score_jobs(
     out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     device = next(model.parameters()).device
     for batch in length_batches(jobs, max_batch_tokens):
-        ids, mask = pad_batch([job.input_ids for job in batch], pad_id)
+        ids, mask = pad_with_mask([job.input_ids for job in batch], pad_id)
         rows = torch.tensor([r for r, job in enumerate(batch) for _ in job.all_positions()], dtype=torch.long)
         cols = torch.tensor([p for job in batch for p in job.all_positions()], dtype=torch.long)
         logits = teacher_logits_at(model, ids.to(device), mask.to(device), rows.to(device), cols.to(device))
