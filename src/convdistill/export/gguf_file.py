@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from convdistill.export.vocab import GGUFVocab, TokenizerNotRepresentable, gguf_vocab
+
 GGUF_TYPES: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
 # Where gguf-py's own numpy quantiser writes the type; q4_k_m goes through llama.cpp.
 _NUMPY_TYPES = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}
@@ -187,16 +189,13 @@ def temporary_beside(output: Path, suffix: str) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def write_gguf(path: Path, model: Any, tokenizer: Any, architecture: str, type_name: str,
+def write_gguf(path: Path, model: Any, vocab: GGUFVocab, architecture: str, type_name: str,
                name: str) -> int:
-    """Write `model` (numpy-quantised to `type_name`, one of f32/f16/q8_0) to `path`; the
-    number of tensors written."""
+    """Write `model` (numpy-quantised to `type_name`, one of f32/f16/q8_0) and `vocab` to
+    `path`; the number of tensors written."""
     import gguf
 
-    from convdistill.export.vocab import gguf_vocab
-
     config = model.config
-    vocab = gguf_vocab(tokenizer, config.vocab_size)
     arch = gguf.MODEL_ARCH.LLAMA if architecture == "llama" else gguf.MODEL_ARCH.T5
     blocks = config.num_hidden_layers if architecture == "llama" else max(
         config.num_layers, config.num_decoder_layers)
@@ -255,7 +254,6 @@ def export_gguf(checkpoint: str | Path, output: str | Path, type_name: str = "f1
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from convdistill.export.modelfile import write_modelfile
-    from convdistill.export.vocab import TokenizerNotRepresentable
     from convdistill.models.registry import resolve_model
 
     if type_name not in GGUF_TYPES:
@@ -281,22 +279,24 @@ def export_gguf(checkpoint: str | Path, output: str | Path, type_name: str = "f1
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise ExportError(f"{folder}: no usable tokenizer ({exc})") from None
+    try:
+        vocab = gguf_vocab(tokenizer, config.vocab_size)
+    except TokenizerNotRepresentable as exc:
+        raise ExportError(f"{folder}: tokenizer cannot be written for llama.cpp: {exc}") from None
     auto = AutoModelForCausalLM if architecture == "llama" else AutoModelForSeq2SeqLM
     model = auto.from_pretrained(folder, dtype=torch.float32).eval()
     name = folder.name
     with temporary_beside(out, ".gguf") as staged:
         try:
             if type_name in _NUMPY_TYPES:
-                tensors = write_gguf(staged, model, tokenizer, architecture, type_name, name)
+                tensors = write_gguf(staged, model, vocab, architecture, type_name, name)
                 quantized_by = "gguf-py"
             else:
                 from convdistill.export.llamacpp import quantize_file
 
                 with temporary_beside(out, ".f32.gguf") as full:
-                    tensors = write_gguf(full, model, tokenizer, architecture, "f32", name)
+                    tensors = write_gguf(full, model, vocab, architecture, "f32", name)
                     quantized_by = quantize_file(full, staged, type_name, threads)
-        except TokenizerNotRepresentable as exc:
-            raise ExportError(f"{folder}: tokenizer cannot be written for llama.cpp: {exc}") from None
         except OSError as exc:
             raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None
         umask = os.umask(0)
