@@ -17,7 +17,7 @@ import networkx as nx
 
 from convdistill.conversation_trees.paths import Strategy, tree_paths
 from convdistill.conversation_trees.selection import Selection, kept_messages
-from convdistill.conversation_trees.tree_graph import root_id
+from convdistill.conversation_trees.tree_graph import root_id, tree_tables
 from convdistill.teacher.client import (
     Answer,
     BudgetExhausted,
@@ -89,7 +89,7 @@ def plan_threads(graph: nx.DiGraph, settings: TeacherSettings) -> list[list[str]
 
 def plan_user_turns(graph: nx.DiGraph, settings: TeacherSettings) -> list[list[str]]:
     """Histories ending on each user turn of the selected paths, once each."""
-    nodes, seen, out = graph._node, set(), []
+    nodes, seen, out = graph.nodes, set(), []
     for thread in plan_threads(graph, settings):
         for i, mid in enumerate(thread):
             if nodes[mid]["role"] == "prompter" and mid not in seen:
@@ -101,7 +101,7 @@ def plan_user_turns(graph: nx.DiGraph, settings: TeacherSettings) -> list[list[s
 def plan_unranked_groups(graph: nx.DiGraph, settings: TeacherSettings) -> list[tuple[str, list[str]]]:
     """(prompter message, its kept replies) where there are two or more replies, none ranked."""
     kept = kept_messages(graph, settings.selection)
-    nodes, succ = graph._node, graph._succ
+    nodes, succ = tree_tables(graph)
     order = _depth_first_index(graph)
     groups = []
     for mid in sorted(kept, key=order.__getitem__):
@@ -149,8 +149,8 @@ class TreeJob:
             )
             for ranks in changes:
                 for mid, rank in ranks:
-                    self.graph._node[mid]["rank"] = rank
-                    self.graph._node[mid]["ranked_by"] = self.model  # marks an AI ranking
+                    self.graph.nodes[mid]["rank"] = rank
+                    self.graph.nodes[mid]["ranked_by"] = self.model  # marks an AI ranking
             if any(changes):
                 self.report.trees_changed += 1
             return
@@ -191,7 +191,7 @@ class TreeJob:
             return None
 
     async def _extend_thread(self, thread: list[str]) -> list[NewMessage]:
-        graph, nodes = self.graph, self.graph._node
+        graph, nodes = self.graph, self.graph.nodes
         conversation = history(graph, thread)
         parent = thread[-1]
         new: list[NewMessage] = []
@@ -274,7 +274,7 @@ class TreeJob:
         thread = _thread_to(graph, parent)
         request = rank_request(
             history(graph, thread),
-            [graph._node[r]["text"] for r in replies],
+            [graph.nodes[r]["text"] for r in replies],
             self.prompts,
             derived_seed(self.settings.seed, parent, "rank"),
         )
@@ -289,17 +289,10 @@ class TreeJob:
 
 
 def _thread_to(graph: nx.DiGraph, mid: str) -> list[str]:
-    thread = [mid]
-    pred = graph._pred
-    while pred[thread[-1]]:
-        thread.append(next(iter(pred[thread[-1]])))
-    return thread[::-1]
+    """The messages from the root to `mid` (a tree has one path)."""
+    return nx.shortest_path(graph, root_id(graph), mid)
 
 
 def _depth_first_index(graph: nx.DiGraph) -> dict[str, int]:
-    order, stack, succ = {}, [root_id(graph)], graph._succ
-    while stack:
-        mid = stack.pop()
-        order[mid] = len(order)
-        stack.extend(reversed(list(succ[mid])))
-    return order
+    """Each message's place in a depth-first walk from the root, replies in export order."""
+    return {mid: index for index, mid in enumerate(nx.dfs_preorder_nodes(graph, root_id(graph)))}

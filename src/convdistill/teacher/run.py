@@ -298,7 +298,7 @@ def estimate_run(input_path: str | Path, settings: TeacherSettings, options: Run
         if not has_work(graph, settings):
             continue
         estimate.trees_selected += 1
-        nodes = graph._node
+        nodes = graph.nodes
         if settings.operation == "extend":
             for thread in plan_threads(graph, settings):
                 context = base + sum(len(nodes[m]["text"]) for m in thread) // 4

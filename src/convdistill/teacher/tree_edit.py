@@ -30,7 +30,7 @@ def derived_seed(seed: int, *parts: object) -> int:
 
 
 def history(graph: nx.DiGraph, ids: list[str]) -> list[tuple[str, str]]:
-    nodes = graph._node
+    nodes = graph.nodes
     return [(CHAT_ROLE[nodes[m]["role"]], nodes[m]["text"]) for m in ids]
 
 
@@ -63,7 +63,7 @@ def add_messages(graph: nx.DiGraph, messages: list[NewMessage]) -> int:
     for msg in messages:
         if msg.message_id in graph:
             continue  # already there from an earlier run over the same tree
-        lang = graph._node[msg.parent_id].get("lang")
+        lang = graph.nodes[msg.parent_id].get("lang")
         graph.add_node(msg.message_id, **msg.fields(lang))
         graph.add_edge(msg.parent_id, msg.message_id)
         added += 1
