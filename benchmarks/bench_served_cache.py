@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from convdistill.models import resolve_model
-    from convdistill.trainers.teacher_model import load_teacher
     from convdistill.trainers.logit_cache import LocalTeacher, ServedScorer, build_or_open
     from convdistill.trainers.served_teacher import ServedTeacher
+    from convdistill.trainers.teacher_model import load_teacher
 
     views, tokenizer = student_views(args.examples, args.max_length)
     folder = resolve_model(TEACHER)

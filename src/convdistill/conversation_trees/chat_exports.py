@@ -299,13 +299,14 @@ SHAREGPT_ROLES = {
 def _linear(source: str, conv_id: str, turns: list[tuple[str, Any]]) -> ChatConversation:
     conv = ChatConversation(source, conv_id, None, [])
     parent = None
-    for i, (role, text) in enumerate(turns):
+    for i, (role, content) in enumerate(turns):
         node_id = f"{conv_id}/{i}"
         skip = None
-        if isinstance(text, list):  # content as typed parts
-            strings = [p.get("text") for p in text if isinstance(p, dict) and p.get("type") == "text"]
-            if len(strings) < len(text):
-                conv.skipped["non-text part"] += len(text) - len(strings)
+        text = content
+        if isinstance(content, list):  # content as typed parts
+            strings = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            if len(strings) < len(content):
+                conv.skipped["non-text part"] += len(content) - len(strings)
             text = "\n\n".join(s for s in strings if isinstance(s, str))
         if text is not None and not isinstance(text, str):
             raise ConversationError(f"turn {i}: content must be a string, got {text!r:.60}")

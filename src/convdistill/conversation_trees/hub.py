@@ -91,14 +91,15 @@ def hub_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if name == "emojis" and isinstance(value, dict):
-            value = _lists_to_dict(value, ("count",))
+            message[name] = _lists_to_dict(value, ("count",))
         elif name == "labels" and isinstance(value, dict):
-            value = _lists_to_dict(value, ("value", "count"))
+            message[name] = _lists_to_dict(value, ("value", "count"))
         elif name == "detoxify" and isinstance(value, dict):
-            value = dict(value)
+            message[name] = dict(value)
         elif name in ("rank", "review_count") and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        message[name] = value
+            message[name] = int(value)
+        else:
+            message[name] = value
     return message
 
 

@@ -26,8 +26,8 @@ def lang_matches(lang: str | None, wanted: tuple[str, ...]) -> bool:
     if not lang:
         return False
     lang = lang.lower().replace("_", "-")
-    for want in wanted:
-        want = want.lower().replace("_", "-")
+    for code in wanted:
+        want = code.lower().replace("_", "-")
         if lang == want or lang.startswith(want + "-"):
             return True
     return False

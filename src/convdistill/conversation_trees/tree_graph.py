@@ -98,8 +98,7 @@ def tree_from_nested(obj: dict[str, Any]) -> nx.DiGraph:
                 raise TreeError("field 'replies' must be a list", mid)
             # Reversed so that popping visits replies in export order: each parent's edges are
             # then added in that order, which is the successor order networkx keeps.
-            for reply in reversed(replies):
-                stack.append((_check_message(reply, msg), mid))
+            stack.extend((_check_message(reply, msg), mid) for reply in reversed(replies))
     # The edges create the nodes in visiting order (a parent before its replies); the messages'
     # fields then go into the attribute dicts networkx made for them.
     graph.add_edges_from(edges)

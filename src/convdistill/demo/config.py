@@ -96,7 +96,7 @@ class DemoConfig:
     teacher_base_url: str | None = None  # None: the embedded SmolLM2, served on 127.0.0.1
     teacher_model: str | None = None
     quick: bool = False
-    threads: int = field(default_factory=lambda: idle_cores())
+    threads: int = field(default_factory=lambda: idle_cores())  # noqa: PLW0108 (defined below)
     sizes: Sizes = FULL
     seed: int = 0
 

@@ -64,7 +64,7 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
             needs=("3-export", *((f"4-{family}-student",) if built else ())))))
     for method, file_key in (("dpo", "pairs_file"), ("distill", "paths_file")):
         for family in FAMILIES:
-            stages.append(("4", Stage(
+            stages.append(("4", Stage(  # noqa: PERF401 (one stage per statement reads best)
                 f"4-{family}-{method}",
                 f"{'DPO' if method == 'dpo' else 'logit distillation'} of the {kind}{family} student (from its SFT)",
                 lambda w, f=family, m=method, k=file_key: training.train_stage(
@@ -81,7 +81,7 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
                                                       result(f"4-{f}-sft")["init_checkpoint"], w, log),
             needs=(f"4-{family}-sft",))))
         for method in ("sft", "dpo", "distill"):
-            stages.append(("5", Stage(
+            stages.append(("5", Stage(  # noqa: PERF401 (one stage per statement reads best)
                 f"5-{family}-{method}", f"regression suite: {kind}{family} after {method}",
                 lambda w, f=family, m=method: evaluation.eval_stage(
                     config, f"{label(f)} {m}", result(f"4-{f}-{m}")["checkpoint"], w, log),

@@ -134,7 +134,7 @@ def _causal_reply_logits(
 
     rows = [s + t for s, t in zip(sources, targets, strict=True)]
     longest = max(map(len, targets))
-    width = max(max(map(len, rows)), longest + 1)  # room for the slice below even with no history
+    width = max(*map(len, rows), longest + 1)  # room for the slice below even with no history
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):

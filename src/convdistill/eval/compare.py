@@ -128,8 +128,7 @@ def format_regressions(comparison: Comparison, width: int = 56) -> str:
         )
         for turn in diff.turns:
             lines.append(f"  turn {turn.depth}: {_fmt(turn.baseline_score)} -> {_fmt(turn.score)}  user: {turn.user!r}")
-            for failure in turn.failed_checks:
-                lines.append(f"    failed {failure}")
+            lines.extend(f"    failed {failure}" for failure in turn.failed_checks)
             lines.append(f"    {'baseline (' + comparison.baseline_model + ')':<{width}} | {comparison.model}")
             lines.extend(side_by_side(turn.baseline_reply, turn.reply, width))
     lines.append(comparison.summary())

@@ -69,10 +69,9 @@ def memory_case(index: int, depth: int, rng: random.Random) -> dict[str, Any]:
     chosen = [(slot, say.format(v=value), ask, value) for (slot, say, ask, values), value in
               zip(facts, (rng.choice(f[3]) for f in facts), strict=True)]
     turns: list[dict[str, Any]] = [_fact_turn(statement, value) for _slot, statement, _ask, value in chosen]
-    for question in rng.sample(DISTRACTORS, min(n_distract, len(DISTRACTORS))) + ["Thanks."] * max(
-        0, n_distract - len(DISTRACTORS)
-    ):
-        turns.append({"user": question, "checks": {"max_words": 80, "no_loops": True}})
+    questions = rng.sample(DISTRACTORS, min(n_distract, len(DISTRACTORS)))
+    questions += ["Thanks."] * max(0, n_distract - len(DISTRACTORS))
+    turns.extend({"user": question, "checks": {"max_words": 80, "no_loops": True}} for question in questions)
     order = list(chosen)
     rng.shuffle(order)
     turns += [_question_turn(ask, value) for _slot, _statement, ask, value in order]

@@ -180,8 +180,8 @@ def comparisons(settings: Settings, units: Sequence[dict[str, Any]],
                           (family, after)))
     if {"t5", "llama"} <= set(settings.families):  # the LaMini question: which family, at equal size
         first, second = "t5", "llama"
-        for regime in settings.regimes:
-            pairs.append((f"regime {regime}: {first} vs {second}", (second, regime), (first, regime)))
+        pairs.extend((f"regime {regime}: {first} vs {second}", (second, regime), (first, regime))
+                     for regime in settings.regimes)
     out = []
     for label, a, b in pairs:
         for name, (what, _) in COMPARED.items():

@@ -31,7 +31,7 @@ def set_derived(config: Any, name: str, value: Any, why: str) -> None:
     says what changed and why, so that a setting is never dropped in silence."""
     current = getattr(config, name)
     default = next((f.default for f in dataclasses.fields(config) if f.name == name), dataclasses.MISSING)
-    if current != value and current != default:
+    if current not in (value, default):
         print(f"[convdistill] recipe: {name} {current!r} -> {value!r} ({why})", file=sys.stderr, flush=True)
     setattr(config, name, value)
 
