@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import run_cli
 
+from conftest import run_cli
 from convdistill.models.from_teacher import (
     choose_layers,
     llama_student,

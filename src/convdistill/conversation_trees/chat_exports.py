@@ -175,7 +175,7 @@ def parse_openwebui(obj: dict[str, Any], index: int) -> ChatConversation:
     """One chat of an Open WebUI export: ``{"id", "title", "chat": {"history": {"messages":
     {id: {"id", "parentId", "childrenIds", "role", "content", "timestamp", "model"}},
     "currentId"}}}`` (a bare ``chat`` object is read too)."""
-    chat = obj.get("chat") if isinstance(obj.get("chat"), dict) else obj
+    chat: dict[str, Any] = obj["chat"] if isinstance(obj.get("chat"), dict) else obj
     history = chat.get("history")
     if not isinstance(history, dict) or not isinstance(history.get("messages"), dict):
         raise ConversationError("'chat.history.messages' must be an object of id -> message")
@@ -353,7 +353,7 @@ def chat_format_of(obj: dict[str, Any]) -> str | None:
     """Which chat format one record is, by its keys; None for none of them."""
     if isinstance(obj.get("mapping"), dict):
         return "chatgpt"
-    chat = obj.get("chat") if isinstance(obj.get("chat"), dict) else obj
+    chat: dict[str, Any] = obj["chat"] if isinstance(obj.get("chat"), dict) else obj
     if isinstance(chat.get("history"), dict):
         return "openwebui"
     if "conversationId" in obj and isinstance(obj.get("messages"), list):

@@ -111,11 +111,12 @@ def export_paths(
             sampler.offer(path)
         paths = iter(sampler.result())
     summary = ExportSummary(reader.report)
-    split = validation_fraction is not None and validation_fraction > 0
+    split = bool(validation_fraction)  # None or 0: no validation split
+    fraction = validation_fraction or 0.0
     encoder = PathRecordEncoder()
     with RecordSink(out, PATH_SCHEMA, fmt, split=split) as sink:
         for path in paths:
-            side = split_of(tree_id(path.tree), validation_fraction, seed) if split else "train"
+            side = split_of(tree_id(path.tree), fraction, seed) if split else "train"
             if sink.fmt == "jsonl":
                 sink.write_json_line(encoder.encode(path), side)
             else:
@@ -143,13 +144,14 @@ def export_pairs(
     selection = selection or Selection()
     reader = (read or ReadOptions()).reader(input_path)
     summary = ExportSummary(reader.report)
-    split = validation_fraction is not None and validation_fraction > 0
+    split = bool(validation_fraction)  # None or 0: no validation split
+    fraction = validation_fraction or 0.0
     trees: Iterator[nx.DiGraph] = iter(reader)
     if shown_branch_ranks:
         trees = _with_shown_branch_ranks(trees)
     with RecordSink(out, PAIR_SCHEMA, fmt, split=split) as sink:
         for pair in iter_pairs(trees, selection, pairing, oasst_compat, summary):
-            side = split_of(tree_id(pair.tree), validation_fraction, seed) if split else "train"
+            side = split_of(tree_id(pair.tree), fraction, seed) if split else "train"
             sink.write(pair_record(pair), side)
     summary.written = sink.counts
     summary.outputs = _outputs(sink)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,7 +44,7 @@ class DialogPath:
         return sum(1 for m in self.messages if m["role"] == "assistant")
 
 
-def _trim_trailing_prompter(nodes: dict[str, dict], ids: list[str]) -> list[str]:
+def _trim_trailing_prompter(nodes: Mapping[str, Message], ids: list[str]) -> list[str]:
     end = len(ids)
     while end and nodes[ids[end - 1]]["role"] == "prompter":
         end -= 1

@@ -130,7 +130,7 @@ def open_export(path: str | Path) -> tuple[IO[bytes], IO[bytes]]:
     raw = open(path, "rb")  # noqa: SIM115 - the caller closes both streams
     if raw.read(2) == GZIP_MAGIC:
         raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]  # a GzipFile reads bytes
     raw.seek(0)
     return io.BufferedReader(raw), raw  # type: ignore[arg-type]
 
@@ -235,7 +235,7 @@ class TreeReader:
                 self.report.records_read += 1
                 obj, kind, reason = parse_line(line)
                 if kind is not None:
-                    self._reject(line_no, kind, reason)
+                    self._reject(line_no, kind, reason or kind)
                     continue
                 if not isinstance(obj, dict):
                     self._reject(line_no, "unknown_object", "a line must hold a JSON object")

@@ -59,7 +59,8 @@ class Stage:
 
     name: str
     title: str
-    run: Callable[[Path], dict[str, Any]]
+    # called with the stage's work folder (lambdas bind their loop values as defaults)
+    run: Callable[..., dict[str, Any]]
     needs: tuple[str, ...] = ()  # stages whose outputs it reads (all must be done)
     uses: tuple[str, ...] = ()  # stages it reads when they ran (optional, e.g. distillation)
     folder: bool = True  # False: it writes into the output folder itself (the report)

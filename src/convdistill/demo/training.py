@@ -25,7 +25,7 @@ def student_stage(config: DemoConfig, family: str, workdir: Path, log: Log) -> d
     from convdistill.models.from_teacher import init_from_teacher
 
     sizes = config.sizes
-    shape = ({"layers": sizes.llama_layers} if family == "llama"
+    shape: dict[str, Any] = ({"layers": sizes.llama_layers} if family == "llama"
              else {"layers": sizes.t5_decoder_layers, "encoder_layers": sizes.t5_encoder_layers})
     folder = workdir / "student"
     if folder.exists():
@@ -105,7 +105,7 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
         raise
     history = result.log_history
     losses = [[e["step"], e["loss"]] for e in history if "loss" in e and "step" in e]
-    final = next((e for e in reversed(history) if "train_runtime" in e), {})
+    final: dict[str, Any] = next((e for e in reversed(history) if "train_runtime" in e), {})
     stats = result.data["train"].as_dict()
     metrics = {k: v for e in history for k, v in e.items()
                if k.startswith(("rewards/", "kd", "distill")) or k in ("ce_loss", "kd_loss")}

@@ -34,7 +34,7 @@ class RunOptions:
     nll: bool = True  # teacher-forced NLL of references where the backend can give it
 
 
-def turn_history(case: Case, depth: int, replies: list[str | None], mode: str) -> list[Message]:
+def turn_history(case: Case, depth: int, replies: Sequence[str | None], mode: str) -> list[Message]:
     """The messages a model sees before answering turn `depth` (0-based) of `case`: the system
     prompt, then each earlier turn's user message and reply. `mode` "gold" puts the case's
     reference replies there (where a turn has one), "self" the model's `replies` (which must then

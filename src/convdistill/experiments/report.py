@@ -11,8 +11,9 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from convdistill.experiments.settings import NAME, REGIMES, Settings
 
@@ -66,10 +67,14 @@ def _metrics(settings: Settings) -> dict[str, Metric]:
     out["recall_unseen_far"] = far_share("recall_unseen")
     out["heldout_turn1_nll"] = lambda m: m.get("heldout_first_turn_nll")
     for d in range(low, high + 1):
-        out[f"recall_seen_d{d}"] = lambda m, d=d: m["recall_seen"]["accuracy_by_distance"].get(str(d))
-        out[f"recall_unseen_d{d}"] = lambda m, d=d: m["recall_unseen"]["accuracy_by_distance"].get(str(d))
-        out[f"choice_seen_d{d}"] = lambda m, d=d: m["recall_seen"]["choice_by_distance"].get(str(d))
+        out[f"recall_seen_d{d}"] = partial(_at_distance, "recall_seen", "accuracy_by_distance", str(d))
+        out[f"recall_unseen_d{d}"] = partial(_at_distance, "recall_unseen", "accuracy_by_distance", str(d))
+        out[f"choice_seen_d{d}"] = partial(_at_distance, "recall_seen", "choice_by_distance", str(d))
     return out
+
+
+def _at_distance(suite: str, key: str, distance: str, metrics: dict[str, Any]) -> float | None:
+    return metrics[suite][key].get(distance)
 
 
 def _real_depths(units: Sequence[dict[str, Any]]) -> list[str]:
@@ -96,7 +101,7 @@ def summarize(settings: Settings, data: dict[str, Any], units: Sequence[dict[str
     for family in settings.families:
         for regime in settings.regimes:
             mine = _group(units, family, regime)
-            row = {name: spread([f(u) for u in mine]) for name, f in metrics.items()}
+            row: dict[str, Any] = {name: spread([f(u) for u in mine]) for name, f in metrics.items()}
             row["real_by_depth"] = {d: spread([u["real"]["by_depth"].get(d) for u in mine])
                                     for d in _real_depths(units)}
             row["seeds"] = [u["seed"] for u in mine]
@@ -304,7 +309,7 @@ def per_seed_table(summary: dict[str, Any]) -> str:
 # -- plots -----------------------------------------------------------------------------------------
 
 
-def _axes(rows: int, columns: int, sharey: str | bool = "row") -> tuple[Any, Any]:
+def _axes(rows: int, columns: int, sharey: Literal["row", "all"] | bool = "row") -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")

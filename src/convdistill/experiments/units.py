@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -
     from convdistill.models.from_teacher import init_from_teacher
 
     torch.set_num_threads(threads)
-    shapes = {"llama": {"layers": settings.llama_layers},
+    shapes: dict[str, dict[str, Any]] = {"llama": {"layers": settings.llama_layers},
               "t5": {"layers": settings.t5_decoder_layers, "encoder_layers": settings.t5_encoder_layers}}
     built: dict[str, str] = {}
     for family in settings.families:
@@ -172,10 +173,10 @@ def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: in
             f"recall {metrics['recall_seen']['accuracy']:.3f}, real score {metrics['real']['score']:.3f}, "
             f"train {metrics['train']['seconds']:.0f} s, eval {metrics['eval_seconds']:.0f} s")
 
-    args = (data, str(layout.root), threads, keep_checkpoints)
+    work = partial(run_unit, data=data, root=str(layout.root), threads=threads, keep_checkpoint=keep_checkpoints)
     if jobs <= 1:
         for family, regime, seed in todo:
-            finished(run_unit(settings, family, regime, seed, *args))
+            finished(work(settings, family, regime, seed))
         return [done[layout.unit(*u)] for u in _unit_order(settings)], len(todo)
 
     import multiprocessing
@@ -190,7 +191,7 @@ def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: in
         while ready or waiting or running:
             while ready and len(running) < jobs:
                 unit = ready.pop(0)
-                running[pool.submit(run_unit, settings, *unit, *args)] = unit
+                running[pool.submit(work, settings, *unit)] = unit
             future = next(iter(_first_done(running)))
             family, regime, seed = running.pop(future)
             finished(future.result())

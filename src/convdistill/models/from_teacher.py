@@ -212,7 +212,7 @@ def t5gemma_config(teacher_config: Any, encoder_layers: int, decoder_layers: int
     config = T5GemmaConfig(encoder=module(encoder_layers, False),
                            decoder=module(decoder_layers, True), tie_word_embeddings=True,
                            vocab_size=t.vocab_size, dropout_rate=0.0, attention_dropout=0.0)
-    config.decoder.cross_attention_hidden_size = t.hidden_size
+    config.decoder.cross_attention_hidden_size = t.hidden_size  # type: ignore[union-attr]  # built just above
     config.decoder_start_token_id = decoder_start_token_id
     config.pad_token_id = pad_token_id
     config.eos_token_id = t.eos_token_id
@@ -347,13 +347,13 @@ def init_from_teacher(
     given_encoder = check_keep(encoder_keep, count, "--encoder-keep") if encoder_keep else None
     sample_path = Path(sample) if sample is not None else shipped_file(DEFAULT_SAMPLE)
     stats = measure_layers(teacher_model, tokenizer, sample_conversations(sample_path, sample_size))
-    chosen = given if given is not None else choose_layers(stats.influence, layers)
+    chosen = given if given is not None else choose_layers(stats.influence, layers or 0)  # one is given (checked)
     enc: list[int] | None = None
     if family == "llama":
         student = llama_student(teacher_model, chosen)
     else:
         enc = given_encoder or choose_layers(stats.influence, encoder_layers or len(chosen))
-        pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        pad: int = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # type: ignore[assignment]  # one token, one id
         start = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
         student = t5_student(teacher_model, stats, enc, chosen, decoder_start_token_id=start,
                              pad_token_id=pad)

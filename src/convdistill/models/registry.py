@@ -33,7 +33,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         parameters=134_515_008,
         license="Apache-2.0",
         source=f"{smollm2.WHEEL} wheel, {smollm2.GGUF_NAME} (Q4_1, dequantized to float32)",
-        prepare=lambda force=False: smollm2.prepare_smollm2(force=force),
+        prepare=smollm2.prepare_smollm2,
         is_prepared=smollm2.is_prepared,
         folder=smollm2.model_dir,
         check_source=smollm2.find_gguf,

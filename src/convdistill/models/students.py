@@ -77,7 +77,7 @@ def student_config(family: str, size: str, tokenizer: Any, max_positions: int = 
     pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     eos = tokenizer.eos_token_id
     if family == "llama":
-        return LlamaConfig(
+        return LlamaConfig(  # type: ignore[call-arg]  # config kwargs its stubs do not list
             vocab_size=vocab,
             max_position_embeddings=max_positions,
             tie_word_embeddings=True,
@@ -88,7 +88,7 @@ def student_config(family: str, size: str, tokenizer: Any, max_positions: int = 
             **shape,
         )
     # T5 convention: the decoder starts from the pad token. Gated GELU as in T5 v1.1 / Flan-T5.
-    return T5Config(
+    return T5Config(  # type: ignore[call-arg]  # config kwargs its stubs do not list
         vocab_size=vocab,
         feed_forward_proj="gated-gelu",
         eos_token_id=eos,

@@ -32,26 +32,27 @@ def train(method: str, config: Any = None, overrides: Any = None, callbacks: lis
 
     if method not in METHODS:
         raise ValueError(f"unknown training method {method!r}: {', '.join(METHODS)}")
-    parsed = load_recipe(method, config, overrides)  # type: ignore[arg-type]
+    data, model_args, args, *distill = load_recipe(method, config, overrides)  # type: ignore[arg-type]
     # before any model or data loads: several processes that cannot form a process group would
     # each train alone and overwrite one another's checkpoints
-    check_distributed_launch(bool(getattr(parsed[2], "use_cpu", False)))
+    check_distributed_launch(bool(getattr(args, "use_cpu", False)))
     # The recipes import TRL's trainers: loaded here, for the one that runs.
     if method == "sft":
         from convdistill.trainers.sft import train_sft
 
-        return train_sft(*parsed, callbacks=callbacks)
+        return train_sft(data, model_args, args, callbacks=callbacks)
     if method == "dpo":
         from convdistill.trainers.dpo import train_dpo
 
-        return train_dpo(*parsed, callbacks=callbacks)
-    if parsed[3].distill_mode == "on_policy":
+        return train_dpo(data, model_args, args, callbacks=callbacks)
+    kd = distill[0]
+    if kd.distill_mode == "on_policy":
         from convdistill.trainers.on_policy import train_on_policy
 
-        return train_on_policy(*parsed, callbacks=callbacks)
+        return train_on_policy(data, model_args, args, kd, callbacks=callbacks)
     from convdistill.trainers.distill import train_distill
 
-    return train_distill(*parsed, callbacks=callbacks)
+    return train_distill(data, model_args, args, kd, callbacks=callbacks)
 
 
 __all__ = [

@@ -87,7 +87,8 @@ def train_distill(data: Any, model_args: Any, args: Any, kd: DistillConfig, call
         finish=lambda lists: cache.append(attach_targets(lists, kd, args, teacher, encoder_decoder, tokenizer,
                                                          vocab_size)))
     gc.collect()
-    live = None if kd.kd_cache else load_teacher(teacher)
+    # (a served teacher always fills the cache: the recipe check refuses kd_cache false with it)
+    live = None if kd.kd_cache or isinstance(teacher, ServedTeacher) else load_teacher(teacher)
     runlog = RunLog(stats)
     trainer = TokenDistillTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,

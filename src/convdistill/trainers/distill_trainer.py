@@ -128,7 +128,7 @@ class TokenDistillTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = ["input_ids", "labels", "kd_index"]
+            self._signature_columns = ["input_ids", "labels", "kd_index"]  # type: ignore[assignment]  # declared None in the base
 
     def labelled_logits(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return student_labelled_logits(model, inputs, self.encoder_decoder, self.accelerator.num_processes == 1)
@@ -142,7 +142,7 @@ class TokenDistillTrainer(SFTTrainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if model.training else "eval"
         teacher_inputs = {key: inputs.pop(key) for key in TEACHER_KEYS if key in inputs}
         logits, targets = self.labelled_logits(model, inputs)
         logits = logits[:, : self.vocab_size].float()

@@ -67,7 +67,8 @@ def fingerprint(identity: dict[str, Any], views: Sequence[TeacherView], k: int, 
 class TeacherScorer(Protocol):
     """Where a cache's targets come from."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def identity(self) -> dict[str, Any]: ...
 

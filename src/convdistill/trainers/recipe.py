@@ -198,7 +198,7 @@ def load_recipe(
         # TRL defaults bf16 to true, which transformers refuses on a machine without a GPU.
         values["bf16"] = False
     classes = _dataclasses(method, values)
-    parser = HfArgumentParser(classes)
+    parser = HfArgumentParser(classes)  # type: ignore[arg-type]  # dataclass types
     # A bool field defaulting to true has two actions with one dest: `--field` (typed) and
     # `--no_field` (store_false, untyped); the typed one must convert "false" from the CLI.
     actions: dict[str, argparse.Action] = {}
@@ -218,9 +218,9 @@ def load_recipe(
         )
     converted = {}
     for key, value in values.items():
-        action = actions.get(key) or actions.get(f"no_{key}")
+        typed = actions.get(key) or actions.get(f"no_{key}")
         try:
-            converted[key] = _convert(action, key, value) if action is not None else value
+            converted[key] = _convert(typed, key, value) if typed is not None else value
         except RecipeError as exc:
             raise RecipeError(f"{where}: {exc}") from None
     try:

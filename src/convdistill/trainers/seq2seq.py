@@ -84,11 +84,11 @@ class Seq2SeqSFTTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = ["input_ids", "labels"]
+            self._signature_columns = ["input_ids", "labels"]  # type: ignore[assignment]  # declared None in the base
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if model.training else "eval"
         labels = inputs.pop("labels")
         outputs = model(**inputs, use_cache=False)
         loss = token_loss(outputs.logits, labels, num_items_in_batch)
