@@ -51,8 +51,9 @@ def score(client: httpx.Client, url: str, prompts: list[list[int]], batch: int) 
         answer = client.post(f"{url}/completions", content=orjson.dumps(body),
                              headers={"Content-Type": "application/json"})
         answer.raise_for_status()
-        for choice in sorted(answer.json()["choices"], key=lambda c: c["index"]):
-            totals.append(sum(choice["logprobs"]["token_logprobs"][1:-1]))  # the generated token is last
+        choices = sorted(answer.json()["choices"], key=lambda c: c["index"])
+        # each prompt token's log-probability but the first's (none) and the generated token's (last)
+        totals.extend(sum(choice["logprobs"]["token_logprobs"][1:-1]) for choice in choices)
     return time.perf_counter() - start, totals
 
 
