@@ -112,13 +112,24 @@ def test_a_teacher_with_another_tokenizer_is_refused_over_the_endpoint(paths: Pa
     ({"kd_top_k": 20, "kd_temperature": 2.0}, "kd_temperature"),
     ({"kd_top_k": 20, "teacher_model": None}, "teacher_model"),
     ({"kd_top_k": 20, "kd_cache": False}, "kd_cache"),
+    ({"kd_top_k": 20, "distill_mode": "on_policy"}, "distill_mode"),
 ])
-def test_recipe_fields_a_served_teacher_cannot_honour_are_refused_in_one_line(tmp_path: Path, fields: dict,
-                                                                              named: str):
+def test_recipe_fields_a_served_teacher_cannot_honour_are_refused_naming_the_field(tmp_path: Path, fields: dict,
+                                                                                   named: str):
+    from convdistill.trainers import RecipeError, load_recipe
+
     values = {"model_name_or_path": "student:llama-tiny", "train_file": str(SAMPLE), "output_dir": str(tmp_path),
               "teacher_base_url": "http://127.0.0.1:9/v1", "teacher_model": "m", **fields}
+    with pytest.raises(RecipeError, match=named):
+        load_recipe("distill", values)
+
+
+def test_an_unreachable_teacher_endpoint_stops_the_run_in_one_line(paths: Path, tmp_path: Path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("".join(f"{k}: {'null' if v is None else v}\n" for k, v in values.items()))
+    recipe.write_text(f"model_name_or_path: student:llama-tiny\nteacher_base_url: http://127.0.0.1:9/v1\n"
+                      f"teacher_model: m\nkd_top_k: 20\ntrain_file: {paths}\noutput_dir: {tmp_path / 'out'}\n"
+                      "max_steps: 1\nmax_train_examples: 2\nreport_to: none\n")
     done = run_cli("train", "distill", "--config", recipe)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert named in done.stderr and str(recipe) in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "teacher m at http://127.0.0.1:9/v1" in done.stderr and "failed 4 times" in done.stderr
+    assert not any((tmp_path / "out" / "teacher-logits").glob("*/meta.json"))
