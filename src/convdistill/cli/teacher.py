@@ -27,7 +27,7 @@ from convdistill.cli.common import (
 from convdistill.conversation_trees.paths import STRATEGIES
 from convdistill.models.home import convdistill_home
 from convdistill.teacher.client import Budget, EndpointSettings, FatalEndpointError
-from convdistill.teacher.operations import TeacherSettings
+from convdistill.teacher.operations import Operation, TeacherSettings
 from convdistill.teacher.run import RunOptions, estimate_run, run_teacher, teacher_endpoint
 
 OutOpt = Annotated[
@@ -149,7 +149,7 @@ CreatedOpt = Annotated[
 
 
 def _run(
-    operation: str,
+    operation: Operation,
     input_file: Path,
     out: Path,
     *,

@@ -45,6 +45,7 @@ from convdistill.serve.requests import (
     plan_request,
     read_body,
 )
+from convdistill.serve.schema import ChatCompletionRequest
 
 log = logging.getLogger("convdistill.serve")
 FINGERPRINT = f"convdistill-{__version__}"
@@ -161,7 +162,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         authorize(request)
-        req = parse_request(await read_body(request, limits.max_body_bytes))
+        req = parse_request(await read_body(request, limits.max_body_bytes), ChatCompletionRequest)
         plan = await plan_request(req, model, limits)
         jobs, events, watcher = start(
             request,

@@ -11,7 +11,7 @@ import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jinja2 import TemplateError
@@ -100,7 +100,8 @@ class ChatModel:
 
     def decode(self, ids: list[int]) -> str:
         with self._encode_lock:
-            return self.tokenizer.decode(ids)
+            # one sequence in, one string out (the stubs allow a list for a batch)
+            return cast(str, self.tokenizer.decode(ids))
 
     def token_strings(self, ids: list[int]) -> list[str]:
         """Each token alone as text (what OpenAI's `logprobs.tokens` lists)."""

@@ -54,13 +54,14 @@ class CompletionRequest(SamplingRequest):
             raise ValueError("max_tokens 0 asks for nothing; it is only useful with echo")
         return self
 
-    def prompt_list(self) -> list[str] | list[list[int]]:
+    def prompt_list(self) -> list[str | list[int]]:
         """The prompts as a list: texts or token-id lists."""
-        if isinstance(self.prompt, str):
-            return [self.prompt]
-        if self.prompt and isinstance(self.prompt[0], int):
-            return [self.prompt]  # type: ignore[list-item]
-        return self.prompt  # type: ignore[return-value]
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if prompt and isinstance(prompt[0], int):
+            return [[t for t in prompt if isinstance(t, int)]]  # one prompt of token ids
+        return [p for p in prompt if isinstance(p, str | list)]
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ async def plan_completion(req: CompletionRequest, model: ChatModel, limits: Limi
     rows = model.vocab_rows
     for i, prompt in enumerate(prompts):
         param = "prompt" if len(prompts) == 1 else f"prompt.{i}"
-        tokens = await in_tokenizer_thread(model.encode_text, prompt) if isinstance(prompt, str) else prompt
+        tokens: list[int] = (await in_tokenizer_thread(model.encode_text, prompt) if isinstance(prompt, str)
+                             else prompt)
         bad = next((t for t in tokens if not 0 <= t < rows), None)
         if bad is not None:
             raise APIError(400, f"{param}: token id {bad} is outside the vocabulary (0..{rows - 1})",
@@ -216,9 +218,9 @@ def _logprobs_object(choice: CompletionChoice, echoed: list[int] | None, model: 
     if echoed is not None:
         entries = [None, *choice.prompt_entries]
         ids = list(echoed)
-    for entry in choice.generated or []:
-        entries.append(entry)
-        ids.append(entry.token_id)
+    for generated in choice.generated or []:
+        entries.append(generated)
+        ids.append(generated.token_id)
     every_id = sorted({i for e in entries if e is not None for i, _ in e.top} | set(ids))
     strings = dict(zip(every_id, model.token_strings(every_id), strict=True))
     names = {i: f"{TOKEN_ID_PREFIX}{i}" for i in every_id} if as_ids else strings

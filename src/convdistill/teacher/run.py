@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import networkx as nx
 import orjson
@@ -127,7 +128,7 @@ class OrderedTreeWriter:
     def __init__(self, out: Path):
         self.out = out
         self.partial = out.with_name(out.name + ".partial")
-        self.stream = None
+        self.stream: IO[bytes] | None = None
         self.fmt = "trees"
         self.next_index = 0
         self.done: dict[int, nx.DiGraph] = {}
@@ -138,20 +139,22 @@ class OrderedTreeWriter:
             self._write(self.done.pop(self.next_index))
             self.next_index += 1
 
-    def _write(self, graph: nx.DiGraph) -> None:
+    def _open(self) -> IO[bytes]:
         if self.stream is None:
             self.stream = open_for_write(self.partial)
+        return self.stream
+
+    def _write(self, graph: nx.DiGraph) -> None:
+        stream = self._open()
         if self.fmt == "trees":
-            self.stream.write(nested_tree_bytes(graph) + b"\n")
+            stream.write(nested_tree_bytes(graph) + b"\n")
         else:
             for row in tree_to_messages(graph):
-                self.stream.write(orjson.dumps(row) + b"\n")
-        self.stream.flush()
+                stream.write(orjson.dumps(row) + b"\n")
+        stream.flush()
 
     def commit(self) -> None:
-        if self.stream is None:
-            self.stream = open_for_write(self.partial)
-        self.stream.close()
+        self._open().close()
         os.replace(self.partial, self.out)
 
     def discard(self) -> None:
