@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import run_cli
 
+from conftest import run_cli
 from convdistill.eval.backends import LocalBackend
-from convdistill.eval.runner import _history
+from convdistill.eval.runner import turn_history
 from convdistill.eval.suite import load_suite
 from convdistill.export import ExportError, export_gguf
 
@@ -205,7 +205,7 @@ def parity_conversations() -> list[tuple[list[dict[str, str]], str]]:
     three cases of the shipped context-memory suite but the first, after its gold history
     (6 prompts of 2 to 4 user turns)."""
     suite = load_suite(ROOT / "eval" / "suites" / "context_memory.jsonl")
-    return [(_history(case, k, [None] * len(case.turns), "gold"), case.turns[k].reference or "")
+    return [(turn_history(case, k, [None] * len(case.turns), "gold"), case.turns[k].reference or "")
             for case in suite.cases[:3] for k in range(1, len(case.turns))]
 
 

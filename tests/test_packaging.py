@@ -35,8 +35,13 @@ def imported_modules() -> dict[str, Path]:
 
 
 def declared_distributions() -> set[str]:
+    """[project] dependencies, and the optional extras a user installs for one feature (not `dev`):
+    code importing those says what to install when they are missing (e.g. llama-cpp-python for
+    `export gguf --type q4_k_m`)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {_normalise(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]) for spec in project["dependencies"]}
+    extras = [spec for name, specs in project.get("optional-dependencies", {}).items() if name != "dev"
+              for spec in specs]
+    return {_normalise(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]) for spec in [*project["dependencies"], *extras]}
 
 
 def _normalise(name: str) -> str:
@@ -54,7 +59,7 @@ def test_every_runtime_import_is_a_declared_dependency() -> None:
         assert distributions, f"{module} (imported in {path.relative_to(ROOT)}) is not installed"
         if not distributions & declared:
             missing.append(f"{module} ({', '.join(sorted(distributions))}), in {path.relative_to(ROOT)}")
-    assert not missing, "imported but not declared in [project] dependencies: " + "; ".join(missing)
+    assert not missing, "imported but not declared in [project] dependencies or extras: " + "; ".join(missing)
 
 
 def test_trl_and_transformers_have_upper_bounds() -> None:
