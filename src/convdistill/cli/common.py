@@ -10,11 +10,12 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, NoReturn
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from convdistill.conversation_trees.ingest_report import IngestReport, InputError, Reject
@@ -203,7 +204,7 @@ class RejectLog:
         if self.shown < self.SHOW:
             self.shown += 1
             err_console.print(
-                f"[yellow]rejected[/] {reject.describe()}", markup=True, soft_wrap=True
+                f"[yellow]rejected[/] {escape(reject.describe())}", markup=True, soft_wrap=True
             )
 
     def close(self) -> None:
@@ -244,8 +245,10 @@ def print_report(report: IngestReport) -> None:
     err_console.print(report.summary(), highlight=False, markup=False)
 
 
-def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/] {message}", soft_wrap=True)
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit. The message is printed as it is: brackets in a file name
+    or a quoted input are not rich markup."""
+    err_console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -65,13 +65,10 @@ def demo_command(
         outcome = run_demo(config)
     except StageFailed as exc:
         fail(escape(f"the demo stopped at {exc}"))
-        return
     except OSError as exc:  # the output folder itself cannot be written
         fail(escape(str(exc)))
-        return
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", code=130)
-        return
     if outcome.report is not None:
         typer.echo(str(outcome.report))
     else:

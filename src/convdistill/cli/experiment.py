@@ -54,7 +54,6 @@ def run(
 
     if name not in EXPERIMENTS:
         fail(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
-        return
     try:
         seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else None
     except ValueError:
@@ -74,5 +73,4 @@ def run(
                                  doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
     except ValueError as exc:
         fail(str(exc))
-        return
     err_console.print(f"results: {outcome.results}" + (f"; doc: {outcome.doc}" if outcome.doc else ""), markup=False)

@@ -39,7 +39,6 @@ def gguf_command(
             done = export_gguf(checkpoint, output, type_name, modelfile=modelfile, threads=threads)
         except (ExportError, ModelNotAvailable) as exc:
             fail(str(exc))
-            return
     typer.echo(f"{done.path}: {done.architecture}, {done.type}, {done.tensors} tensors, "
                f"{done.size_bytes / 1e6:.1f} MB (quantised by {done.quantized_by})")
     if done.modelfile is not None:

@@ -53,7 +53,6 @@ def prepare(
     model = EMBEDDED.get(name)
     if model is None:
         fail(f"unknown model {name!r}; embedded models: {', '.join(EMBEDDED)}")
-        return
     if not model.is_prepared() or force:
         err_console.print(f"converting {name} into {model.folder()} (about half a minute) ...")
     with friendly_errors():
@@ -61,7 +60,6 @@ def prepare(
             folder = model.prepare(force)
         except ModelNotAvailable as exc:
             fail(str(exc))
-            return
     typer.echo(str(folder))
 
 

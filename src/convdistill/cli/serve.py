@@ -67,7 +67,6 @@ def serve_command(
         chat_model = load_chat_model(model, served_name)
     except (ModelNotAvailable, OSError, ValueError) as exc:
         fail(str(exc))
-        return
     auth = "API key required" if api_key else "no API key"
     err_console.print(f"serving {chat_model.name} at http://{host}:{port}/v1 ({auth})")
     build_server(chat_model, settings).run()

@@ -304,7 +304,6 @@ def batch_run(
         report = run_batch_file(input_file, output_file, model, concurrency)
     except (ModelNotAvailable, OSError, ValueError) as exc:
         fail(str(exc))
-        return
     err_console.print(report.summary("requests run") + f"\nwrote {output_file}", markup=False)
 
 

@@ -33,7 +33,6 @@ def _run(method: str, config: Path, overrides: list[str]) -> None:
             result = train(method, config, overrides)
         except ModelNotAvailable as exc:
             fail(str(exc))
-            return
     stats = result.data["train"]
     family = "encoder-decoder" if result.encoder_decoder else "decoder-only"
     err_console.print(

@@ -9,7 +9,7 @@ Two file formats carry the same data:
 
 Exports omit null fields, so every key but ``message_id``, ``text`` and ``role`` may be missing.
 Unknown keys are kept as they are (a newer export must not lose data on a round trip).
-This module only checks types; structure (ids, parents, roles) is checked in ``validation``.
+This module only checks types; structure (ids, parents, roles) is checked in ``tree_graph``.
 """
 
 from __future__ import annotations

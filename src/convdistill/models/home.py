@@ -27,7 +27,3 @@ def convdistill_home() -> Path:
     """`$CONVDISTILL_HOME` if set, else `<user cache dir>/convdistill` (~/.cache/convdistill)."""
     value = os.environ.get(ENV_VAR)
     return Path(value).expanduser() if value else user_cache_dir() / "convdistill"
-
-
-def models_dir() -> Path:
-    return convdistill_home() / "models"
