@@ -80,7 +80,7 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
                 workdir: Path, log: Log) -> dict[str, Any]:
     """One recipe run. `start`: the checkpoint to continue from (SFT from the built student, DPO and
     distillation from the SFT student); None keeps the recipe's (a random-initialised student)."""
-    from convdistill.trainers import RecipeError, train
+    from convdistill.trainers import train
 
     try:
         recipe = recipe_path(family, method)
@@ -93,10 +93,6 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
 
     try:
         result = train(method, recipe, overrides)
-    except (RecipeError, NotImplementedError) as exc:
-        if method == "distill":
-            raise StageUnavailable(f"`train distill` is not available here: {exc}") from None
-        raise
     except ModelNotAvailable as exc:
         # Logit distillation needs a local teacher (chat endpoints give no logits): without the
         # embedded model's wheel there is none, and the rest of the demo can still run.
