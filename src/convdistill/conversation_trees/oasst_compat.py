@@ -18,12 +18,13 @@ Thread order follows the export's reply order (a depth-first walk), as theirs do
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 
 from convdistill.conversation_trees.pairs import RankedPrefix
-from convdistill.conversation_trees.tree_graph import root_id, tree_tables
+from convdistill.conversation_trees.tree_graph import TreeTables, root_id, tree_tables
 
 DEFAULT_LANGS = ("en",)  # load_oasst_export's default
 
@@ -37,8 +38,8 @@ def compat_keeps_tree(graph: nx.DiGraph, langs: Sequence[str]) -> bool:
     )
 
 
-def _thread_ok(graph: nx.DiGraph, thread: list[str], top_k: int | None) -> bool:
-    nodes, succ = tree_tables(graph)
+def _thread_ok(tables: TreeTables, thread: list[str], top_k: int | None) -> bool:
+    nodes, succ = tables
     for i, mid in enumerate(thread):
         msg = nodes[mid]
         if msg.get("deleted") or msg.get("synthetic"):
@@ -53,9 +54,8 @@ def _thread_ok(graph: nx.DiGraph, thread: list[str], top_k: int | None) -> bool:
     return True
 
 
-def _threads(graph: nx.DiGraph) -> Iterator[list[str]]:
+def _threads(graph: nx.DiGraph, succ: Mapping[str, Mapping[str, Any]]) -> Iterator[list[str]]:
     """Every root-to-node thread, depth first in export order (their visit order)."""
-    succ = tree_tables(graph).replies
     stack: list[tuple[str, int]] = [(root_id(graph), 0)]
     thread: list[str] = []
     while stack:
@@ -71,15 +71,16 @@ def compat_sft_threads(
 ) -> Iterator[tuple[str, ...]]:
     if not compat_keeps_tree(graph, langs):
         return
-    nodes, succ = tree_tables(graph)
-    for thread in _threads(graph):
+    tables = tree_tables(graph)
+    nodes, succ = tables
+    for thread in _threads(graph, succ):
         last = thread[-1]
         if len(thread) < 2 or succ[last]:
             continue
         first_reply = next(iter(succ[thread[-2]]))
         if nodes[last]["role"] != "assistant" and first_reply != last:
             continue
-        if not _thread_ok(graph, thread, top_k):
+        if not _thread_ok(tables, thread, top_k):
             continue
         ids = tuple(thread[:-1]) if nodes[last]["role"] == "prompter" else tuple(thread)
         yield ids
@@ -90,13 +91,14 @@ def compat_rm_prefixes(
 ) -> Iterator[RankedPrefix]:
     if not compat_keeps_tree(graph, langs):
         return
-    nodes, succ = tree_tables(graph)
-    for thread in _threads(graph):
+    tables = tree_tables(graph)
+    nodes, succ = tables
+    for thread in _threads(graph, succ):
         last = thread[-1]
         if nodes[last]["role"] != "prompter":
             continue
         ranked = [c for c in succ[last] if nodes[c].get("rank") is not None]
-        if len(ranked) < 2 or not _thread_ok(graph, thread, top_k):
+        if len(ranked) < 2 or not _thread_ok(tables, thread, top_k):
             continue
         replies = sorted(
             (c for c in ranked if nodes[c]["role"] == "assistant"), key=lambda c: nodes[c]["rank"]

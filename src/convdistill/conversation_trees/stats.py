@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -49,7 +49,7 @@ class TreeStats:
         for kids in succ.values():
             if kids:
                 self.branching_histogram[len(kids)] += 1
-        self.depth_histogram[_depth(graph, root)] += 1
+        self.depth_histogram[_depth(succ, root)] += 1
         self.paths["all"] += sum(1 for _ in tree_paths(graph, selection, "all"))
         self.paths["best"] += sum(1 for _ in tree_paths(graph, selection, "best"))
         for k in (1, 2):
@@ -89,11 +89,10 @@ class TreeStats:
         }
 
 
-def _depth(graph: nx.DiGraph, root: str) -> int:
-    """Messages on the longest root-to-leaf thread, without recursion."""
+def _depth(succ: Mapping[str, Iterable[str]], root: str) -> int:
+    """Messages on the longest root-to-leaf thread, without recursion (`succ`: the tree's replies)."""
     deepest = 0
     stack = [(root, 1)]
-    succ = tree_tables(graph).replies
     while stack:
         mid, depth = stack.pop()
         deepest = max(deepest, depth)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import networkx as nx
 import orjson
@@ -17,11 +17,6 @@ from convdistill.conversation_trees.tree_graph import replies, root_id, tree_tab
 from convdistill.files import open_binary
 
 ExportFormat = Literal["trees", "messages"]
-
-
-def open_for_write(path: str | Path) -> IO[bytes]:
-    """A binary stream; gzipped when the name ends in .gz."""
-    return open_binary(path, "wb")
 
 
 def tree_to_nested(graph: nx.DiGraph) -> dict[str, Any]:
@@ -92,7 +87,7 @@ def nested_tree_bytes(graph: nx.DiGraph) -> bytes:
 def write_trees(path: str | Path, trees: Iterable[nx.DiGraph], fmt: ExportFormat = "trees") -> int:
     """Write trees to ``path`` in the given export format; returns the number of lines written."""
     lines = 0
-    with open_for_write(path) as out:
+    with open_binary(path, "wb") as out:
         for graph in trees:
             if fmt == "trees":
                 out.write(nested_tree_bytes(graph) + b"\n")

@@ -25,9 +25,9 @@ from convdistill.conversation_trees.ingest_report import IngestReport, OnError, 
 from convdistill.conversation_trees.readers import TreeReader
 from convdistill.conversation_trees.writers import (
     nested_tree_bytes,
-    open_for_write,
     tree_to_messages,
 )
+from convdistill.files import open_binary
 from convdistill.teacher.batch import BatchFileReport, read_batch_answers, write_batch_requests
 from convdistill.teacher.client import (
     Budget,
@@ -141,7 +141,7 @@ class OrderedTreeWriter:
 
     def _open(self) -> IO[bytes]:
         if self.stream is None:
-            self.stream = open_for_write(self.partial)
+            self.stream = open_binary(self.partial, "wb")
         return self.stream
 
     def _write(self, graph: nx.DiGraph) -> None:
