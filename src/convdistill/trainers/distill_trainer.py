@@ -33,10 +33,10 @@ class CausalCollator:
     pad_token_id: int
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids = [e["input_ids"] for e in examples]
+        input_ids, attention_mask = pad_with_mask([e["input_ids"] for e in examples], self.pad_token_id)
         return {
-            "input_ids": pad_right(ids, self.pad_token_id),
-            "attention_mask": pad_right([[1] * len(r) for r in ids], 0),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
             "labels": pad_right([e["labels"] for e in examples], IGNORE),
         }
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from convdistill.padding import pad_right
+from convdistill.padding import pad_right, pad_with_mask
 from convdistill.trainers.dpo_trainer import FittedDPOTrainer
 from convdistill.trainers.heads import prefer_logits_head, token_loss
 from convdistill.trainers.tokenize import IGNORE
@@ -39,17 +39,17 @@ class Seq2SeqCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sources = [e["input_ids"] for e in examples]
         targets = [e["labels"] for e in examples]
-        input_ids = pad_right(sources, self.pad_token_id)
-        labels = pad_right(targets, IGNORE)
-        decoder_input_ids = pad_right(
+        input_ids, attention_mask = pad_with_mask(sources, self.pad_token_id)
+        # the decoder reads each target shifted right behind the start token: the same lengths
+        decoder_input_ids, decoder_attention_mask = pad_with_mask(
             [[self.decoder_start_token_id, *t[:-1]] for t in targets], self.pad_token_id
         )
         return {
             "input_ids": input_ids,
-            "attention_mask": pad_right([[1] * len(s) for s in sources], 0),
+            "attention_mask": attention_mask,
             "decoder_input_ids": decoder_input_ids,
-            "decoder_attention_mask": pad_right([[1] * len(t) for t in targets], 0),
-            "labels": labels,
+            "decoder_attention_mask": decoder_attention_mask,
+            "labels": pad_right(targets, IGNORE),
         }
 
 
@@ -119,12 +119,14 @@ class Seq2SeqPreferenceCollator:
         prompts = [e["prompt_ids"] for e in examples] * 2
         completions = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
         decoder = [[self.decoder_start_token_id, *c] for c in completions]
+        input_ids, attention_mask = pad_with_mask(decoder, self.pad_token_id)
+        encoder_input_ids, encoder_attention_mask = pad_with_mask(prompts, self.pad_token_id)
         out = {
-            "input_ids": pad_right(decoder, self.pad_token_id),
-            "attention_mask": pad_right([[1] * len(d) for d in decoder], 0),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
             "completion_mask": pad_right([[0] + [1] * len(c) for c in completions], 0),
-            "encoder_input_ids": pad_right(prompts, self.pad_token_id),
-            "encoder_attention_mask": pad_right([[1] * len(p) for p in prompts], 0),
+            "encoder_input_ids": encoder_input_ids,
+            "encoder_attention_mask": encoder_attention_mask,
         }
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:
