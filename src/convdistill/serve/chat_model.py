@@ -248,9 +248,9 @@ class ChatModel:
         from convdistill.trainers.teacher_scoring import projects_hidden_states
 
         width = ids.shape[1]
-        scored = [j for j in jobs if j.prompt_logprobs is not None and not j.cancelled]
-        rows = torch.tensor([r for r, j in enumerate(jobs) if j in scored for _ in j.prompt_ids[1:]],
-                            dtype=torch.long)
+        scored_rows = [r for r, j in enumerate(jobs) if j.prompt_logprobs is not None and not j.cancelled]
+        scored = [jobs[r] for r in scored_rows]
+        rows = torch.tensor([r for r in scored_rows for _ in jobs[r].prompt_ids[1:]], dtype=torch.long)
         cols = torch.tensor([c for j in scored for c in range(width - len(j.prompt_ids), width - 1)],
                             dtype=torch.long)
         targets = [t for j in scored for t in j.prompt_ids[1:]]
