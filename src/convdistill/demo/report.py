@@ -14,6 +14,7 @@ from typing import Any
 
 from convdistill.demo.config import EMBEDDED_TEACHER, FAMILIES, DemoConfig, student_label
 from convdistill.demo.stages import StageRecord
+from convdistill.eval.report import agg_pyplot
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -35,21 +36,12 @@ def _rel(path: str | Path, base: Path) -> str:
     return os.path.relpath(Path(path).resolve(), base.resolve())
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: the demo runs on machines without a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_losses(runs: list[dict[str, Any]], path: Path, names: dict[str, str] | None = None) -> Path | None:
     """One panel per method (SFT, DPO, distillation), one line per student family."""
     methods = [m for m in ("sft", "dpo", "distill") if any(r["method"] == m and r["losses"] for r in runs)]
     if not methods:
         return None
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), dpi=100, squeeze=False)
     for ax, method in zip(axes[0], methods, strict=True):
         for run in runs:
@@ -101,7 +93,7 @@ def plot_depth(evals: list[dict[str, Any]], path: Path) -> Path | None:
     panel shows what training changed in them. The teacher is dashed."""
     if not evals:
         return None
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, (score_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100)
     for entry in evals:
         style = "--s" if entry["label"].startswith("teacher") else "-o"

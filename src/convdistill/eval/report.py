@@ -24,6 +24,8 @@ def rating_forms(bench: dict[str, Any]) -> str:
 
 
 def agg_pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: files only, no display needed (reports, the demo,
+    the experiment)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from convdistill.eval.report import agg_pyplot
 from convdistill.experiments.settings import NAME, REGIMES, Settings
 
 BEGIN = f"<!-- generated:{NAME}:begin (convdistill experiment run {NAME} rewrites this part) -->"
@@ -310,12 +311,7 @@ def per_seed_table(summary: dict[str, Any]) -> str:
 
 
 def _axes(rows: int, columns: int, sharey: Literal["row", "all"] | bool = "row") -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), dpi=100, sharey=sharey,
+    fig, axes = agg_pyplot().subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), dpi=100, sharey=sharey,
                              squeeze=False)
     return fig, axes
 
