@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 
+from convdistill.errors import BadRecipe
 
-class LaunchError(ValueError):
+
+class LaunchError(BadRecipe):
     """Several processes were launched but cannot train together; the message says what to add."""
 
 

@@ -1,13 +1,15 @@
 """Options and plumbing shared by the CLI commands: filters, reading, progress, errors.
 
-Exit codes for every command: 0 done, 1 failed (bad input under --on-error fail, unwritable
-output, ...), 2 usage error (unknown option, missing file; typer's own).
+Exit codes for every command: 0 done, 1 failed (bad input under --on-error fail, a recipe that
+cannot run, an unreachable endpoint, unwritable output, ...: one line; or a bug: its traceback
+and a line saying so), 2 usage error (unknown option, missing file; typer's own).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn
@@ -21,6 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from convdistill.conversation_trees.ingest_report import IngestReport, InputError, Reject
 from convdistill.conversation_trees.scoring import ScoreWeights
 from convdistill.conversation_trees.selection import Selection
+from convdistill.errors import ConvdistillError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # summaries stay one line
 
@@ -252,15 +255,36 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+BUG_REPORT = (
+    "this is a bug in convdistill (or a library under it), not a problem with your input: "
+    "please report it with the traceback above and the command you ran"
+)
+
+
 @contextlib.contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn expected failures into one clear line and exit 1, never a traceback."""
+    """Expected failures (`convdistill.errors`: bad input, bad recipe, unavailable resource) as
+    one line and exit 1; so is a file the system refuses (missing, unreadable, disk full), which
+    names the file. Anything else is a bug: its traceback, a line saying so, exit 1."""
     try:
         yield
     except InputError as exc:
         fail(f"bad input (--on-error fail): {exc}")
-    except (OSError, ValueError) as exc:
+    except ConvdistillError as exc:
         fail(str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not about a file: a socket, a library's own I/O
+            report_bug()
+        fail(f"{exc.filename}: {exc.strerror or exc}")
+    except Exception:
+        report_bug()
+
+
+def report_bug() -> NoReturn:
+    """Print the exception being handled with its traceback and the line asking for a report."""
+    traceback.print_exc()
+    err_console.print(f"[red]error:[/] {BUG_REPORT}", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def dump_json(data: Any) -> None:

@@ -33,11 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from convdistill.errors import BadInput
+
 CHAT_FORMATS = ("chatgpt", "openwebui", "librechat", "trl-messages", "sharegpt")
 LIBRECHAT_NO_PARENT = "00000000-0000-0000-0000-000000000000"
 
 
-class ConversationError(ValueError):
+class ConversationError(BadInput):
     """A conversation that cannot be made a tree; the reason names the message when it can."""
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from convdistill.errors import BadInput
+
 OnError = Literal["skip", "fail"]
 CHAT_UNITS = ("chatgpt", "openwebui", "librechat", "trl-messages", "sharegpt")
 
@@ -33,7 +35,7 @@ class Reject:
         return asdict(self)
 
 
-class InputError(Exception):
+class InputError(BadInput):
     """Raised with ``on_error='fail'`` at the first bad record; the message names file and line."""
 
     def __init__(self, reject: Reject):

@@ -29,6 +29,7 @@ import networkx as nx
 import orjson
 import pyarrow as pa
 
+from convdistill.errors import BadInput
 from convdistill.conversation_trees.chat_exports import (
     CHAT_FORMATS,
     PARSERS,
@@ -64,7 +65,7 @@ ACCEPTED = (
 )
 
 
-class UnknownFormatError(ValueError):
+class UnknownFormatError(BadInput):
     """An input none of whose records is of a format we read; one line, naming the formats."""
 
     def __init__(self, path: str | Path, detail: str = "no record of a known format"):

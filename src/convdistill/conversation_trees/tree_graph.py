@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
+from convdistill.errors import BadInput
 from convdistill.conversation_trees.schema import (
     PROMPTER,
     message_type_error,
@@ -25,7 +26,7 @@ from convdistill.conversation_trees.schema import (
 Message = dict[str, Any]
 
 
-class TreeError(ValueError):
+class TreeError(BadInput):
     """A tree that breaks the schema. ``message_id`` names the offending message when known."""
 
     def __init__(self, reason: str, message_id: str | None = None, kind: str = "schema"):

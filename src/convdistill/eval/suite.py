@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from convdistill.errors import BadInput
 from convdistill.eval.mt_bench_tasks import MT_BENCH_101_TASKS
 
 SCHEMA_PATH = Path(__file__).with_name("suite.schema.json")
@@ -44,7 +45,7 @@ _TURN_KEYS = {"user", "reference", "checks"}
 Needle = str | tuple[str, ...]
 
 
-class SuiteError(ValueError):
+class SuiteError(BadInput):
     """A suite file that cannot be used; the message names file, line and field."""
 
 

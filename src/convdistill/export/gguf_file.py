@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from convdistill.errors import BadRecipe
 from convdistill.export.vocab import GGUFVocab, TokenizerNotRepresentable, gguf_vocab
 
 GGUF_TYPES: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
@@ -40,7 +41,7 @@ T5_MAX_DISTANCE = 128  # llama.cpp's llama_relative_position_bucket hard-codes i
 T5_FEED_FORWARDS = ("relu", "gated-gelu")  # llama.cpp: no gate -> ReLU, a gate -> GELU (tanh)
 
 
-class ExportError(ValueError):
+class ExportError(BadRecipe):
     """A checkpoint, tokenizer or output the export refuses; the message is one line."""
 
 

@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from convdistill.errors import Unavailable
+
 Message = dict[str, str]
 INSTALL_HINT = "pip install llama-cpp-python (builds llama.cpp from source: about ten minutes)"
 _QUANT_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 
-class LlamaCppMissing(RuntimeError):
+class LlamaCppMissing(Unavailable):
     """llama-cpp-python is not installed."""
 
 

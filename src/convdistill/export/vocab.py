@@ -25,6 +25,8 @@ from typing import Any
 
 from gguf import TokenType
 
+from convdistill.errors import BadRecipe
+
 # The pre-tokenizers llama.cpp knows, as tokenizer.json states them (keys that matter only).
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 _DIGITS = {"type": "Digits", "individual_digits": True}
@@ -35,7 +37,7 @@ _DIGITS = {"type": "Digits", "individual_digits": True}
 _GENERATION_MARKERS = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
 
 
-class TokenizerNotRepresentable(ValueError):
+class TokenizerNotRepresentable(BadRecipe):
     """The tokenizer uses a pipeline llama.cpp does not implement."""
 
 

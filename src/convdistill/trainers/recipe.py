@@ -20,11 +20,13 @@ from typing import Any, Literal
 
 import yaml
 
+from convdistill.errors import BadRecipe
+
 Method = Literal["sft", "dpo", "distill"]
 TRAIN_ON = ("all", "last", "teacher", "human")
 
 
-class RecipeError(ValueError):
+class RecipeError(BadRecipe):
     """A recipe (or an override) that cannot be used; the message names the field."""
 
 

@@ -26,6 +26,7 @@ import httpx
 import orjson
 import torch
 
+from convdistill.errors import Unavailable
 from convdistill.trainers.teacher_scoring import ScoringJob, hand_out, length_batches
 from convdistill.trainers.vocab_check import ADVICE, VocabularyMismatch
 
@@ -37,7 +38,7 @@ PROBE = ("Hello, World! 12345 6.7e-8  double  spaces\tand\ttabs\nnaïve café St
          "Привет мир 你好世界 こんにちは 🙂👍 def f(x): return x**2 # ok")
 
 
-class ServedTeacherError(ValueError):
+class ServedTeacherError(Unavailable, ValueError):
     """The endpoint cannot serve as a teacher (refuses, is unreachable, or answers without
     token ids); the message names the endpoint."""
 

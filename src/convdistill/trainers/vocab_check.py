@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from convdistill.errors import BadRecipe
+
 ADVICE = (
     "Token-level distillation needs one vocabulary. For this pair use sequence-level "
     "distillation instead: have the teacher write the replies (`convdistill extend` / "
@@ -18,7 +20,7 @@ ADVICE = (
 )
 
 
-class VocabularyMismatch(ValueError):
+class VocabularyMismatch(BadRecipe):
     """Teacher and student tokenizers map tokens to ids differently."""
 
 
