@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.rounds} alternated rounds per benchmark, {os.cpu_count()} cores")
     print(
         "| benchmark | figure | before (revision) | before: median (runs) | after: median (runs) | after / before | |"
-          )
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     print(f"worse by more than {args.tolerance:.0%}: {', '.join(worse) if worse else 'none'}")
