@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from conftest import run_cli
+from convdistill.errors import BadRecipe, Unavailable
 from convdistill.models import (
     SIZES_IN_PARAMS,
     STUDENT_TEMPLATE,
@@ -51,9 +52,9 @@ def test_the_embedded_gguf_is_installed_and_listed() -> None:
 
 
 def test_resolve_model_refuses_unknown_names_and_non_checkpoints(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not an embedded model"):
+    with pytest.raises(Unavailable, match="not an embedded model"):
         resolve_model("gpt-17")
-    with pytest.raises(ValueError, match=r"no config\.json"):
+    with pytest.raises(BadRecipe, match=r"no config\.json"):
         resolve_model(tmp_path)
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convdistill.conversation_trees.writers import tree_to_messages
+from convdistill.errors import BadInput, BadRecipe
 
 PARQUET_MAGIC = b"PAR1"
 BATCH_ROWS = 4096
@@ -77,7 +78,7 @@ def _lists_to_dict(value: dict[str, Any], keys: tuple[str, ...]) -> dict[str, An
     names = value.get("name") or []
     columns = {k: value.get(k) or [] for k in keys}
     if any(len(col) not in (0, len(names)) for col in columns.values()):
-        raise ValueError(f"lists of unequal length in {sorted(value)}")
+        raise BadInput(f"lists of unequal length in {sorted(value)}")
     if len(keys) == 1:
         return dict(zip(names, columns[keys[0]], strict=False))
     return {name: {k: columns[k][i] for k in keys if i < len(columns[k])} for i, name in enumerate(names)}
@@ -168,7 +169,7 @@ def hub_files(path: str | Path, split: str | None = None) -> list[Path]:
             splits = json.loads(dict_file.read_text())["splits"]
             if split is not None:
                 if split not in splits:
-                    raise ValueError(f"{path}: no split {split!r} (it has {', '.join(splits)})")
+                    raise BadRecipe(f"{path}: no split {split!r} (it has {', '.join(splits)})")
                 splits = [split]
             return [f for s in splits for f in _arrow_files(path / s)]
         return _arrow_files(path)
@@ -177,7 +178,7 @@ def hub_files(path: str | Path, split: str | None = None) -> list[Path]:
         chosen = [f for f in files if _split_of(f) == split or f.parent.name == split]
         if not chosen:
             found = sorted({_split_of(f) for f in files})
-            raise ValueError(f"{path}: no parquet files of split {split!r} (found {found})")
+            raise BadRecipe(f"{path}: no parquet files of split {split!r} (found {found})")
         files = chosen
     return files
 

@@ -18,6 +18,7 @@ import networkx as nx
 
 from convdistill.conversation_trees.selection import Selection, kept_messages
 from convdistill.conversation_trees.tree_graph import root_id, tree_tables
+from convdistill.errors import BadRecipe
 
 Pairing = Literal["all", "adjacent", "best-vs-rest"]
 PAIRINGS: tuple[str, ...] = ("all", "adjacent", "best-vs-rest")
@@ -51,7 +52,7 @@ def pair_up(prefix: RankedPrefix, pairing: Pairing) -> Iterator[PreferencePair]:
     elif pairing == "best-vs-rest":
         index_pairs = [(0, j) for j in range(1, len(replies))]
     else:
-        raise ValueError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS)}")
+        raise BadRecipe(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS)}")
     for i, j in index_pairs:
         if nodes[replies[i]].get("rank") == nodes[replies[j]].get("rank"):
             continue

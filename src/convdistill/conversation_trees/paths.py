@@ -25,6 +25,7 @@ import networkx as nx
 from convdistill.conversation_trees.scoring import ScoreWeights, TreeScorer
 from convdistill.conversation_trees.selection import Selection, kept_messages
 from convdistill.conversation_trees.tree_graph import Message, TreeTables, ranked_replies, root_id, tree_tables
+from convdistill.errors import BadRecipe
 
 Strategy = Literal["all", "best", "top-k", "sample"]
 STRATEGIES: tuple[str, ...] = ("all", "best", "top-k", "sample")
@@ -112,7 +113,7 @@ def tree_paths(
     """
     weights = weights or ScoreWeights()
     if strategy == "top-k" and selection.top_k is None:
-        raise ValueError("strategy 'top-k' needs top_k (--top-k K)")
+        raise BadRecipe("strategy 'top-k' needs top_k (--top-k K)")
     tables = tree_tables(graph)  # made once here, read by every step below
     kept = kept_messages(graph, selection, tables)
     if not kept:
@@ -125,7 +126,7 @@ def tree_paths(
     elif strategy in ("all", "top-k", "sample"):
         threads = _thread_ids(graph, tables, kept, trim)
     else:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        raise BadRecipe(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     nodes = tables.messages
     scorer = TreeScorer(graph, weights, tables)
     for ids in threads:
@@ -151,9 +152,9 @@ class PathSampler:
 
     def __init__(self, n: int, seed: int = 0, temperature: float = 1.0):
         if n < 1:
-            raise ValueError("n must be at least 1")
+            raise BadRecipe("n must be at least 1")
         if temperature <= 0:
-            raise ValueError("temperature must be positive")
+            raise BadRecipe("temperature must be positive")
         self.n = n
         self.temperature = temperature
         self.rng = random.Random(seed)

@@ -29,7 +29,6 @@ import networkx as nx
 import orjson
 import pyarrow as pa
 
-from convdistill.errors import BadInput
 from convdistill.conversation_trees.chat_exports import (
     CHAT_FORMATS,
     PARSERS,
@@ -55,6 +54,7 @@ from convdistill.conversation_trees.tree_graph import (
     tree_from_messages,
     tree_from_nested,
 )
+from convdistill.errors import BadInput, BadRecipe
 
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, total bytes)
 GZIP_MAGIC = b"\x1f\x8b"
@@ -172,7 +172,7 @@ class TreeReader:
         spill_bytes: int = SPILL_BYTES,
     ):
         if on_error not in ("skip", "fail"):
-            raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+            raise BadRecipe(f"on_error must be 'skip' or 'fail', got {on_error!r}")
         self.path = Path(path)
         self.on_error = on_error
         self.on_reject = on_reject

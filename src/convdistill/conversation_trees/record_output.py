@@ -16,6 +16,7 @@ from typing import IO, Any, Literal
 import orjson
 import pyarrow as pa
 
+from convdistill.errors import BadRecipe
 from convdistill.files import open_binary
 
 OutputFormat = Literal["jsonl", "parquet", "datasets"]
@@ -125,7 +126,7 @@ class RecordSink:
         self.out = Path(out)
         self.fmt: OutputFormat = fmt or infer_format(self.out)
         if self.fmt not in OUTPUT_FORMATS:
-            raise ValueError(
+            raise BadRecipe(
                 f"unknown output format {self.fmt!r}; choose from {', '.join(OUTPUT_FORMATS)}"
             )
         self.schema = schema

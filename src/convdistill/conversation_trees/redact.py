@@ -20,6 +20,8 @@ from pathlib import Path
 
 import networkx as nx
 
+from convdistill.errors import BadInput, BadRecipe
+
 REDACT_KINDS = ("emails", "phones", "urls")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]]")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
@@ -42,7 +44,7 @@ class Redactor:
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in REDACT_KINDS]
         if unknown:
-            raise ValueError(f"unknown redaction {', '.join(unknown)}; choose from {', '.join(REDACT_KINDS)}")
+            raise BadRecipe(f"unknown redaction {', '.join(unknown)}; choose from {', '.join(REDACT_KINDS)}")
 
     @classmethod
     def from_options(cls, kinds: tuple[str, ...], patterns_file: Path | None = None) -> Redactor:
@@ -54,7 +56,7 @@ class Redactor:
                 try:
                     patterns.append(re.compile(line))
                 except re.error as exc:
-                    raise ValueError(f"{patterns_file}:{number}: not a regular expression: {exc}") from None
+                    raise BadInput(f"{patterns_file}:{number}: not a regular expression: {exc}") from None
         return cls(kinds, patterns)
 
     def text(self, text: str, counts: Counter) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 
+from convdistill.errors import BadRecipe
+
 TRAIN, VALIDATION = "train", "validation"
 
 
 def split_of(tree_id: str, validation_fraction: float, seed: int = 0) -> str:
     if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation fraction must be in [0, 1), got {validation_fraction}")
+        raise BadRecipe(f"validation fraction must be in [0, 1), got {validation_fraction}")
     digest = hashlib.blake2b(f"{seed}:{tree_id}".encode(), digest_size=8).digest()
     position = int.from_bytes(digest, "big") / 2**64
     return VALIDATION if position < validation_fraction else TRAIN

@@ -16,12 +16,12 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
-from convdistill.errors import BadInput
 from convdistill.conversation_trees.schema import (
     PROMPTER,
     message_type_error,
     tree_type_error,
 )
+from convdistill.errors import BadInput
 
 Message = dict[str, Any]
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree
 
+from convdistill.errors import BadRecipe
+
 _EPS = 1e-9  # a drop of exactly the tolerance is within it, whatever float rounding says
 
 
@@ -68,7 +70,7 @@ def _score(value: Any) -> float:
 
 def compare_results(results: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0) -> Comparison:
     if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        raise BadRecipe(f"tolerance must be >= 0, got {tolerance}")
     new = {c["id"]: c for c in results["cases"]}
     regressions, improvements, unchanged = [], [], []
     for base in baseline["cases"]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from convdistill.errors import BadInput, BadRecipe
+
 # (slot, how the user states it, how the user asks for it later, values)
 FACTS: list[tuple[str, str, str, list[str]]] = [
     ("pet", "My cat is called {v}.", "What is my cat called?",
@@ -62,7 +64,7 @@ def _question_turn(ask: str, value: str) -> dict[str, Any]:
 def memory_case(index: int, depth: int, rng: random.Random) -> dict[str, Any]:
     """One case of `depth` turns: facts first, then distractors, then questions about the facts."""
     if depth < 2:
-        raise ValueError("a context-memory case needs at least 2 turns (give a fact, ask for it)")
+        raise BadRecipe("a context-memory case needs at least 2 turns (give a fact, ask for it)")
     n_facts = max(1, min(len(FACTS), depth // 2))
     n_distract = depth - 2 * n_facts
     facts = rng.sample(FACTS, n_facts)
@@ -85,7 +87,7 @@ def generate_memory_suite(count: int, depth: int | tuple[int, int], seed: int = 
     rng = random.Random(seed)
     low, high = (depth, depth) if isinstance(depth, int) else depth
     if low < 2 or high < low:
-        raise ValueError(f"depth must be >= 2 (and low <= high), got {depth}")
+        raise BadRecipe(f"depth must be >= 2 (and low <= high), got {depth}")
     return [memory_case(i, rng.randint(low, high), rng) for i in range(count)]
 
 
@@ -149,7 +151,7 @@ def slot_values(slot: str, value_set: str) -> list[str]:
     """The values a fact `slot` takes: "train" the training pool, "eval" values no training
     conversation uses (the unseen-fact suites)."""
     if value_set not in VALUE_SETS:
-        raise ValueError(f"value set {value_set!r}: choose {' or '.join(VALUE_SETS)}")
+        raise BadRecipe(f"value set {value_set!r}: choose {' or '.join(VALUE_SETS)}")
     return TRAIN_VALUES[slot] if value_set == "train" else next(f[3] for f in FACTS if f[0] == slot)
 
 
@@ -169,9 +171,9 @@ def recall_case(
     `wording="heldout"` states and asks with HELDOUT_WORDING and its own requests.
     """
     if distance < 1 or lead < 0:
-        raise ValueError(f"distance must be >= 1 and lead >= 0, got {distance} and {lead}")
+        raise BadRecipe(f"distance must be >= 1 and lead >= 0, got {distance} and {lead}")
     if wording not in WORDINGS:
-        raise ValueError(f"wording {wording!r}: choose {' or '.join(WORDINGS)}")
+        raise BadRecipe(f"wording {wording!r}: choose {' or '.join(WORDINGS)}")
     fillers = lead + distance - 1
     slots = rng.sample(FACTS, min(len(FACTS), 1 + fillers))
     if wording == "heldout":
@@ -218,7 +220,7 @@ def generate_recall_suite(
     rng = random.Random(seed)
     low, high = distances
     if low < 1 or high < low:
-        raise ValueError(f"distances must be >= 1 (and low <= high), got {distances}")
+        raise BadRecipe(f"distances must be >= 1 (and low <= high), got {distances}")
     return [recall_case(i, d, rng, lead=rng.randint(0, 1), value_set=value_set, wording=wording)
             for d in range(low, high + 1) for i in range(per_distance)]
 
@@ -228,6 +230,6 @@ def case_messages(case: dict[str, Any]) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": case["system"]}] if case.get("system") else []
     for number, turn in enumerate(case["turns"], 1):
         if turn.get("reference") is None:
-            raise ValueError(f"case {case['id']}: turn {number} has no reference to train on")
+            raise BadInput(f"case {case['id']}: turn {number} has no reference to train on")
         messages += [{"role": "user", "content": turn["user"]}, {"role": "assistant", "content": turn["reference"]}]
     return messages

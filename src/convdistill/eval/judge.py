@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from convdistill.errors import BadInput, Unavailable
+
 Message = dict[str, str]
 DEFAULT_RUBRIC = Path(__file__).with_name("judge_rubric.txt")
 PAIRWISE_PROMPT = Path(__file__).with_name("judge_pairwise.txt")
@@ -121,9 +123,9 @@ class Judge:
         try:
             self.rubric = Path(self.rubric_path).read_text()
         except OSError as exc:
-            raise ValueError(f"judge rubric {self.rubric_path}: cannot read ({exc.strerror or exc})") from None
+            raise Unavailable(f"judge rubric {self.rubric_path}: cannot read ({exc.strerror or exc})") from None
         if "{reply}" not in self.rubric or "{conversation}" not in self.rubric:
-            raise ValueError(f"judge rubric {self.rubric_path}: must contain {{conversation}} and {{reply}}")
+            raise BadInput(f"judge rubric {self.rubric_path}: must contain {{conversation}} and {{reply}}")
 
     def _settings(self) -> object:
         from convdistill.teacher.client import EndpointSettings

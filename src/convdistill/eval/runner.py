@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from convdistill.errors import BadInput, BadRecipe, Unavailable
 from convdistill.eval.backends import Backend, Message
 from convdistill.eval.checks import run_checks, turn_score
 from convdistill.eval.judge import Judge
@@ -53,7 +54,7 @@ def generate_replies(
 ) -> tuple[list[list[str]], list[list[list[Message]]]]:
     """Every reply of every case, and the history each one was generated from."""
     if mode not in HISTORY_MODES:
-        raise ValueError(f"history mode {mode!r}: choose {' or '.join(HISTORY_MODES)}")
+        raise BadRecipe(f"history mode {mode!r}: choose {' or '.join(HISTORY_MODES)}")
     modes = [case.history or mode for case in cases]
     replies: list[list[str | None]] = [[None] * len(c.turns) for c in cases]
     histories: list[list[list[Message]]] = [[[] for _ in c.turns] for c in cases]
@@ -189,9 +190,9 @@ def load_results(path: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             data = orjson.loads(handle.read())
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise Unavailable(f"{path}: cannot read ({exc.strerror or exc})") from None
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise BadInput(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or not isinstance(data.get("cases"), list):
-        raise ValueError(f"{path}: not a results file of `convdistill eval run` (format {RESULTS_FORMAT})")
+        raise BadInput(f"{path}: not a results file of `convdistill eval run` (format {RESULTS_FORMAT})")
     return data

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from convdistill.errors import BadInput, BadRecipe, Unavailable
 from convdistill.models.students import count_parameters
 from convdistill.resources import shipped_file
 
@@ -69,7 +70,7 @@ def sample_conversations(path: str | Path, limit: int = 32) -> list[list[dict[st
 
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"calibration sample {path}: no such file")
+        raise Unavailable(f"calibration sample {path}: no such file")
     conversations: list[list[dict[str, str]]] = []
     for graph in TreeReader(path, on_error="skip"):
         best = next(tree_paths(graph, Selection(), "best"), None)
@@ -78,7 +79,7 @@ def sample_conversations(path: str | Path, limit: int = 32) -> list[list[dict[st
         if len(conversations) >= limit:
             break
     if not conversations:
-        raise ValueError(f"calibration sample {path}: no conversation with an assistant reply")
+        raise BadInput(f"calibration sample {path}: no conversation with an assistant reply")
     return conversations
 
 
@@ -132,7 +133,7 @@ def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequenc
         for hook in hooks:
             hook.remove()
     if tokens == 0:
-        raise ValueError("the calibration sample has no tokens")
+        raise BadInput("the calibration sample has no tokens")
 
     def gains(kind: str) -> list[torch.Tensor]:
         cross, square = sums[kind]
@@ -145,7 +146,7 @@ def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequenc
 def choose_layers(influence: Sequence[float], keep: int) -> list[int]:
     """The `keep` layers of highest block influence, in the teacher's order."""
     if not 1 <= keep <= len(influence):
-        raise ValueError(f"--layers {keep}: the teacher has {len(influence)} layers; keep 1 to "
+        raise BadRecipe(f"--layers {keep}: the teacher has {len(influence)} layers; keep 1 to "
                          f"{len(influence)}")
     ranked = sorted(range(len(influence)), key=lambda i: influence[i], reverse=True)
     return sorted(ranked[:keep])
@@ -154,13 +155,13 @@ def choose_layers(influence: Sequence[float], keep: int) -> list[int]:
 def check_keep(keep: Sequence[int], layer_count: int, option: str = "--keep") -> list[int]:
     out = list(keep)
     if not out:
-        raise ValueError(f"{option}: no layers given")
+        raise BadRecipe(f"{option}: no layers given")
     bad = [i for i in out if not 0 <= i < layer_count]
     if bad:
-        raise ValueError(f"{option}: layers {bad} do not exist; the teacher has layers 0 to "
+        raise BadRecipe(f"{option}: layers {bad} do not exist; the teacher has layers 0 to "
                          f"{layer_count - 1}")
     if len(set(out)) != len(out):
-        raise ValueError(f"{option}: a layer is listed twice ({out})")
+        raise BadRecipe(f"{option}: a layer is listed twice ({out})")
     return out
 
 
@@ -330,16 +331,16 @@ def init_from_teacher(
     from convdistill.models.registry import resolve_model
 
     if family not in FAMILIES_FROM_TEACHER:
-        raise ValueError(f"unknown family {family!r}: choose one of {', '.join(FAMILIES_FROM_TEACHER)}")
+        raise BadRecipe(f"unknown family {family!r}: choose one of {', '.join(FAMILIES_FROM_TEACHER)}")
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty")
+        raise BadRecipe(f"{out} exists and is not empty")
     if layers is None and keep is None:
-        raise ValueError("give --layers N or --keep I,J,...")
+        raise BadRecipe("give --layers N or --keep I,J,...")
     folder = resolve_model(teacher)
     teacher_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     if teacher_model.config.model_type != "llama":
-        raise ValueError(f"{folder}: a {teacher_model.config.model_type} model; students are built "
+        raise BadRecipe(f"{folder}: a {teacher_model.config.model_type} model; students are built "
                          "from Llama-family (LlamaForCausalLM) teachers")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     count = teacher_model.config.num_hidden_layers

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadRecipe, Unavailable
 from convdistill.models import smollm2
 
 
@@ -74,14 +75,14 @@ def resolve_model(name_or_path: str | Path, prepare: bool = True) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(
+            raise BadRecipe(
                 f"{path} is a folder but not a transformers checkpoint (no config.json)"
             )
         return path
     model = EMBEDDED.get(str(name_or_path))
     if model is None:
         names = ", ".join(EMBEDDED)
-        raise ValueError(
+        raise Unavailable(
             f"model {str(name_or_path)!r}: no such folder and not an embedded model ({names})"
         )
     if model.is_prepared() or not prepare:

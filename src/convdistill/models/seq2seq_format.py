@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from convdistill.errors import BadInput
+
 Message = dict[str, str]
 
 
@@ -46,7 +48,7 @@ def encode_example(
 ) -> dict[str, list[int]]:
     """One training example: `messages` ends with the assistant reply to learn."""
     if not messages or messages[-1]["role"] != "assistant":
-        raise ValueError("an encoder-decoder example must end with an assistant message")
+        raise BadInput("an encoder-decoder example must end with an assistant message")
     source = encode_source(messages[:-1], tokenizer, max_source_tokens)
     target = target_text(messages[-1]["content"], tokenizer)
     labels = tokenizer(target, add_special_tokens=False)["input_ids"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from convdistill.errors import BadRecipe
 from convdistill.models.chat_templates import STUDENT_TEMPLATE
 from convdistill.models.smollm2 import prepare_tokenizer
 from convdistill.models.tokenizers import PAD_TOKEN, load_student_tokenizer
@@ -71,7 +72,7 @@ def student_config(family: str, size: str, tokenizer: Any, max_positions: int = 
     from transformers import LlamaConfig, T5Config
 
     if (family, size) not in _SHAPES:
-        raise ValueError(f"unknown student {family}/{size}: families {FAMILIES}, sizes {SIZES}")
+        raise BadRecipe(f"unknown student {family}/{size}: families {FAMILIES}, sizes {SIZES}")
     shape = _SHAPES[(family, size)]
     vocab = len(tokenizer)
     pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
@@ -135,12 +136,12 @@ def init_student(
     tokenizer of `vocab_size` on (same special tokens, so the chat template still applies).
     """
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}: choose one of {', '.join(FAMILIES)}")
+        raise BadRecipe(f"unknown family {family!r}: choose one of {', '.join(FAMILIES)}")
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
+        raise BadRecipe(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty")
+        raise BadRecipe(f"{out} exists and is not empty")
     source = Path(tokenizer) if tokenizer is not None else prepare_tokenizer()
     tok = load_student_tokenizer(source, vocab_size=vocab_size)
     tok.chat_template = STUDENT_TEMPLATE

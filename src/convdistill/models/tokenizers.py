@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from convdistill.errors import BadInput, BadRecipe, Unavailable
 from convdistill.files import open_binary
 
 # SmolLM2 uses <|im_end|> for both end-of-turn and padding. Training collators mask the pad
@@ -27,7 +28,7 @@ def iter_texts(path: Path) -> Iterator[str]:
             try:
                 yield from _strings(orjson.loads(line))
             except orjson.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+                raise BadInput(f"{path}:{number}: not JSON ({exc})") from None
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -46,7 +47,7 @@ def train_tokenizer(base: Any, texts_file: Path, vocab_size: int) -> Any:
     """A new BPE with `base`'s pipeline and special tokens, fitted to `texts_file`'s texts."""
     texts = list(iter_texts(texts_file))
     if not texts:
-        raise ValueError(f"{texts_file}: no message texts found to train a tokenizer on")
+        raise BadInput(f"{texts_file}: no message texts found to train a tokenizer on")
     return base.train_new_from_iterator(
         texts, vocab_size=vocab_size, new_special_tokens=list(SPECIAL_TOKENS)
     )
@@ -64,14 +65,14 @@ def load_student_tokenizer(source: Path, vocab_size: int = 8000) -> Any:
         base = AutoTokenizer.from_pretrained(prepare_tokenizer())
         tok = train_tokenizer(base, source, vocab_size)
     else:
-        raise ValueError(f"tokenizer {source}: no such folder or file")
+        raise Unavailable(f"tokenizer {source}: no such folder or file")
     missing = [
         t
         for t in SPECIAL_TOKENS
         if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != tok.unk_token
     ]
     if missing:
-        raise ValueError(f"tokenizer {source} lacks the ChatML tokens {missing}")
+        raise BadRecipe(f"tokenizer {source} lacks the ChatML tokens {missing}")
     tok.pad_token = PAD_TOKEN
     tok.eos_token = "<|im_end|>"
     tok.bos_token = "<|im_start|>"

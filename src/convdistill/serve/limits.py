@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from convdistill.errors import BadRecipe
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -25,6 +27,6 @@ class Limits:
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if value < 1:
-                raise ValueError(f"limit {name} must be at least 1, got {value}")
+                raise BadRecipe(f"limit {name} must be at least 1, got {value}")
         if self.default_max_tokens > self.max_tokens:
-            raise ValueError("default_max_tokens cannot exceed max_tokens")
+            raise BadRecipe("default_max_tokens cannot exceed max_tokens")

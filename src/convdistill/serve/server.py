@@ -12,6 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
+from convdistill.errors import Unavailable
 from convdistill.models.registry import resolve_model
 from convdistill.serve.app import create_app
 from convdistill.serve.batcher import Batcher
@@ -36,7 +37,10 @@ def load_chat_model(name_or_path: str | Path, served_name: str | None = None) ->
     """An embedded model name (converted on first use) or a checkpoint folder."""
     path = resolve_model(name_or_path)
     default = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else path.name
-    return ChatModel(path, served_name or default)
+    try:
+        return ChatModel(path, served_name or default)
+    except OSError as exc:  # transformers: a checkpoint folder without its weights or tokenizer
+        raise Unavailable(str(exc)) from exc
 
 
 def build_server(model: ChatModel, settings: ServeSettings) -> uvicorn.Server:
