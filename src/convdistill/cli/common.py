@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from convdistill.conversation_trees.ingest_report import IngestReport, InputError, Reject
 from convdistill.conversation_trees.scoring import ScoreWeights
@@ -268,6 +270,8 @@ def friendly_errors() -> Iterator[None]:
     names the file. Anything else is a bug: its traceback, a line saying so, exit 1."""
     try:
         yield
+    except (typer.Exit, typer.Abort, TyperException):
+        raise  # typer's own exits and usage errors (also Exceptions) are handled by typer
     except InputError as exc:
         fail(f"bad input (--on-error fail): {exc}")
     except ConvdistillError as exc:
@@ -278,6 +282,15 @@ def friendly_errors() -> Iterator[None]:
         fail(f"{exc.filename}: {exc.strerror or exc}")
     except Exception:
         report_bug()
+
+
+class FriendlyGroup(TyperGroup):
+    """The root command group: every command runs inside `friendly_errors`, so whichever
+    command raises, an expected failure prints one line and anything else a bug report."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's (vendored) click Context
+        with friendly_errors():
+            return super().invoke(ctx)
 
 
 def report_bug() -> NoReturn:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from convdistill.cli.common import err_console, fail
 
@@ -64,9 +63,7 @@ def demo_command(
     try:
         outcome = run_demo(config)
     except StageFailed as exc:
-        fail(escape(f"the demo stopped at {exc}"))
-    except OSError as exc:  # the output folder itself cannot be written
-        fail(escape(str(exc)))
+        fail(f"the demo stopped at {exc}")
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", code=130)
     if outcome.report is not None:

@@ -18,10 +18,6 @@ app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
-    fail(escape(message))  # suite errors quote user text, which must not be read as markup
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
@@ -30,11 +26,7 @@ def _write_json(path: Path, data: Any) -> None:
 def _load_results(path: Path) -> dict[str, Any]:
     from convdistill.eval import load_results
 
-    try:
-        return load_results(str(path))
-    except ValueError as exc:
-        _fail(str(exc))
-        raise  # unreachable: _fail exits
+    return load_results(str(path))  # a bad or missing file: BadInput/Unavailable, one line
 
 
 @app.command("run")
@@ -75,7 +67,7 @@ def run(
                                                 "(default: torch's; 1 is faster on busy shared cores).")] = None,
 ) -> None:
     """Run SUITE against MODEL and write per-turn, per-case, per-tag and per-depth scores."""
-    from convdistill.eval import HISTORY_MODES, Judge, RunOptions, SuiteError, load_suites, open_backend, run_suite
+    from convdistill.eval import HISTORY_MODES, Judge, RunOptions, load_suites, open_backend, run_suite
     from convdistill.eval.judge import DEFAULT_RUBRIC
     from convdistill.teacher.client import FatalEndpointError, RequestFailed
 
@@ -85,11 +77,7 @@ def run(
         raise typer.BadParameter("give both --judge-url and --judge-model", param_hint="--judge-model")
     if pairwise_baseline is not None and judge_url is None:
         raise typer.BadParameter("pairwise judging needs --judge-url/--judge-model", param_hint="--pairwise-baseline")
-    try:
-        cases = load_suites([_suite_file(path) for path in suite])
-    except SuiteError as exc:
-        _fail(str(exc))
-        return
+    cases = load_suites([_suite_file(path) for path in suite])  # a bad suite: SuiteError, one line
     if threads is not None:
         import torch
 
@@ -107,9 +95,9 @@ def run(
             cases, backend, RunOptions(history, judge, baseline, nll),
             progress=lambda done, total: err_console.print(f"generated {done}/{total} turns"),
         )
-    except (ValueError, OSError, RuntimeError, FatalEndpointError, RequestFailed) as exc:
-        _fail(f"{type(exc).__name__}: {exc}")  # model, endpoint and judge failures end as one line
-        return
+    except (FatalEndpointError, RequestFailed) as exc:
+        fail(f"{type(exc).__name__}: {exc}")  # an endpoint or judge that does not answer usably
+
     _write_json(output, results)
     s = results["summary"]
     err_console.print(escape(
@@ -241,24 +229,19 @@ def import_command(
     then: convdistill eval run --suite mt_bench.jsonl --model M --judge-url URL --judge-model J -o r.json"""
     from convdistill.cli.common import RejectLog, check_choice
     from convdistill.eval.mt_bench import IMPORTERS
-    from convdistill.eval.suite import SuiteError
 
     check_choice(benchmark, tuple(IMPORTERS), "--from")
     check_choice(on_error, ("skip", "fail"), "--on-error")
-    try:
-        result = IMPORTERS[benchmark](source, pass_rating)
-    except SuiteError as exc:
-        _fail(str(exc))
-        return
+    result = IMPORTERS[benchmark](source, pass_rating)  # an unreadable file: SuiteError, one line
     log = RejectLog(rejects)
     for problem in result.problems:
         log(problem)
     log.close()
     err_console.print(escape(result.summary()))
     if result.problems and on_error == "fail":
-        _fail(f"{source}: {result.lines_rejected} bad lines (--on-error fail); nothing written")
+        fail(f"{source}: {result.lines_rejected} bad lines (--on-error fail); nothing written")
     if not result.cases:
-        _fail(f"{source}: no usable {benchmark} lines; nothing written")
+        fail(f"{source}: no usable {benchmark} lines; nothing written")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(b"".join(orjson.dumps(case.to_dict()) + b"\n" for case in result.cases))
     err_console.print(escape(f"{len(result.cases)} cases -> {output}"))

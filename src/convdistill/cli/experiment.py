@@ -71,6 +71,6 @@ def run(
         outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], preset=preset,
                                  jobs=jobs, threads=threads,
                                  doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
-    except ValueError as exc:
+    except ValueError as exc:  # experiments/ reports unusable settings (--set, presets) as ValueError
         fail(str(exc))
     err_console.print(f"results: {outcome.results}" + (f"; doc: {outcome.doc}" if outcome.doc else ""), markup=False)

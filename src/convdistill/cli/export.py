@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from convdistill.cli.common import check_choice, err_console, fail, friendly_errors
+from convdistill.cli.common import check_choice, err_console
 from convdistill.export.gguf_file import GGUF_TYPES
 
 app = typer.Typer(help="Export a student for other runtimes: GGUF for llama.cpp, Ollama, "
@@ -30,15 +30,11 @@ def gguf_command(
                                                 help="Threads for q4_k_m quantisation.")] = None,
 ) -> None:
     """Write CHECKPOINT as one GGUF file (tensors, hyper-parameters, tokenizer, chat template)."""
-    from convdistill.export.gguf_file import ExportError, export_gguf
-    from convdistill.models import ModelNotAvailable
+    from convdistill.export.gguf_file import export_gguf
 
     check_choice(type_name, GGUF_TYPES, "--type")
-    with friendly_errors():
-        try:
-            done = export_gguf(checkpoint, output, type_name, modelfile=modelfile, threads=threads)
-        except (ExportError, ModelNotAvailable) as exc:
-            fail(str(exc))
+    # A checkpoint that cannot be exported (ExportError) or is not installed: one line.
+    done = export_gguf(checkpoint, output, type_name, modelfile=modelfile, threads=threads)
     typer.echo(f"{done.path}: {done.architecture}, {done.type}, {done.tensors} tensors, "
                f"{done.size_bytes / 1e6:.1f} MB (quantised by {done.quantized_by})")
     if done.modelfile is not None:

@@ -8,6 +8,7 @@ from convdistill import __version__
 from convdistill.cli import eval as eval_commands
 from convdistill.cli import experiment, models, pairs, paths, recipes, teacher, train, trees
 from convdistill.cli import export as export_commands
+from convdistill.cli.common import FriendlyGroup
 from convdistill.cli.demo import demo_command
 from convdistill.cli.serve import serve_command
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=FriendlyGroup,  # expected errors as one line, bugs with their traceback, in every command
 )
 app.add_typer(paths.app, name="paths")
 app.add_typer(pairs.app, name="pairs")

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from convdistill.cli.common import check_choice, dump_json, err_console, fail, friendly_errors
-from convdistill.models import FAMILIES, SIZES, ModelNotAvailable, convdistill_home
+from convdistill.cli.common import check_choice, dump_json, err_console, fail
+from convdistill.models import FAMILIES, SIZES, convdistill_home
 
 app = typer.Typer(
     help="Embedded models (converted once into CONVDISTILL_HOME) and students: built from a "
@@ -55,11 +55,7 @@ def prepare(
         fail(f"unknown model {name!r}; embedded models: {', '.join(EMBEDDED)}")
     if not model.is_prepared() or force:
         err_console.print(f"converting {name} into {model.folder()} (about half a minute) ...")
-    with friendly_errors():
-        try:
-            folder = model.prepare(force)
-        except ModelNotAvailable as exc:
-            fail(str(exc))
+    folder = model.prepare(force)  # a missing wheel: ModelNotAvailable, one line
     typer.echo(str(folder))
 
 
@@ -116,23 +112,19 @@ def init(
         check_choice(size, SIZES, "--size")
     elif layers is None and keep is None:
         fail("--from needs --layers N or --keep I,J,...")
-    with friendly_errors():
-        try:
-            if teacher is None:
-                info = init_student(family, size, output, tokenizer=tokenizer,
-                                    vocab_size=vocab_size, seed=seed)
-                typer.echo(f"{info.path}: {family}-{size}, {info.parameters:,} parameters, "
-                           f"vocabulary {info.vocab_size:,}")
-                return
-            err_console.print(f"building a {family} student from {teacher} (measuring layers on "
-                              "the sample, about a minute) ...")
-            built = init_from_teacher(
-                teacher, family, output, layers=layers, keep=_layer_list(keep, "--keep"),
-                encoder_layers=encoder_layers,
-                encoder_keep=_layer_list(encoder_keep, "--encoder-keep"), sample=sample,
-                sample_size=sample_size, random_init=random_init, seed=seed)
-        except ModelNotAvailable as exc:
-            fail(str(exc))
+    if teacher is None:
+        info = init_student(family, size, output, tokenizer=tokenizer,
+                            vocab_size=vocab_size, seed=seed)
+        typer.echo(f"{info.path}: {family}-{size}, {info.parameters:,} parameters, "
+                   f"vocabulary {info.vocab_size:,}")
+        return
+    err_console.print(f"building a {family} student from {teacher} (measuring layers on "
+                      "the sample, about a minute) ...")
+    built = init_from_teacher(
+        teacher, family, output, layers=layers, keep=_layer_list(keep, "--keep"),
+        encoder_layers=encoder_layers,
+        encoder_keep=_layer_list(encoder_keep, "--encoder-keep"), sample=sample,
+        sample_size=sample_size, random_init=random_init, seed=seed)
     typer.echo(f"{built.path}: {family} from {teacher}, {built.parameters:,} parameters, {built.layout()}"
                + (" (random weights)" if random_init else ""))
 

@@ -20,7 +20,6 @@ from convdistill.cli.common import (
     build_selection,
     check_choice,
     err_console,
-    friendly_errors,
     print_report,
     read_progress,
 )
@@ -102,7 +101,7 @@ def export_command(
     selection = build_selection(lang, tree_state, top_k, drop_synthetic, review)
     redactor = build_redactor(redact, redact_patterns)
     log = RejectLog(rejects)
-    with friendly_errors(), read_progress("reading") as progress:
+    with read_progress("reading") as progress:
         try:
             summary = export_pairs(
                 input_file,

@@ -31,7 +31,6 @@ from convdistill.cli.common import (
     check_choice,
     dump_json,
     err_console,
-    friendly_errors,
     print_report,
     read_progress,
 )
@@ -74,7 +73,7 @@ def stats_command(
     check_choice(on_error, ("skip", "fail"), "--on-error")
     selection = build_selection(lang, tree_state)
     log = RejectLog(rejects)
-    with friendly_errors(), read_progress("reading") as progress:
+    with read_progress("reading") as progress:
         reader = TreeReader(input_file, on_error=on_error, on_reject=log, progress=progress)  # type: ignore[arg-type]
         try:
             stats = collect_stats(reader, selection)
@@ -161,7 +160,7 @@ def sample_command(
     if strategy == "top-k" and top_k is None:
         raise typer.BadParameter("strategy top-k needs --top-k K", param_hint="--strategy")
     log = RejectLog(None)
-    with friendly_errors(), read_progress("reading") as progress:
+    with read_progress("reading") as progress:
         read = ReadOptions(on_error, log, progress)  # type: ignore[arg-type]
         paths, report = sample_paths(
             input_file,
@@ -285,7 +284,7 @@ def export_command(
     )
     redactor = build_redactor(redact, redact_patterns)
     log = RejectLog(rejects)
-    with friendly_errors(), read_progress("reading") as progress:
+    with read_progress("reading") as progress:
         try:
             summary = export_paths(
                 input_file,

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from convdistill.cli.common import err_console, fail
+from convdistill.cli.common import err_console
+from convdistill.errors import BadRecipe
 
 
 def serve_command(
@@ -43,7 +44,6 @@ def serve_command(
         "shared with other jobs, fewer threads than cores avoids heavy slow-downs.")] = None,
 ) -> None:
     """Serve MODEL with OpenAI's chat completions API (POST /v1/chat/completions)."""
-    from convdistill.models import ModelNotAvailable
     from convdistill.serve import Limits, ServeSettings, load_chat_model
     from convdistill.serve.server import build_server
 
@@ -52,7 +52,7 @@ def serve_command(
                         max_chars=max_chars, max_prompt_tokens=max_prompt_tokens,
                         max_tokens=max_tokens, default_max_tokens=default_max_tokens,
                         max_n=max_n, max_pending=max_pending)
-    except ValueError as exc:
+    except BadRecipe as exc:
         raise typer.BadParameter(str(exc)) from None
     settings = ServeSettings(host=host, port=port, api_key=api_key, limits=limits,
                              max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
@@ -63,10 +63,7 @@ def serve_command(
 
         torch.set_num_threads(threads)
     err_console.print(f"loading {model} ...")
-    try:
-        chat_model = load_chat_model(model, served_name)
-    except (ModelNotAvailable, OSError, ValueError) as exc:
-        fail(str(exc))
+    chat_model = load_chat_model(model, served_name)  # no such model: Unavailable, one line
     auth = "API key required" if api_key else "no API key"
     err_console.print(f"serving {chat_model.name} at http://{host}:{port}/v1 ({auth})")
     build_server(chat_model, settings).run()

@@ -13,13 +13,13 @@ from convdistill.cli.common import (
     RejectsOpt,
     check_choice,
     err_console,
-    friendly_errors,
     print_report,
     read_progress,
 )
 from convdistill.conversation_trees.convert import convert_trees
 from convdistill.conversation_trees.exports import ReadOptions
 from convdistill.conversation_trees.redact import REDACT_KINDS, Redactor
+from convdistill.errors import ConvdistillError
 
 app = typer.Typer(
     help="Conversation trees from Open-Assistant, the Hub, ChatGPT, Open WebUI, LibreChat, "
@@ -70,7 +70,7 @@ def build_redactor(kinds: list[str] | None, patterns: Path | None) -> Redactor |
         check_choice(kind, REDACT_KINDS, "--redact")
     try:
         return Redactor.from_options(chosen, patterns)
-    except ValueError as exc:
+    except ConvdistillError as exc:  # an unknown kind, a pattern that is not a regular expression
         raise typer.BadParameter(str(exc), param_hint="--redact-patterns") from None
 
 
@@ -99,7 +99,7 @@ def convert_command(
     check_choice(on_error, ("skip", "fail"), "--on-error")
     redactor = build_redactor(redact, redact_patterns)
     log = RejectLog(rejects)
-    with friendly_errors(), read_progress("reading") as progress:
+    with read_progress("reading") as progress:
         try:
             report, lines = convert_trees(
                 input_path,
