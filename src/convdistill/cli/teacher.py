@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -148,50 +151,57 @@ CreatedOpt = Annotated[
 ]
 
 
+TurnsOpt = Annotated[
+    int, typer.Option("--turns", "-k", min=1, help="Simulated exchanges to add per path.")
+]
+AnswersOpt = Annotated[
+    int, typer.Option("--answers", "-n", min=1, help="Teacher answers per user turn.")
+]
+
+
 def _run(
     operation: Operation,
-    input_file: Path,
-    out: Path,
-    *,
-    turns: int = 2,
-    answers: int = 1,
-    strategy: str = "all",
-    lang,
-    tree_state,
-    top_k=None,
-    drop_synthetic,
-    max_trees,
-    base_url,
-    model,
-    concurrency,
-    timeout,
-    max_retries,
-    cache,
-    no_cache,
-    dry_run,
-    max_requests,
-    max_tokens,
-    price_in,
-    price_out,
-    prompts_dir,
-    seed,
-    temperature: float = 0.0,
-    max_new_tokens: int = 48,
-    created_date=None,
-    threads=None,
-    batch_in=None,
-    batch_out=None,
-    on_error,
-    rejects,
+    input_file: InputFile,
+    out: OutOpt,
+    strategy: StrategyOpt = "best",
+    lang: LangOpt = None,
+    tree_state: StateOpt = None,
+    top_k: TopKOpt = None,
+    drop_synthetic: DropSyntheticOpt = False,
+    max_trees: MaxTreesOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = 6,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    dry_run: DryRunOpt = False,
+    max_requests: MaxRequestsOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    price_in: PriceInOpt = 0.0,
+    price_out: PriceOutOpt = 0.0,
+    prompts_dir: PromptsOpt = None,
+    threads: ThreadsOpt = None,
+    batch_out: BatchOutOpt = None,
+    batch_in: BatchInOpt = None,
+    seed: SeedOpt = 0,
+    temperature: TemperatureOpt = 0.7,
+    max_new_tokens: NewTokensOpt = 256,
+    created_date: CreatedOpt = None,
+    on_error: OnErrorOpt = "skip",
+    rejects: RejectsOpt = None,
+    turns: TurnsOpt = 2,
+    answers: AnswersOpt = 1,
 ) -> None:
+    """One teacher operation over an export. Its parameters, in this order, are the options of
+    `extend`, `regenerate` and `rank` (`_teacher_command` builds each command from them)."""
     check_choice(strategy, STRATEGIES, "--strategy")
     check_choice(on_error, ("skip", "fail"), "--on-error")
     if strategy == "top-k" and top_k is None:
         raise typer.BadParameter("strategy top-k needs --top-k K", param_hint="--strategy")
     selection = build_selection(lang, tree_state, top_k, drop_synthetic, min_assistant_turns=1)
     if operation != "rank":
-        from dataclasses import replace
-
         selection = replace(selection, min_assistant_turns=0)  # an unanswered prompt is work too
     settings = TeacherSettings(
         operation=operation,
@@ -210,11 +220,13 @@ def _run(
         cache_path=cache_path,
         created_date=created_date,
         prompts_dir=prompts_dir,
-        on_error=on_error,
+        on_error=on_error,  # type: ignore[arg-type]  # one of them: check_choice above
         on_reject=log,
         batch_in=batch_in,
         batch_out=batch_out,
-    )  # type: ignore[arg-type]
+    )
+    # Bad input, a recipe that cannot run and a missing file reach the root command's
+    # friendly_errors as one line; anything else there is a bug, with its traceback.
     try:
         if dry_run:
             err_console.print(estimate_run(input_file, settings, options).summary())
@@ -263,10 +275,45 @@ def _run(
         err_console.print(report.summary(price_in, price_out), markup=False)
     except FatalEndpointError as exc:
         fail(f"the endpoint refuses requests: {exc}")
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
     finally:
         log.close()
+
+
+# Parameters of `_run` that are each a command's own option, placed right after OUT.
+_OWN_OPTIONS = ("turns", "answers")
+
+
+def _teacher_command(
+    app: typer.Typer, own: tuple[str, ...] = (), fixed: dict[str, Any] | None = None
+) -> Callable[[Callable[[], None]], None]:
+    """Register a command named after the decorated function, with its docstring as help,
+    whose options are `_run`'s: INPUT, OUT, then `own`, then the shared ones in `_run`'s order,
+    less those `fixed` sets instead. The three teacher commands thus declare their ~30 shared
+    options once, and `--help` lists them as before."""
+    fixed = fixed or {}
+
+    def register_command(described: Callable[[], None]) -> None:
+        operation = described.__name__
+        everything = inspect.signature(_run, eval_str=True).parameters
+        head = [everything[name] for name in ("input_file", "out")]
+        shared = [
+            p
+            for name, p in everything.items()
+            if name not in ("operation", "input_file", "out", *_OWN_OPTIONS, *fixed)
+        ]
+        params = [*head, *(everything[name] for name in own), *shared]
+
+        def command(**options: Any) -> None:
+            _run(operation, **fixed, **options)  # type: ignore[arg-type]
+
+        # typer reads a command's options from its signature and type hints.
+        command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        command.__doc__ = described.__doc__
+        command.__name__ = operation
+        app.command(operation)(command)
+
+    return register_command
 
 
 teacher_app = typer.Typer(help="Teacher utilities: batch files.", no_args_is_help=True)
@@ -293,59 +340,21 @@ def batch_run(
       convdistill teacher batch run round1.jsonl answers1.jsonl --model smollm2-135m-instruct
       convdistill extend in.jsonl -o out.jsonl --batch-in answers1.jsonl --batch-out round2.jsonl
     """
-    from convdistill.models import ModelNotAvailable
     from convdistill.teacher.batch import run_batch_file
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        report = run_batch_file(input_file, output_file, model, concurrency)
-    except (ModelNotAvailable, OSError, ValueError) as exc:
-        fail(str(exc))
+    report = run_batch_file(input_file, output_file, model, concurrency)
     err_console.print(report.summary("requests run") + f"\nwrote {output_file}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(teacher_app, name="teacher")
 
-    @app.command("extend")
-    def extend(
-        input_file: InputFile,
-        out: OutOpt,
-        turns: Annotated[
-            int, typer.Option("--turns", "-k", min=1, help="Simulated exchanges to add per path.")
-        ] = 2,
-        strategy: StrategyOpt = "best",
-        lang: LangOpt = None,
-        tree_state: StateOpt = None,
-        top_k: TopKOpt = None,
-        drop_synthetic: DropSyntheticOpt = False,
-        max_trees: MaxTreesOpt = None,
-        base_url: BaseUrlOpt = None,
-        model: ModelOpt = None,
-        concurrency: ConcurrencyOpt = 8,
-        timeout: TimeoutOpt = None,
-        max_retries: RetriesOpt = 6,
-        cache: CacheOpt = None,
-        no_cache: NoCacheOpt = False,
-        dry_run: DryRunOpt = False,
-        max_requests: MaxRequestsOpt = None,
-        max_tokens: MaxTokensOpt = None,
-        price_in: PriceInOpt = 0.0,
-        price_out: PriceOutOpt = 0.0,
-        prompts_dir: PromptsOpt = None,
-        threads: ThreadsOpt = None,
-        batch_out: BatchOutOpt = None,
-        batch_in: BatchInOpt = None,
-        seed: SeedOpt = 0,
-        temperature: TemperatureOpt = 0.7,
-        max_new_tokens: NewTokensOpt = 256,
-        created_date: CreatedOpt = None,
-        on_error: OnErrorOpt = "skip",
-        rejects: RejectsOpt = None,
-    ) -> None:
+    @_teacher_command(app, own=("turns",))
+    def extend() -> None:
         """Continue conversations where humans stopped: a simulated user asks, the teacher answers.
 
         For each selected path (default: the best path of each tree), an unanswered user turn gets
@@ -356,83 +365,30 @@ def register(app: typer.Typer) -> None:
           convdistill extend export.jsonl -o extended.jsonl --turns 2 --max-trees 5
           convdistill extend export.jsonl.gz -o ext.jsonl.gz --base-url http://localhost:8000/v1 --model m
         """
-        _run("extend", **locals())  # every option of this command, by name
 
-    @app.command("regenerate")
-    def regenerate(
-        input_file: InputFile,
-        out: OutOpt,
-        answers: Annotated[
-            int, typer.Option("--answers", "-n", min=1, help="Teacher answers per user turn.")
-        ] = 1,
-        strategy: StrategyOpt = "best",
-        lang: LangOpt = None,
-        tree_state: StateOpt = None,
-        top_k: TopKOpt = None,
-        drop_synthetic: DropSyntheticOpt = False,
-        max_trees: MaxTreesOpt = None,
-        base_url: BaseUrlOpt = None,
-        model: ModelOpt = None,
-        concurrency: ConcurrencyOpt = 8,
-        timeout: TimeoutOpt = None,
-        max_retries: RetriesOpt = 6,
-        cache: CacheOpt = None,
-        no_cache: NoCacheOpt = False,
-        dry_run: DryRunOpt = False,
-        max_requests: MaxRequestsOpt = None,
-        max_tokens: MaxTokensOpt = None,
-        price_in: PriceInOpt = 0.0,
-        price_out: PriceOutOpt = 0.0,
-        prompts_dir: PromptsOpt = None,
-        threads: ThreadsOpt = None,
-        batch_out: BatchOutOpt = None,
-        batch_in: BatchInOpt = None,
-        seed: SeedOpt = 0,
-        temperature: TemperatureOpt = 0.7,
-        max_new_tokens: NewTokensOpt = 256,
-        created_date: CreatedOpt = None,
-        on_error: OnErrorOpt = "skip",
-        rejects: RejectsOpt = None,
-    ) -> None:
+    @_teacher_command(app, own=("answers",))
+    def regenerate() -> None:
         """The teacher answers each user turn of the selected paths itself, as a new sibling of the
         human answers (sequence-level distillation over whole conversations).
 
         Example: convdistill regenerate export.jsonl -o regen.jsonl --strategy all --max-trees 10
         """
-        _run("regenerate", **locals())
 
-    @app.command("rank")
-    def rank(
-        input_file: InputFile,
-        out: OutOpt,
-        lang: LangOpt = None,
-        tree_state: StateOpt = None,
-        drop_synthetic: DropSyntheticOpt = False,
-        max_trees: MaxTreesOpt = None,
-        base_url: BaseUrlOpt = None,
-        model: ModelOpt = None,
-        concurrency: ConcurrencyOpt = 8,
-        timeout: TimeoutOpt = None,
-        max_retries: RetriesOpt = 6,
-        cache: CacheOpt = None,
-        no_cache: NoCacheOpt = False,
-        dry_run: DryRunOpt = False,
-        max_requests: MaxRequestsOpt = None,
-        max_tokens: MaxTokensOpt = None,
-        price_in: PriceInOpt = 0.0,
-        price_out: PriceOutOpt = 0.0,
-        prompts_dir: PromptsOpt = None,
-        threads: ThreadsOpt = None,
-        batch_out: BatchOutOpt = None,
-        batch_in: BatchInOpt = None,
-        seed: SeedOpt = 0,
-        on_error: OnErrorOpt = "skip",
-        rejects: RejectsOpt = None,
-    ) -> None:
+    # Ranking is greedy and short, and every reply group of a tree is looked at: no path
+    # strategy, sampling or length options.
+    @_teacher_command(
+        app,
+        fixed={
+            "strategy": "all",
+            "top_k": None,
+            "temperature": 0.0,
+            "max_new_tokens": 48,
+            "created_date": None,
+        },
+    )
+    def rank() -> None:
         """The teacher ranks sibling replies that have no human ranks (each gets `rank` and
         `ranked_by: <teacher>`), so preference pairs exist for teacher branches too.
 
         Example: convdistill regenerate export.jsonl -o r.jsonl -n 2 && convdistill rank r.jsonl -o ranked.jsonl
         """
-        # Ranking is greedy and short; every reply group of a tree is looked at.
-        _run("rank", **locals())
