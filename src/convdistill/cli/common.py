@@ -120,6 +120,19 @@ RejectsOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling and splits.")]
+# Where `paths export` and `pairs export` write their records, and in which format.
+RecordsOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output: .jsonl[.gz], .parquet, or a folder (Hugging Face datasets save_to_disk).",
+    ),
+]
+RecordsFormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="jsonl, parquet or datasets (default: from the output name)."),
+]
 
 
 def split_multi(values: list[str] | None) -> tuple[str, ...]:

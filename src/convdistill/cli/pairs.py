@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,8 @@ from convdistill.cli.common import (
     DropSyntheticOpt,
     LangOpt,
     OnErrorOpt,
+    RecordsFormatOpt,
+    RecordsOutOpt,
     RejectLog,
     RejectsOpt,
     ReviewOpt,
@@ -37,14 +38,7 @@ app = typer.Typer(
 @app.command("export")
 def export_command(
     input_file: InputPath,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output: .jsonl[.gz], .parquet, or a folder (Hugging Face datasets save_to_disk).",
-        ),
-    ],
+    out: RecordsOutOpt,
     pairing: Annotated[str, typer.Option("--pairing", help=f"{', '.join(PAIRINGS)}.")] = "all",
     top_k: TopKOpt = None,
     lang: LangOpt = None,
@@ -66,12 +60,7 @@ def export_command(
         ),
     ] = None,
     seed: SeedOpt = 0,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format", help="jsonl, parquet or datasets (default: from the output name)."
-        ),
-    ] = None,
+    fmt: RecordsFormatOpt = None,
     rejects: RejectsOpt = None,
     on_error: OnErrorOpt = "skip",
     rank_shown_branch: Annotated[

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -20,6 +19,8 @@ from convdistill.cli.common import (
     MinLabelOpt,
     MinTurnsOpt,
     OnErrorOpt,
+    RecordsFormatOpt,
+    RecordsOutOpt,
     RejectLog,
     RejectsOpt,
     ReviewOpt,
@@ -204,14 +205,7 @@ def _print_path(index: int, path: DialogPath) -> None:
 @app.command("export")
 def export_command(
     input_file: InputPath,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output: .jsonl[.gz], .parquet, or a folder (Hugging Face datasets save_to_disk).",
-        ),
-    ],
+    out: RecordsOutOpt,
     strategy: StrategyOpt = "all",
     top_k: TopKOpt = None,
     lang: LangOpt = None,
@@ -245,12 +239,7 @@ def export_command(
         ),
     ] = None,
     seed: SeedOpt = 0,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format", help="jsonl, parquet or datasets (default: from the output name)."
-        ),
-    ] = None,
+    fmt: RecordsFormatOpt = None,
     rejects: RejectsOpt = None,
     on_error: OnErrorOpt = "skip",
     hub_split: HubSplitOpt = None,
