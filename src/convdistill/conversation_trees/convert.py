@@ -15,6 +15,7 @@ from pathlib import Path
 from convdistill.conversation_trees.exports import ReadOptions
 from convdistill.conversation_trees.ingest_report import IngestReport
 from convdistill.conversation_trees.writers import ExportFormat, write_trees
+from convdistill.files import write_atomically
 
 
 def convert_trees(
@@ -29,13 +30,7 @@ def convert_trees(
     The output is written next to its final name and moved into place at the end, so a failed
     read under ``on_error="fail"`` leaves no half-written export behind.
     """
-    out = Path(out)
     reader = (read or ReadOptions()).reader(input_path)
-    partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # keeps .gz: gzip goes by name
-    try:
+    with write_atomically(out) as partial:
         lines = write_trees(partial, reader, fmt)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(out)
     return reader.report, lines

@@ -8,12 +8,12 @@ same stages are the start of a real run (raise the sizes in the recipes, not her
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from convdistill.files import fingerprint, project_file
 
 SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
 EMBEDDED_TEACHER = "smollm2-135m-instruct"
@@ -114,8 +114,7 @@ class DemoConfig:
         for key in ("out", "threads"):
             data.pop(key)
         data["trees"] = str(Path(self.trees).resolve())
-        blob = json.dumps(data, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return fingerprint(data)
 
     def describe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -174,17 +173,6 @@ def _busy_cores(window_s: float) -> float | None:
         return None
     total, idle = second[0] - first[0], second[1] - first[1]
     return (os.cpu_count() or 1) * (total - idle) / total
-
-
-def project_file(relative: str) -> Path:
-    """A file that ships with convdistill (sample export, recipes, suites): looked for in the
-    current folder first, then where the package keeps it (resources.shipped_file)."""
-    here = Path(relative)
-    if here.exists():
-        return here
-    from convdistill.resources import shipped_file  # the wheel's copy when installed, else the checkout's
-
-    return shipped_file(relative)
 
 
 def make_config(

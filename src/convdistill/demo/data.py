@@ -22,10 +22,7 @@ from convdistill.conversation_trees.tree_graph import tree_id
 from convdistill.demo.config import DemoConfig
 from convdistill.demo.progress import Heartbeat
 from convdistill.demo.stages import Log
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+from convdistill.files import write_json, write_jsonl
 
 
 def conversation_markdown(messages: list[dict[str, str]], marks: list[str] | None = None, limit: int = 400) -> str:
@@ -51,13 +48,13 @@ def stats_stage(config: DemoConfig, workdir: Path, log: Log) -> dict[str, Any]:
                          f"{report.records_rejected}){first}")
     stats["read"] = {"records_read": reader.report.records_read, "records_kept": reader.report.records_kept,
                      "records_rejected": reader.report.records_rejected, "format": reader.report.format}
-    _write_json(workdir / "stats.json", stats)
+    write_json(workdir / "stats.json", stats)
     log(f"    {stats['trees']} trees, {stats['messages']} messages, {stats['ranked_fraction']:.1%} of assistant "
         f"replies ranked; paths per strategy: "
         + ", ".join(f"{k} {v}" for k, v in stats["paths_per_strategy"].items()))
     paths, _ = sample_paths(config.trees, config.sizes.sample_paths, seed=config.seed)
     samples = [path_record(p) for p in paths]
-    (workdir / "samples.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in samples))
+    write_jsonl(workdir / "samples.jsonl", samples)
     parts = [f"# {len(samples)} paths sampled by score from {config.trees}\n"]
     for i, record in enumerate(samples, 1):
         ranks = [f"rank {r}" if r is not None else "" for r in record["ranks"]]

@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from convdistill.demo.config import DemoConfig, project_file
 from convdistill.demo.progress import Heartbeat
 from convdistill.demo.stages import Log
+from convdistill.files import write_json
 
 
 def demo_suite(config: DemoConfig) -> Any:
@@ -44,7 +43,7 @@ def eval_stage(config: DemoConfig, label: str, model: str, workdir: Path, log: L
     with Heartbeat(log, lambda: f"{done[0]}/{turns} turns generated"):
         results = run_suite(suite, backend, RunOptions(history="gold"),
                             progress=lambda n, total: done.__setitem__(0, n))
-    (workdir / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json(workdir / "results.json", results)
     write_report(results, workdir / "report.md")
     s = results["summary"]
     nll = s.get("mean_reference_nll")

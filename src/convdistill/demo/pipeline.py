@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from convdistill.demo.config import EMBEDDED_TEACHER, FAMILIES, DemoConfig, student_label
-from convdistill.demo.stages import Log, Stage, StageRecord, StageRunner, stderr_log
+from convdistill.demo.stages import Stage, StageRecord, StageRunner
+from convdistill.files import DoneMarker
+from convdistill.progress_log import Log, stderr_log
 
 STAGE_COUNT = 6
 
@@ -105,12 +106,12 @@ def run_demo(config: DemoConfig, log: Log = stderr_log) -> DemoOutcome:
     _quiet_libraries()
     clock = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
-    earlier = _earlier_fingerprint(config.out)
-    if earlier is not None and earlier != config.fingerprint():
+    settings = DoneMarker(config.out / "demo.json", config.fingerprint(), field="fingerprint")
+    earlier = settings.recorded()
+    if earlier is not None and earlier.get("fingerprint") not in (None, config.fingerprint()):
         log(f"[demo] {config.out} holds a demo run with other settings: its stages are redone with these "
             "(give another --out to keep both)")
-    (config.out / "demo.json").write_text(json.dumps({"fingerprint": config.fingerprint(),
-                                                      "config": config.describe()}, indent=2, default=str) + "\n")
+    settings.mark({"fingerprint": config.fingerprint(), "config": config.describe()})
     runner = StageRunner(config.out, config.fingerprint(), log)
     log(f"[demo] {config.trees} -> {config.out} ({'quick' if config.quick else 'full'} mode, "
         f"{config.threads} threads, teacher {config.teacher_name})")
@@ -139,9 +140,3 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
 
-
-def _earlier_fingerprint(out: Path) -> str | None:
-    try:
-        return json.loads((out / "demo.json").read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -21,11 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-Log = Callable[[str], None]
-
-
-def stderr_log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+from convdistill.files import DoneMarker, read_json
+from convdistill.progress_log import Log, stderr_log
 
 
 class StageUnavailable(Exception):
@@ -83,13 +79,6 @@ class StageRunner:
                     if n in self.records and self.records[n].run_id}
         return {"fingerprint": self.fingerprint, "upstream": upstream}
 
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
     def run(self, stage: Stage, position: str) -> StageRecord:
         head = f"[demo {position}] {stage.title}"
         missing = [n for n in stage.needs if self.records.get(n) is None
@@ -99,20 +88,20 @@ class StageRunner:
             self.log(f"{head}: skipped ({record.reason}, which did not run)")
             return self._keep(record)
         key = self._key(stage)
-        marker = self.markers / f"{stage.name}.json"
-        done = self._read(marker)
-        if done is not None and done.get("key") == key:
+        marker = DoneMarker(self.markers / f"{stage.name}.json", key)
+        done = marker.done()
+        if done is not None:
             record = StageRecord(stage.name, stage.title, "cached", done.get("seconds", 0.0),
                                  done.get("result", {}), run_id=done.get("run_id", ""))
             self.log(f"{head}: finished earlier ({record.seconds:.0f} s), skipped")
             return self._keep(record)
-        marker.unlink(missing_ok=True)
+        marker.clear()
         resumed = False
         workdir = self.out
         if stage.folder:
             workdir = self.workdir(stage.name)
             started = workdir / ".started.json"
-            if workdir.exists() and self._read(started) != key:
+            if workdir.exists() and read_json(started) != key:
                 shutil.rmtree(workdir)  # made under other settings or from other inputs: start clean
             resumed = started.exists()
             workdir.mkdir(parents=True, exist_ok=True)
@@ -134,9 +123,8 @@ class StageRunner:
             raise StageFailed(stage.name, exc) from exc
         seconds = round(time.perf_counter() - clock, 1)
         run_id = uuid.uuid4().hex[:12]
-        marker.write_text(json.dumps({"name": stage.name, "title": stage.title, "key": key, "run_id": run_id,
-                                      "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                      "result": result}, indent=2, default=str) + "\n")
+        marker.mark({"name": stage.name, "title": stage.title, "key": key, "run_id": run_id,
+                     "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "result": result})
         self.log(f"{head}: done in {seconds:.0f} s")
         return self._keep(StageRecord(stage.name, stage.title, "done", seconds, result, run_id=run_id))
 

@@ -4,15 +4,15 @@ the settings' fingerprint."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from convdistill.experiments.evaluation import teacher_recall
-from convdistill.experiments.files import project_file, read_jsonl, write_jsonl
 from convdistill.experiments.regimes import cut_words
 from convdistill.experiments.settings import Layout, Log, Settings
+from convdistill.files import DoneMarker, project_file, write_jsonl
+from convdistill.trainers.data import read_jsonl
 
 
 def extend_export(settings: Settings, source: Path, out: Path, threads: int, log: Log) -> dict[str, Any]:
@@ -79,12 +79,11 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
     from convdistill.experiments.regimes import check_disjoint, single_turn, synthetic_paths, turn_records
 
     data = layout.data
-    marker = data / "data.json"
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if done.get("fingerprint") == settings.fingerprint():
-            log("data: reusing " + str(data))
-            return done
+    marker = DoneMarker(data / "data.json", settings.fingerprint(), field="fingerprint")
+    done = marker.done()
+    if done is not None:
+        log("data: reusing " + str(data))
+        return done
     data.mkdir(parents=True, exist_ok=True)
     low, high = settings.eval_distances
     suites = {
@@ -132,7 +131,7 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
             "first_turns": str(data / "heldout_first_turns.jsonl"),
             "suites": {name: str(data / f"{name}.jsonl") for name in suites}, "counts": counts,
             "teacher": teacher, "teacher_recall": teacher_memory}
-    marker.write_text(json.dumps(done, indent=2) + "\n")
+    marker.mark(done)
     log(f"data: {counts['synthetic_records']} synthetic + {counts['sample_records']} sample records "
         f"(c/d: {counts['sample_teacher_records']} sample records, {counts['teacher_written_replies']} teacher "
         f"replies); held-out recall cases {counts['eval_cases']}")

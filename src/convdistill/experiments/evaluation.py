@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from convdistill.experiments.files import project_file, read_jsonl
 from convdistill.experiments.metrics import (
     copy_accuracy,
     first_turn,
@@ -18,6 +17,8 @@ from convdistill.experiments.metrics import (
     recall_distance,
 )
 from convdistill.experiments.settings import Log, Settings
+from convdistill.files import project_file
+from convdistill.trainers.data import read_jsonl
 
 
 def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> dict[str, Any] | None:

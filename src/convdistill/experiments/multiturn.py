@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.experiments.data import prepare_data
-from convdistill.experiments.files import stderr_log
 from convdistill.experiments.report import summarize, write_doc, write_results
 from convdistill.experiments.settings import FULL, NAME, QUICK, TINY, Layout, Log, Settings, settings_for
 from convdistill.experiments.units import build_students, run_units
+from convdistill.progress_log import stderr_log, timed
 
 __all__ = ["FULL", "QUICK", "TINY", "Outcome", "Settings", "run", "settings_for"]
+
+STDERR_LOG = timed(stderr_log)  # runs take hours: each line says when
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Outcome:
 
 
 def run(root: str | Path, settings: Settings = FULL, jobs: int = 2, threads: int = 1, doc: str | Path | None = None,
-        keep_checkpoints: bool = False, command: str = "", log: Log = stderr_log) -> Outcome:
+        keep_checkpoints: bool = False, command: str = "", log: Log = STDERR_LOG) -> Outcome:
     """The whole experiment: data (+ teacher), every unit, the summary table and plots, and
     (with `doc`) the generated part of docs/experiments.md."""
     layout = Layout(Path(root))

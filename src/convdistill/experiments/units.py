@@ -3,7 +3,6 @@ built from the teacher once per family; and the scheduler that runs units in wor
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -12,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.experiments.evaluation import evaluate
-from convdistill.experiments.files import project_file
 from convdistill.experiments.settings import Layout, Log, Settings
+from convdistill.files import DoneMarker, project_file
 
 
 def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: str, output_dir: Path,
@@ -129,18 +128,13 @@ def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict
     metrics.update(evaluate(result.checkpoint, settings, data["suites"], work, data.get("first_turns")))
     if not keep_checkpoint:
         shutil.rmtree(work / "model", ignore_errors=True)
-    out = layout.results / "units" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    unit_marker(layout, settings, name).mark(metrics)
     return metrics
 
 
-def _cached_unit(layout: Layout, settings: Settings, name: str) -> dict[str, Any] | None:
-    path = layout.results / "units" / f"{name}.json"
-    if not path.is_file():
-        return None
-    metrics = json.loads(path.read_text())
-    return metrics if metrics.get("fingerprint") == settings.fingerprint() else None
+def unit_marker(layout: Layout, settings: Settings, name: str) -> DoneMarker:
+    """A unit's metrics file, which marks it done under these settings."""
+    return DoneMarker(layout.results / "units" / f"{name}.json", settings.fingerprint(), field="fingerprint")
 
 
 def _unit_order(settings: Settings) -> list[tuple[str, str, int]]:
@@ -157,7 +151,7 @@ def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: in
     todo = []
     for family, regime, seed in _unit_order(settings):
         name = layout.unit(family, regime, seed)
-        cached = _cached_unit(layout, settings, name)
+        cached = unit_marker(layout, settings, name).done()
         if cached is not None:
             done[name] = cached
         else:

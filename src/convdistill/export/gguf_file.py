@@ -32,6 +32,7 @@ import numpy as np
 
 from convdistill.errors import BadRecipe
 from convdistill.export.vocab import GGUFVocab, TokenizerNotRepresentable, gguf_vocab
+from convdistill.files import write_atomically
 
 GGUF_TYPES: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
 # Where gguf-py's own numpy quantiser writes the type; q4_k_m goes through llama.cpp.
@@ -176,8 +177,8 @@ def tensor_type(name: str, array: np.ndarray, type_name: str) -> str:
 
 @contextlib.contextmanager
 def temporary_beside(output: Path, suffix: str) -> Iterator[Path]:
-    """A fresh temporary path in `output`'s folder (so the final rename stays on one file
-    system), removed afterwards whatever happened."""
+    """A fresh temporary path in `output`'s folder (beside the export, where there is room for
+    it), removed afterwards whatever happened: the f32 file a quantiser reads."""
     try:
         handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=suffix, dir=output.parent)
     except OSError as exc:
@@ -287,8 +288,8 @@ def export_gguf(checkpoint: str | Path, output: str | Path, type_name: str = "f1
     auto = AutoModelForCausalLM if architecture == "llama" else AutoModelForSeq2SeqLM
     model = auto.from_pretrained(folder, dtype=torch.float32).eval()
     name = folder.name
-    with temporary_beside(out, ".gguf") as staged:
-        try:
+    try:
+        with write_atomically(out) as staged:
             if type_name in _NUMPY_TYPES:
                 tensors = write_gguf(staged, model, vocab, architecture, type_name, name)
                 quantized_by = "gguf-py"
@@ -298,12 +299,13 @@ def export_gguf(checkpoint: str | Path, output: str | Path, type_name: str = "f1
                 with temporary_beside(out, ".f32.gguf") as full:
                     tensors = write_gguf(full, model, vocab, architecture, "f32", name)
                     quantized_by = quantize_file(full, staged, type_name, threads)
-        except OSError as exc:
-            raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staged, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from an Ollama service
-        os.replace(staged, out)
+            umask = os.umask(0)
+            os.umask(umask)
+            # readable as any file the user writes: a private 0600 (as a quantiser's own temporary
+            # file may be) would hide it from an Ollama service running as another user
+            os.chmod(staged, 0o666 & ~umask)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None
     written, note = None, None
     if modelfile:
         written, note = write_modelfile(out, tokenizer, architecture,

@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
+from convdistill.files import write_atomically
 from convdistill.models.chat_templates import IM_END, IM_START
 
 # Ollama's Go template for ChatML: every message, then the generation prompt.
@@ -80,7 +81,6 @@ def write_modelfile(gguf_path: Path, tokenizer: Any, architecture: str,
     if not is_chatml:
         return None, "no Modelfile: the chat template is not ChatML, which the Modelfile states"
     path = gguf_path.with_suffix(".Modelfile")
-    staged = path.with_name(f".{path.name}.partial")
-    staged.write_text(modelfile_text(gguf_path.name, system, context_length))
-    staged.replace(path)
+    with write_atomically(path) as staged:
+        staged.write_text(modelfile_text(gguf_path.name, system, context_length))
     return path, None

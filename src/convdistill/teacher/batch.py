@@ -15,7 +15,6 @@ K turns needs one round per dependent request (user turn, then answer, then the 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from convdistill.files import write_jsonl
 from convdistill.teacher.client import completion_fields
 from convdistill.teacher.request_cache import CachedAnswer, RequestCache
 
@@ -36,20 +36,12 @@ URLS = (CHAT_URL, "/v1/completions")
 SHOWN = 20  # problems listed one by one; the rest are counted
 
 
-def _write_lines(path: Path, lines: list[bytes]) -> None:
-    """Write a whole file or nothing: to a partial file, renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(b"".join(line + b"\n" for line in lines))
-    os.replace(partial, path)
-
-
 def write_batch_requests(path: Path, pending: dict[str, dict[str, Any]]) -> int:
     """The pending chat requests as a batch input file, in custom_id order (reproducible)."""
-    lines = [orjson.dumps({"custom_id": key, "method": "POST", "url": CHAT_URL, "body": pending[key]})
-             for key in sorted(pending)]
-    _write_lines(path, lines)
-    return len(lines)
+    # plain lines whatever the name: the Batch API and vLLM read them so, and so do our readers
+    write_jsonl(path, ({"custom_id": key, "method": "POST", "url": CHAT_URL, "body": pending[key]}
+                       for key in sorted(pending)), gzip_by_name=False)
+    return len(pending)
 
 
 @dataclass
@@ -214,5 +206,5 @@ def run_batch_file(in_path: Path, out_path: Path, model: str | Path | ChatModel,
     with BackgroundServer(chat_model, ServeSettings(host="127.0.0.1", port=0)) as server:
         root = server.base_url.removesuffix("/v1")
         lines = asyncio.run(_answer_all(root, requests, concurrency, timeout_s))
-    _write_lines(out_path, [orjson.dumps(line) for line in lines])
+    write_jsonl(out_path, lines, gzip_by_name=False)
     return report

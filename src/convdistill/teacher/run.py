@@ -2,7 +2,7 @@
 
 Trees stream from the input; a bounded window of them is worked on concurrently (requests are
 bounded separately by the client); finished trees are written in input order to
-``OUT.partial`` as they complete, and the file becomes ``OUT`` atomically at the end. Every
+a partial file beside ``OUT`` as they complete, and the file becomes ``OUT`` atomically at the end. Every
 answer is in the request cache the moment it arrives, so after a crash (even kill -9) the same
 command replays what was answered, sends only what was not, and writes the same output.
 Trees that the selection does not pick are copied through unchanged.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from convdistill.conversation_trees.writers import (
     nested_tree_bytes,
     tree_to_messages,
 )
-from convdistill.files import open_binary
+from convdistill.files import StagedFile, open_binary
 from convdistill.teacher.batch import BatchFileReport, read_batch_answers, write_batch_requests
 from convdistill.teacher.client import (
     Budget,
@@ -123,11 +122,13 @@ class RunOptions:
 
 
 class OrderedTreeWriter:
-    """Writes trees in input order as they finish, to OUT.partial; ``commit`` renames it to OUT."""
+    """Writes trees in input order as they finish, to a partial file beside OUT; ``commit``
+    renames it to OUT, ``discard`` removes it."""
 
     def __init__(self, out: Path):
         self.out = out
-        self.partial = out.with_name(out.name + ".partial")
+        # one fixed partial name: a run killed and started again overwrites what it left
+        self.staged = StagedFile(out, per_process=False)
         self.stream: IO[bytes] | None = None
         self.fmt = "trees"
         self.next_index = 0
@@ -141,7 +142,7 @@ class OrderedTreeWriter:
 
     def _open(self) -> IO[bytes]:
         if self.stream is None:
-            self.stream = open_binary(self.partial, "wb")
+            self.stream = open_binary(self.staged.partial, "wb")
         return self.stream
 
     def _write(self, graph: nx.DiGraph) -> None:
@@ -155,13 +156,14 @@ class OrderedTreeWriter:
 
     def commit(self) -> None:
         self._open().close()
-        os.replace(self.partial, self.out)
+        self.staged.commit()
 
     def discard(self) -> None:
-        """The trees are incomplete (requests wait in a batch file): OUT is not written."""
+        """The trees are incomplete (requests wait in a batch file, or the run failed): OUT is
+        not written."""
         if self.stream is not None:
             self.stream.close()
-        self.partial.unlink(missing_ok=True)
+        self.staged.discard()
 
 
 async def run_async(

@@ -4,14 +4,13 @@ from an Open-Assistant tree export on the fly; and which assistant turns carry l
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from convdistill.files import open_binary
+from convdistill.files import open_binary, write_atomically
 
 Kind = Literal["paths", "pairs"]
 Message = dict[str, str]
@@ -78,16 +77,14 @@ def load_records(
     if found == "trees":
         from convdistill.conversation_trees import export_pairs, export_paths
 
-        work_dir.mkdir(parents=True, exist_ok=True)
         target = work_dir / f"{kind}.jsonl"
-        # Written under this process's own name and renamed into place: the processes of a
-        # distributed run all export the same file, and one must never read another's half.
-        partial = work_dir / f".{kind}.{os.getpid()}.jsonl"
-        if kind == "paths":
-            export_paths(source, partial, strategy=path_strategy)  # type: ignore[arg-type]
-        else:
-            export_pairs(source, partial)
-        os.replace(partial, target)
+        # The processes of a distributed run all export the same file; each writes its own
+        # partial (named by process id) and renames it into place, so none reads another's half.
+        with write_atomically(target) as partial:
+            if kind == "paths":
+                export_paths(source, partial, strategy=path_strategy)  # type: ignore[arg-type]
+            else:
+                export_pairs(source, partial)
         source, found = target, kind
     if found != kind:
         want = "path records (messages)" if kind == "paths" else "pair records (prompt/chosen/rejected)"
