@@ -51,6 +51,14 @@ def test_a_bad_line_of_an_export_names_file_and_line(tmp_path: Path) -> None:
     assert_one_line(done, "bad input (--on-error fail)", f"{export}:2")
 
 
+def test_a_damaged_save_to_disk_folder_names_its_metadata_file(tmp_path: Path) -> None:
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "dataset_dict.json").write_text('{"splits": ["train"')  # cut short
+    done = run_cli("paths", "stats", folder)
+    assert_one_line(done, f"{folder / 'dataset_dict.json'}: not valid JSON")
+
+
 def test_a_results_file_that_is_not_json_is_bad_input(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     results.write_text("{\n  not json")

@@ -166,7 +166,9 @@ def hub_files(path: str | Path, split: str | None = None) -> list[Path]:
     if is_save_to_disk_folder(path):
         dict_file = path / "dataset_dict.json"
         if dict_file.is_file():
-            splits = json.loads(dict_file.read_text())["splits"]
+            splits = _metadata(dict_file).get("splits")
+            if not isinstance(splits, list):
+                raise BadInput(f"{dict_file}: no list of splits")
             if split is not None:
                 if split not in splits:
                     raise BadRecipe(f"{path}: no split {split!r} (it has {', '.join(splits)})")
@@ -183,10 +185,21 @@ def hub_files(path: str | Path, split: str | None = None) -> list[Path]:
     return files
 
 
+def _metadata(file: Path) -> dict[str, Any]:
+    """A save_to_disk metadata file as an object; a damaged one is bad input that names it."""
+    try:
+        data = json.loads(file.read_text())
+    except ValueError as exc:  # not JSON, or not text
+        raise BadInput(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{file}: a JSON object is required, got {type(data).__name__}")
+    return data
+
+
 def _arrow_files(folder: Path) -> list[Path]:
     state = folder / "state.json"
     if state.is_file():
-        names = [d["filename"] for d in json.loads(state.read_text()).get("_data_files", [])]
+        names = [d["filename"] for d in _metadata(state).get("_data_files", [])]
         if names:
             return [folder / n for n in names]
     return sorted(folder.glob("*.arrow"))
