@@ -16,10 +16,8 @@ fail that request only; the run goes on and reports it.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import os
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
+from convdistill.http_retry import RetryPolicy, retry_after_seconds, transient
 from convdistill.teacher.request_cache import CachedAnswer, RequestCache, request_key
 
 Validator = Callable[[str], "str | None"]  # cleaned answer, or None when it is unusable
@@ -129,26 +128,6 @@ def attempt_payload(request: ChatRequest, model: str, attempt: int) -> dict[str,
     return request.payload(model, request.seed + attempt if attempt else None)
 
 
-def retry_after_seconds(headers: Any) -> float | None:
-    """Retry-After as seconds: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
-
-
 class TeacherClient:
     """Use as ``async with TeacherClient(...) as client: await client.complete(request)``."""
 
@@ -172,6 +151,7 @@ class TeacherClient:
         self._client: httpx.AsyncClient | None = None
         self._url = ""
         self._rng = random.Random(0)  # jitter only
+        self._policy = RetryPolicy(endpoint.max_retries, endpoint.backoff_base_s, endpoint.backoff_max_s)
 
     async def __aenter__(self) -> TeacherClient:
         key = self.endpoint.api_key or os.environ.get("OPENAI_API_KEY")
@@ -225,7 +205,7 @@ class TeacherClient:
         a live answer is (then cached like one); else None and the attempt to make next."""
         assert self.cache is not None
         model = self.endpoint.model
-        for attempt in range(self.endpoint.max_retries + 1):
+        for attempt in self._policy.attempts():
             raw = self.cache.get_batch_answer(request_key(attempt_payload(request, model, attempt)))
             if raw is None:
                 return None, attempt
@@ -238,14 +218,15 @@ class TeacherClient:
                 return Answer(cleaned, created, cached=True), attempt
             self.usage.errors["empty or unusable answer (batch)"] += 1
         self.usage.failed_requests += 1
-        raise RequestFailed(f"no usable answer in {self.endpoint.max_retries + 1} batch answers")
+        raise RequestFailed(f"no usable answer in {self._policy.tries} batch answers")
 
     async def _send_with_retries(self, request: ChatRequest, validate: Validator | None,
                                  first_attempt: int = 0) -> tuple[str, int, int]:
         assert self._client is not None, "use TeacherClient in `async with`"
         settings = self.endpoint
+        policy = self._policy
         last_error = "no attempt"
-        for attempt in range(first_attempt, settings.max_retries + 1):
+        for attempt in policy.attempts(first_attempt):
             if self.budget.exhausted(self.usage):
                 raise BudgetExhausted()
             wait: float | None = None
@@ -276,24 +257,19 @@ class TeacherClient:
                         last_error = "empty or unusable answer"
                 elif status in (401, 403, 404):
                     raise FatalEndpointError(f"{status} from {self._url}: {_error_message(response)}")
-                elif status == 429:
-                    last_error = "429 rate limited"
-                    wait = retry_after_seconds(response.headers)
-                elif status >= 500:
-                    last_error = f"{status} server error"
+                elif transient(status):
+                    last_error = "429 rate limited" if status == 429 else f"{status} server error"
                     wait = retry_after_seconds(response.headers)
                 else:
                     self.usage.failed_requests += 1
                     self.usage.errors[str(status)] += 1
                     raise RequestFailed(f"{status}: {_error_message(response)}")
             self.usage.errors[last_error] += 1
-            if attempt < settings.max_retries:
+            if policy.retries_left(attempt):
                 self.usage.retries += 1
-                backoff = min(settings.backoff_max_s, settings.backoff_base_s * 2**attempt)
-                delay = wait if wait is not None else backoff * (0.5 + self._rng.random() / 2)
-                await asyncio.sleep(min(delay, settings.backoff_max_s))
+                await asyncio.sleep(policy.delay(attempt, wait, self._rng))
         self.usage.failed_requests += 1
-        raise RequestFailed(f"no usable answer after {settings.max_retries + 1} attempts ({last_error})")
+        raise RequestFailed(f"no usable answer after {policy.tries} attempts ({last_error})")
 
 
 def _parse_completion(body: bytes) -> tuple[str, int, int] | None:

@@ -27,6 +27,7 @@ import orjson
 import torch
 
 from convdistill.errors import Unavailable
+from convdistill.http_retry import RetryPolicy, transient
 from convdistill.trainers.teacher_scoring import ScoringJob, hand_out, length_batches
 from convdistill.trainers.vocab_check import ADVICE, VocabularyMismatch
 
@@ -74,8 +75,9 @@ class ServedTeacher:
 
 def _post(client: httpx.Client, teacher: ServedTeacher, url: str, body: dict[str, Any]) -> Any:
     """POST with retries on connection errors, 429 and 5xx; any other refusal is fatal."""
+    policy = RetryPolicy(teacher.max_retries, base_s=1.0, max_s=10.0)
     last = ""
-    for attempt in range(teacher.max_retries + 1):
+    for attempt in policy.attempts():
         try:
             response = client.post(url, content=orjson.dumps(body),
                                    headers={"Content-Type": "application/json"})
@@ -87,14 +89,14 @@ def _post(client: httpx.Client, teacher: ServedTeacher, url: str, body: dict[str
                     return orjson.loads(response.content)
                 except orjson.JSONDecodeError:
                     last = "an answer that is not JSON"
-            elif response.status_code == 429 or response.status_code >= 500:
+            elif transient(response.status_code):
                 last = f"{response.status_code} {response.text[:200]}"
             else:
                 raise ServedTeacherError(f"teacher {teacher.name}: {url} answered "
                                          f"{response.status_code}: {response.text[:300]}")
-        if attempt < teacher.max_retries:
-            time.sleep(min(2.0**attempt, 10.0))
-    raise ServedTeacherError(f"teacher {teacher.name}: {url} failed {teacher.max_retries + 1} times "
+        if policy.retries_left(attempt):
+            time.sleep(policy.delay(attempt))
+    raise ServedTeacherError(f"teacher {teacher.name}: {url} failed {policy.tries} times "
                              f"(last: {last})")
 
 
