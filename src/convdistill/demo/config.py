@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadRecipe, Unavailable
 from convdistill.files import fingerprint, project_file
 
 SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
@@ -186,25 +187,25 @@ def make_config(
 ) -> DemoConfig:
     """A checked config: ValueError with one clear line for anything unusable."""
     if students not in ("teacher", "tiny"):
-        raise ValueError(f"--students {students!r}: choose teacher (built from the embedded teacher's "
+        raise BadRecipe(f"--students {students!r}: choose teacher (built from the embedded teacher's "
                          "layers) or tiny (random-initialised, ~5M parameters)")
     if teacher_base_url and not teacher_model:
-        raise ValueError("--teacher-model is required with --teacher-base-url")
+        raise BadRecipe("--teacher-model is required with --teacher-base-url")
     if teacher_model and not teacher_base_url:
-        raise ValueError("--teacher-model names a model at --teacher-base-url; give the URL too "
+        raise BadRecipe("--teacher-model names a model at --teacher-base-url; give the URL too "
                          "(without both, the embedded SmolLM2 is the teacher)")
     if trees is None:
         trees = project_file(SAMPLE)
         if not trees.is_file():
-            raise ValueError(f"the bundled sample {SAMPLE} was not found; run from the repository root "
+            raise Unavailable(f"the bundled sample {SAMPLE} was not found; run from the repository root "
                              "or give --trees FILE")
     elif not Path(trees).is_file():
-        raise ValueError(f"--trees {trees}: no such file")
+        raise BadRecipe(f"--trees {trees}: no such file")
     config = DemoConfig(trees=Path(trees), out=Path(out), teacher_base_url=teacher_base_url,
                         teacher_model=teacher_model, quick=quick,
                         sizes=replace(QUICK if quick else FULL, students=students))
     if threads is not None:
         if threads < 1:
-            raise ValueError("--threads must be at least 1")
+            raise BadRecipe("--threads must be at least 1")
         config = replace(config, threads=threads)
     return config

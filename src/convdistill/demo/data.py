@@ -22,6 +22,7 @@ from convdistill.conversation_trees.tree_graph import tree_id
 from convdistill.demo.config import DemoConfig
 from convdistill.demo.progress import Heartbeat
 from convdistill.demo.stages import Log
+from convdistill.errors import BadInput, Unavailable
 from convdistill.files import write_json, write_jsonl
 
 
@@ -44,7 +45,7 @@ def stats_stage(config: DemoConfig, workdir: Path, log: Log) -> dict[str, Any]:
     if not stats["trees"]:
         report = reader.report
         first = f"; first problem: {rejects[0].describe()}" if rejects else ""
-        raise ValueError(f"{config.trees}: no usable trees (read {report.records_read} lines, rejected "
+        raise BadInput(f"{config.trees}: no usable trees (read {report.records_read} lines, rejected "
                          f"{report.records_rejected}){first}")
     stats["read"] = {"records_read": reader.report.records_read, "records_kept": reader.report.records_kept,
                      "records_rejected": reader.report.records_rejected, "format": reader.report.format}
@@ -123,7 +124,7 @@ def extend_stage(config: DemoConfig, workdir: Path, log: Log, total_trees: int |
     (workdir / "report.txt").write_text(summary + "\n")
     if report.trees_selected and not report.operation.trees_changed:
         # Every request failed: going on would train and score students on no teacher data.
-        raise ValueError(f"the teacher changed none of the {report.trees_selected} trees it was given: "
+        raise Unavailable(f"the teacher changed none of the {report.trees_selected} trees it was given: "
                          + "; ".join(summary.splitlines()[2:]))
     for line in summary.splitlines()[1:]:
         log(f"    {line}")
@@ -150,9 +151,9 @@ def check_endpoint(base_url: str, api_key: str | None) -> None:
     try:
         response = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=20.0)
     except httpx.HTTPError as exc:
-        raise ValueError(f"cannot reach the teacher at {base_url}: {type(exc).__name__}: {exc}") from None
+        raise Unavailable(f"cannot reach the teacher at {base_url}: {type(exc).__name__}: {exc}") from None
     if response.status_code in (401, 403):
-        raise ValueError(f"the teacher at {base_url} refuses the API key (HTTP {response.status_code}); "
+        raise Unavailable(f"the teacher at {base_url} refuses the API key (HTTP {response.status_code}); "
                          "set OPENAI_API_KEY")
     # Other answers (some servers have no /models) say nothing about chat completions: go on.
 

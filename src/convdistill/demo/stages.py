@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import Unavailable
 from convdistill.files import DoneMarker, read_json
 from convdistill.progress_log import Log, stderr_log
 
 
-class StageUnavailable(Exception):
+class StageUnavailable(Unavailable):
     """Raised by a stage that cannot run here (e.g. a trainer not in this version): the stage is
     reported as skipped, writes no marker (a later run tries again), and its dependants skip."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadRecipe
+
 EXPERIMENTS: dict[str, str] = {
     "multiturn_vs_singleturn": "Does multi-turn tree distillation beat single-turn distillation, and which "
     "student family (T5 or Llama, equal size, both built from the teacher) wins, and how close is SmolLM2 "
@@ -29,7 +31,7 @@ def default_root(name: str, quick: bool, preset: str = "full") -> Path:
 
 def run_experiment(name: str, quick: bool = False, root: str | Path | None = None, **options: Any) -> Any:
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
+        raise BadRecipe(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
     from convdistill.experiments import multiturn
     from convdistill.experiments.settings import settings_for
 

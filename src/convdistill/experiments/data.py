@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadRecipe
 from convdistill.experiments.evaluation import teacher_recall
 from convdistill.experiments.regimes import cut_words
 from convdistill.experiments.settings import Layout, Log, Settings
@@ -145,7 +146,7 @@ def heldout_first_turns(settings: Settings, out: Path) -> list[dict[str, Any]]:
     from convdistill.conversation_trees.records import chat_messages
 
     if settings.real_trees is not None and settings.heldout_from_tree < settings.real_trees:
-        raise ValueError(f"heldout_from_tree {settings.heldout_from_tree} overlaps the {settings.real_trees} "
+        raise BadRecipe(f"heldout_from_tree {settings.heldout_from_tree} overlaps the {settings.real_trees} "
                          "training trees")
     pairs: list[dict[str, Any]] = []
     if settings.heldout_first_turns > 0:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from convdistill.errors import Unavailable
+from convdistill.errors import BadInput, Unavailable
 
 Message = dict[str, str]
 INSTALL_HINT = "pip install llama-cpp-python (builds llama.cpp from source: about ten minutes)"
@@ -68,7 +68,7 @@ class LlamaCppModel:
         self.model = llama_cpp.llama_model_load_from_file(
             str(self.path).encode(), llama_cpp.llama_model_default_params())
         if not self.model:
-            raise ValueError(f"{self.path}: llama.cpp could not load this file")
+            raise BadInput(f"{self.path}: llama.cpp could not load this file")
         # the model's own context (T5 files state 4096), at most 4096: enough for the suites
         n_ctx = n_ctx or min(llama_cpp.llama_model_n_ctx_train(self.model), 4096)
         params = llama_cpp.llama_context_default_params()
@@ -76,7 +76,7 @@ class LlamaCppModel:
         params.n_threads = params.n_threads_batch = threads
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
-            raise ValueError(f"{self.path}: llama.cpp could not create a context")
+            raise Unavailable(f"{self.path}: llama.cpp could not create a context")
         self.n_ctx = n_ctx
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
@@ -108,7 +108,7 @@ class LlamaCppModel:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         if self.chat_template is None:
-            raise ValueError(f"{self.path}: no chat template in the file")
+            raise BadInput(f"{self.path}: no chat template in the file")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         return env.from_string(self.chat_template).render(
             messages=list(messages), add_generation_prompt=True, eos_token=self.eos_token)

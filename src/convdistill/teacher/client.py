@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
+from convdistill.errors import Unavailable
 from convdistill.http_retry import RetryPolicy, retry_after_seconds, transient
 from convdistill.teacher.request_cache import CachedAnswer, RequestCache, request_key
 
@@ -101,15 +102,16 @@ class Usage:
 
 
 class BudgetExhausted(Exception):
-    """No more requests may be sent; what is done so far is kept."""
+    """No more requests may be sent; what is done so far is kept. (Control flow: the run stops
+    sending and reports it; never shown as an error.)"""
 
 
-class FatalEndpointError(Exception):
+class FatalEndpointError(Unavailable):
     """The endpoint refuses every request (wrong key, model or URL): stop the run."""
 
 
-class RequestFailed(Exception):
-    """One request gave no usable answer after all retries."""
+class RequestFailed(Unavailable):
+    """One request gave no usable answer after all retries (the endpoint did not answer usably)."""
 
 
 class RequestPending(RequestFailed):

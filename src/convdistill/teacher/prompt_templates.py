@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from convdistill.errors import BadRecipe
+
 FILES = ("teacher_system.txt", "simulator.txt", "rank.txt", "personas.txt", "styles.txt")
 
 
@@ -43,7 +45,7 @@ def _lines(text: str) -> tuple[str, ...]:
 def load_prompts(override_dir: str | Path | None = None) -> PromptSet:
     folder = Path(override_dir) if override_dir is not None else None
     if folder is not None and not folder.is_dir():
-        raise ValueError(f"--prompts-dir {folder}: not a folder")
+        raise BadRecipe(f"--prompts-dir {folder}: not a folder")
     prompts = PromptSet(
         teacher_system=_read("teacher_system.txt", folder).strip(),
         simulator=Template(_read("simulator.txt", folder)),
@@ -57,7 +59,7 @@ def load_prompts(override_dir: str | Path | None = None) -> PromptSet:
     ):
         missing = [k for k in keys if f"${k}" not in template.template and f"${{{k}}}" not in template.template]
         if missing:
-            raise ValueError(f"prompt template {name} lacks placeholder(s): {', '.join('$' + k for k in missing)}")
+            raise BadRecipe(f"prompt template {name} lacks placeholder(s): {', '.join('$' + k for k in missing)}")
     return prompts
 
 

@@ -26,6 +26,7 @@ from convdistill.conversation_trees.writers import (
     nested_tree_bytes,
     tree_to_messages,
 )
+from convdistill.errors import BadRecipe
 from convdistill.files import StagedFile, open_binary
 from convdistill.teacher.batch import BatchFileReport, read_batch_answers, write_batch_requests
 from convdistill.teacher.client import (
@@ -223,7 +224,7 @@ def teacher_endpoint(base_url: str | None, model: str | None, serve: bool = True
     not started when `serve` is false (a `--batch-out` run sends nothing)."""
     if base_url:
         if not model:
-            raise ValueError("--model is required with --base-url")
+            raise BadRecipe("--model is required with --base-url")
         yield base_url, model
         return
     if not serve:
@@ -249,7 +250,7 @@ def run_teacher(
     options = options or RunOptions()
     prompts = load_prompts(options.prompts_dir)
     if (options.batch_in or options.batch_out) and not options.cache_path:
-        raise ValueError("--batch-in and --batch-out keep their requests and answers in the request cache; "
+        raise BadRecipe("--batch-in and --batch-out keep their requests and answers in the request cache; "
                          "drop --no-cache")
     cache = RequestCache(options.cache_path) if options.cache_path else None
     batch_in = None

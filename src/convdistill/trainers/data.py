@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import orjson
 
+from convdistill.errors import BadInput, Unavailable
 from convdistill.files import open_binary, write_atomically
 
 Kind = Literal["paths", "pairs"]
@@ -23,7 +24,7 @@ def _first_record(path: Path) -> dict[str, Any] | None:
                 try:
                     value = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: first record is not JSON ({exc})") from None
+                    raise BadInput(f"{path}: first record is not JSON ({exc})") from None
                 return value if isinstance(value, dict) else None
     return None
 
@@ -32,14 +33,14 @@ def file_kind(path: Path) -> str:
     """'paths', 'pairs' or 'trees' (an Open-Assistant export, nested or flat) from the first record."""
     first = _first_record(path)
     if first is None:
-        raise ValueError(f"{path}: empty file, nothing to train on")
+        raise BadInput(f"{path}: empty file, nothing to train on")
     if "messages" in first:
         return "paths"
     if "prompt" in first and "chosen" in first and "rejected" in first:
         return "pairs"
     if "message_tree_id" in first or "message_id" in first:
         return "trees"
-    raise ValueError(
+    raise BadInput(
         f"{path}: neither path records (messages), pair records (prompt/chosen/rejected) nor an "
         "Open-Assistant export"
     )
@@ -54,7 +55,7 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
             try:
                 records.append(orjson.loads(line))
             except orjson.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+                raise BadInput(f"{path}:{number}: not JSON ({exc})") from None
             if limit is not None and len(records) >= limit:
                 break
     return records
@@ -72,7 +73,7 @@ def load_records(
     training data stays on disk beside the checkpoint."""
     source = Path(path)
     if not source.is_file():
-        raise ValueError(f"train data {source}: no such file")
+        raise Unavailable(f"train data {source}: no such file")
     found = file_kind(source)
     if found == "trees":
         from convdistill.conversation_trees import export_pairs, export_paths
@@ -88,10 +89,10 @@ def load_records(
         source, found = target, kind
     if found != kind:
         want = "path records (messages)" if kind == "paths" else "pair records (prompt/chosen/rejected)"
-        raise ValueError(f"{source}: holds {found} records, but this trainer needs {want}")
+        raise BadInput(f"{source}: holds {found} records, but this trainer needs {want}")
     records = read_jsonl(source, limit)
     if not records:
-        raise ValueError(f"{source}: no records")
+        raise BadInput(f"{source}: no records")
     return records, source
 
 
@@ -102,7 +103,7 @@ def train_flags(record: dict[str, Any], train_on: str) -> list[bool]:
     own = record.get("train")
     if own is not None:
         if len(own) != len(messages):
-            raise ValueError(
+            raise BadInput(
                 f"record {record.get('tree_id', '?')}: `train` has {len(own)} flags for "
                 f"{len(messages)} messages"
             )
