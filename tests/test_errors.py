@@ -9,12 +9,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from conftest import SAMPLE, run_cli
 from convdistill.cli.common import BUG_REPORT
 from convdistill.errors import BadInput, BadRecipe, ConvdistillError, Unavailable
+from convdistill.models import init_student
+from convdistill.serve import BackgroundServer, ChatModel, ServeSettings
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -173,3 +176,34 @@ def test_the_root_group_lets_expected_failures_and_typer_exits_through(tmp_path:
     usage = run_app(tmp_path, "usage")  # typer's usage errors keep their exit code 2
     assert usage.returncode == 2 and "not like that" in usage.stderr and "Traceback" not in usage.stderr
     assert run_app(tmp_path, "divide", "2").stdout == "0.5\n"
+
+
+class RefusingModel(ChatModel):
+    """A real tiny model whose chat template step fails as told by the last message: a refusal
+    the model means (BadInput) or a bug (KeyError)."""
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        if messages[-1]["content"] == "refuse":
+            raise BadInput("the model's chat template refused these messages: on purpose")
+        if messages[-1]["content"] == "crash":
+            raise KeyError("not-there")
+        return super().prompt_ids(messages)
+
+
+def test_the_server_answers_expected_errors_400_and_bugs_500(tmp_path: Path) -> None:
+    folder = init_student("llama", "tiny", tmp_path / "llama").path
+    with BackgroundServer(RefusingModel(folder), ServeSettings()) as running:
+        def ask(text: str) -> httpx.Response:
+            return httpx.post(f"{running.base_url}/chat/completions", timeout=60,
+                              json={"messages": [{"role": "user", "content": text}], "max_tokens": 2})
+
+        refused = ask("refuse")
+        assert refused.status_code == 400
+        assert refused.json()["error"] == {
+            "message": "the model's chat template refused these messages: on purpose",
+            "type": "invalid_request_error", "param": "messages", "code": "invalid_messages"}
+        crashed = ask("crash")
+        assert crashed.status_code == 500
+        assert crashed.json()["error"] == {"message": "internal error: KeyError", "type": "server_error",
+                                           "param": None, "code": None}
+        assert ask("hello").status_code == 200  # and it goes on serving
