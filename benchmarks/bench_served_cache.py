@@ -21,7 +21,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -36,16 +35,15 @@ def student_views(examples: int, max_length: int) -> tuple[list, object]:
     """The teacher's views of a decoder-only student's SFT examples (best paths of the sample)."""
     from convdistill.models import resolve_model
     from convdistill.trainers.data import load_records
+    from convdistill.trainers.family import DECODER_ONLY
     from convdistill.trainers.loading import load_tokenizer
     from convdistill.trainers.steps import sft_examples
-    from convdistill.trainers.teacher_scoring import teacher_view
 
-    tokenizer = load_tokenizer(resolve_model(TEACHER), False)
+    tokenizer = load_tokenizer(resolve_model(TEACHER), DECODER_ONLY)
     with tempfile.TemporaryDirectory() as work:
         records, _ = load_records(SAMPLE, "paths", Path(work), "best", examples)
-    options = SimpleNamespace(train_on="all", max_target_length=max_length)
-    built, _ = sft_examples(records, tokenizer, options, SimpleNamespace(max_length=max_length), False)
-    return [teacher_view(e, False) for e in built], tokenizer
+    built, _ = sft_examples(records, tokenizer, DECODER_ONLY, "all", max_length, max_length)
+    return [DECODER_ONLY.teacher_view(e) for e in built], tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,13 +42,14 @@ def run(kind: str, folder: Path, paths: Path, opts: argparse.Namespace, work: Pa
     from trl import SFTConfig, SFTTrainer
 
     from convdistill.trainers.data import read_jsonl, train_flags
+    from convdistill.trainers.family import DECODER_ONLY
     from convdistill.trainers.loading import load_tokenizer
     from convdistill.trainers.sft_trainer import CausalSFTTrainer
     from convdistill.trainers.tokenize import tokenize_path
     from convdistill.trainers.truncation import TruncationStats
 
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(folder, encoder_decoder=False)
+    tokenizer = load_tokenizer(folder, DECODER_ONLY)
     records = read_jsonl(paths)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     common = dict(output_dir=str(work / f"out-{kind}"), max_length=opts.max_length,

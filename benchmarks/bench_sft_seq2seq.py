@@ -32,11 +32,12 @@ def student(work: Path) -> Path:
 
 def examples(folder: Path, paths: Path, opts: argparse.Namespace) -> list[dict]:
     from convdistill.trainers.data import read_jsonl, train_flags
+    from convdistill.trainers.family import ENCODER_DECODER
     from convdistill.trainers.loading import load_tokenizer
     from convdistill.trainers.tokenize import seq2seq_examples
     from convdistill.trainers.truncation import TruncationStats
 
-    tokenizer = load_tokenizer(folder, encoder_decoder=True)
+    tokenizer = load_tokenizer(folder, ENCODER_DECODER)
     stats = TruncationStats()
     out: list[dict] = []
     for record in read_jsonl(paths):
@@ -57,11 +58,12 @@ def run(kind: str, folder: Path, data: list[dict], opts: argparse.Namespace, wor
     )
     from trl import SFTConfig
 
+    from convdistill.trainers.family import ENCODER_DECODER
     from convdistill.trainers.loading import load_tokenizer
     from convdistill.trainers.seq2seq import Seq2SeqSFTTrainer
 
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(folder, encoder_decoder=True)
+    tokenizer = load_tokenizer(folder, ENCODER_DECODER)
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.float32)
     common = dict(output_dir=str(work / f"out-{kind}"), per_device_train_batch_size=opts.batch,
                   max_steps=opts.steps, learning_rate=1e-3, report_to="none",

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, run_cli, write_jsonl
 from convdistill.trainers import TruncationStats, load_recipe, train
 from convdistill.trainers.data import train_flags
+from convdistill.trainers.family import DECODER_ONLY, ENCODER_DECODER
 from convdistill.trainers.loading import load_tokenizer
 from convdistill.trainers.recipe import RecipeError
 from convdistill.trainers.tokenize import IGNORE, seq2seq_examples, tokenize_path
@@ -49,7 +50,8 @@ def students(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tokenizers(students: dict[str, Path]) -> dict[str, Any]:
-    return {family: load_tokenizer(path, family == "t5") for family, path in students.items()}
+    return {family: load_tokenizer(path, ENCODER_DECODER if family == "t5" else DECODER_ONLY)
+            for family, path in students.items()}
 
 
 def loss_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
@@ -324,7 +326,7 @@ def test_shipped_recipes_load():
         gpu = "bf16: true" in path.read_text()
         parsed = load_recipe(method, path, ["--bf16", "false"] if gpu else [])
         assert parsed[2].output_dir.startswith("runs/"), path
-        assert len(parsed) == (4 if method == "distill" else 3)
+        assert len(parsed) == 3
 
 
 def test_cli_bad_recipe_is_one_clear_line(tmp_path: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from trl import DistillationConfig, SFTConfig
 
-from convdistill.trainers.steps import set_derived
+from convdistill.trainers.recipe import set_derived
 
 CPU = {"output_dir": "unused", "report_to": "none", "bf16": False, "use_cpu": True}
 

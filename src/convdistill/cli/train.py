@@ -34,9 +34,8 @@ def _run(method: str, config: Path, overrides: list[str]) -> None:
         except ModelNotAvailable as exc:
             fail(str(exc))
     stats = result.data["train"]
-    family = "encoder-decoder" if result.encoder_decoder else "decoder-only"
     err_console.print(
-        f"trained {family} {method} for {result.global_step} steps; "
+        f"trained {result.family.name} {method} for {result.global_step} steps; "
         f"{stats.truncated} truncated, {stats.dropped} dropped, "
         f"{stats.trained_fraction:.1%} of selected assistant tokens trained; "
         f"run log {result.output_dir / 'run_log.json'}",

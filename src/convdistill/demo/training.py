@@ -80,7 +80,7 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
                 workdir: Path, log: Log) -> dict[str, Any]:
     """One recipe run. `start`: the checkpoint to continue from (SFT from the built student, DPO and
     distillation from the SFT student); None keeps the recipe's (a random-initialised student)."""
-    from convdistill.trainers import train
+    from convdistill.trainers import ENCODER_DECODER, train
 
     try:
         recipe = recipe_path(family, method)
@@ -110,7 +110,7 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
     log(line + f"; {stats['examples']} examples, {stats['truncated']} truncated; checkpoint {result.checkpoint}")
     return {
         "family": family, "method": method, "recipe": str(recipe), "checkpoint": str(result.checkpoint),
-        "encoder_decoder": result.encoder_decoder, "steps": result.global_step,
+        "encoder_decoder": result.family is ENCODER_DECODER, "steps": result.global_step,
         "train_runtime": final.get("train_runtime"), "losses": losses,
         "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
         "data": stats, "last_metrics": metrics,

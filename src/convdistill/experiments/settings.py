@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadRecipe
+from convdistill.overrides import list_items, typed_value
+
 NAME = "multiturn_vs_singleturn"
 REGIMES: dict[str, str] = {
     "a": "single-turn",
@@ -188,32 +191,37 @@ class Layout:
         return f"{family}-{regime}-s{seed}"
 
 
-def _convert(text: str, like: Any) -> Any:
-    """`text` as the type of `like` (a field's default); `none` for None; an int where the
-    default is None (the optional counts)."""
-    if text.lower() == "none":
-        return None
-    if isinstance(like, bool):
-        return text.lower() in ("1", "true", "yes")
-    if isinstance(like, (int, float)) or like is None:
-        return (type(like) if like is not None else int)(text)
-    return text
+def _reader(like: Any) -> Callable[[str], Any]:
+    """How a setting whose default is `like` reads its text: `none` is None; a bool is true for
+    1/true/yes; an int or float as its type, an int where the default is None (the optional
+    counts); anything else as text."""
+
+    def read(text: str) -> Any:
+        if text.lower() == "none":
+            return None
+        if isinstance(like, bool):
+            return text.lower() in ("1", "true", "yes")
+        if isinstance(like, (int, float)) or like is None:
+            return (type(like) if like is not None else int)(text)
+        return text
+
+    return read
 
 
 def parse_changes(items: list[str]) -> dict[str, Any]:
     """`FIELD=VALUE` strings (the CLI's --set) as Settings fields; tuples comma-separated
-    (`families=t5`, `eval_distances=1,4`, `seeds=0,1,2,3,4`)."""
+    (`families=t5`, `eval_distances=1,4`, `seeds=0,1,2,3,4`). Raises BadRecipe naming the field."""
     defaults = asdict(FULL)  # (the same fields in every preset)
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or key not in defaults:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(defaults)}")
+            raise BadRecipe(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(defaults)}")
         like = defaults[key]
         if isinstance(like, tuple):
-            out[key] = tuple(_convert(x, like[0]) for x in raw.split(",") if x)
+            out[key] = tuple(typed_value(key, x, _reader(like[0])) for x in list_items(raw))
         else:
-            out[key] = _convert(raw, like)
+            out[key] = typed_value(key, raw, _reader(like))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 import torch
 from jinja2 import TemplateError
 
+from convdistill.errors import BadInput, BadRecipe
 from convdistill.models import seq2seq_format
 from convdistill.serve.events import Delta, Failed, Finished, Job, Logprobs, TokenLogprob
 from convdistill.serve.sampling import next_tokens, row_generator
@@ -56,7 +57,7 @@ class ChatModel:
         self._decoder = AutoTokenizer.from_pretrained(self.path)
         self._encode_lock = threading.Lock()
         if not self.tokenizer.chat_template:
-            raise ValueError(f"{self.path}: the tokenizer has no chat template; cannot serve chat")
+            raise BadRecipe(f"{self.path}: the tokenizer has no chat template; cannot serve chat")
         self.model = auto.from_pretrained(self.path, dtype=torch.float32).eval()
         self.pad_id = _first_int(config.pad_token_id, self.tokenizer.pad_token_id, 0)
         eos = [*_as_list(self.model.generation_config.eos_token_id), self.tokenizer.eos_token_id]
@@ -90,7 +91,7 @@ class ChatModel:
                 )
                 return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         except TemplateError as exc:
-            raise ValueError(f"the model's chat template refused these messages: {exc}") from None
+            raise BadInput(f"the model's chat template refused these messages: {exc}") from None
 
     def encode_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """A raw prompt (completions, /tokenize), with the tokenizer's special tokens by default
@@ -245,7 +246,7 @@ class ChatModel:
         of every prompt token is emitted. Only the scored positions are projected onto the
         vocabulary, all rows' together in chunks of SCORE_CHUNK positions (full logits of a
         16 x 512 batch would take 1.6 GB)."""
-        from convdistill.trainers.teacher_scoring import projects_hidden_states
+        from convdistill.trainers.projection import position_logits, projects_hidden_states
 
         width = ids.shape[1]
         scored_rows = [r for r, j in enumerate(jobs) if j.prompt_logprobs is not None and not j.cancelled]
@@ -254,28 +255,16 @@ class ChatModel:
         cols = torch.tensor([c for j in scored for c in range(width - len(j.prompt_ids), width - 1)],
                             dtype=torch.long)
         targets = [t for j in scored for t in j.prompt_ids[1:]]
-        if projects_hidden_states(self.model):
-            out = self.model.base_model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True
-            )
-            head = self.model.get_output_embeddings()
-            hidden = out.last_hidden_state
-            last = head(hidden[:, -1])
-
-            def logits_at(chunk: slice) -> torch.Tensor:
-                return head(hidden[rows[chunk], cols[chunk]])
-        else:  # a head with soft-capping or scaling: the model's own logits, all of them
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            last = out.logits[:, -1]
-
-            def logits_at(chunk: slice) -> torch.Tensor:
-                return out.logits[rows[chunk], cols[chunk]]
+        # a head with soft-capping or scaling cannot project positions: then all logits are computed
+        out, logits_at = position_logits(self.model, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                         use_cache=True, project=projects_hidden_states(self.model))
+        last = logits_at((slice(None), -1))
 
         k = max((j.prompt_logprobs or 0 for j in scored), default=0)
         entries: list[TokenLogprob] = []
         for first in range(0, len(targets), SCORE_CHUNK):
             chunk = slice(first, first + SCORE_CHUNK)
-            entries.extend(logprob_entries(logits_at(chunk), targets[chunk], k))
+            entries.extend(logprob_entries(logits_at((rows[chunk], cols[chunk])), targets[chunk], k))
         at = 0
         for job in scored:
             count = len(job.prompt_ids) - 1

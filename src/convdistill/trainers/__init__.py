@@ -1,9 +1,11 @@
 """Trainers: multi-turn SFT, DPO and distillation for decoder-only and encoder-decoder students, on TRL.
 
     train(method, recipe)       load a recipe and run it; the checkpoint loads in serve and eval as is
-    load_recipe                 YAML + overrides -> (DataConfig, trl.ModelConfig, TRL config[, DistillConfig])
+    load_recipe                 YAML + overrides -> (DataConfig, trl.ModelConfig, TRL config: for distill
+                                extended by the kd fields, kd_config.DistillConfig / OnPolicyDistillConfig)
     sft.train_sft, dpo.train_dpo, distill.train_distill, on_policy.train_on_policy   the recipes
-    tokenize_path, seq2seq_examples, tokenize_pair   records -> token ids and loss masks
+    ModelFamily, DECODER_ONLY, ENCODER_DECODER, family_of   what differs per model family
+    tokenize_path, seq2seq_examples, tokenize_pair, seq2seq_pair   records -> token ids and loss masks
     TruncationStats             what the shared truncation policy cut or dropped
     Seq2SeqSFTTrainer, Seq2SeqDPOTrainer   TRL's trainers for encoder-decoder students
 
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from convdistill.errors import BadRecipe
+from convdistill.trainers.family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_of
 from convdistill.trainers.recipe import DataConfig, RecipeError, load_recipe
 from convdistill.trainers.steps import TrainResult
-from convdistill.trainers.tokenize import seq2seq_examples, tokenize_pair, tokenize_path
+from convdistill.trainers.tokenize import seq2seq_examples, seq2seq_pair, tokenize_pair, tokenize_path
 from convdistill.trainers.truncation import TruncationStats
 
 METHODS = ("sft", "dpo", "distill")
@@ -31,8 +35,8 @@ def train(method: str, config: Any = None, overrides: Any = None, callbacks: lis
     from convdistill.launch import check_distributed_launch
 
     if method not in METHODS:
-        raise ValueError(f"unknown training method {method!r}: {', '.join(METHODS)}")
-    data, model_args, args, *distill = load_recipe(method, config, overrides)  # type: ignore[arg-type]
+        raise BadRecipe(f"unknown training method {method!r}: {', '.join(METHODS)}")
+    data, model_args, args = load_recipe(method, config, overrides)  # type: ignore[arg-type]
     # before any model or data loads: several processes that cannot form a process group would
     # each train alone and overwrite one another's checkpoints
     check_distributed_launch(bool(getattr(args, "use_cpu", False)))
@@ -45,24 +49,28 @@ def train(method: str, config: Any = None, overrides: Any = None, callbacks: lis
         from convdistill.trainers.dpo import train_dpo
 
         return train_dpo(data, model_args, args, callbacks=callbacks)
-    kd = distill[0]
-    if kd.distill_mode == "on_policy":
+    if args.distill_mode == "on_policy":
         from convdistill.trainers.on_policy import train_on_policy
 
-        return train_on_policy(data, model_args, args, kd, callbacks=callbacks)
+        return train_on_policy(data, model_args, args, callbacks=callbacks)
     from convdistill.trainers.distill import train_distill
 
-    return train_distill(data, model_args, args, kd, callbacks=callbacks)
+    return train_distill(data, model_args, args, callbacks=callbacks)
 
 
 __all__ = [
+    "DECODER_ONLY",
+    "ENCODER_DECODER",
     "METHODS",
     "DataConfig",
+    "ModelFamily",
     "RecipeError",
     "TrainResult",
     "TruncationStats",
+    "family_of",
     "load_recipe",
     "seq2seq_examples",
+    "seq2seq_pair",
     "tokenize_pair",
     "tokenize_path",
     "train",

@@ -10,19 +10,26 @@ configs, optimisation, PEFT wrapping, callbacks, logging, checkpoints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from trl import SFTTrainer
 
+from convdistill.errors import BadRecipe
 from convdistill.padding import pad_right, pad_with_mask
-from convdistill.trainers.heads import base_model, supports_logits_head
+from convdistill.trainers.heads import base_model
+from convdistill.trainers.kd_config import DistillConfig
 from convdistill.trainers.kd_loss import kd_token_loss, teacher_topk
 from convdistill.trainers.logit_cache import LogitCache
-from convdistill.trainers.seq2seq import Seq2SeqCollator, decoder_start_id
-from convdistill.trainers.teacher_scoring import teacher_logits_at, teacher_view
+from convdistill.trainers.projection import position_logits, supports_logits_head
+from convdistill.trainers.recipe import set_derived
+from convdistill.trainers.teacher_scoring import TeacherView, teacher_logits_at
 from convdistill.trainers.tokenize import IGNORE
+
+if TYPE_CHECKING:  # family.py builds on this module
+    from convdistill.trainers.family import ModelFamily
 
 
 @dataclass
@@ -47,7 +54,7 @@ class DistillCollator:
     (live) the teacher's input sequences and the (row, position) pairs to read."""
 
     student: Any
-    encoder_decoder: bool
+    teacher_view: Callable[[dict[str, Any]], TeacherView]
     cache: LogitCache | None
     teacher_pad_id: int
 
@@ -58,7 +65,7 @@ class DistillCollator:
             batch["teacher_top_ids"] = torch.cat([ids for ids, _ in rows])
             batch["teacher_top_log_probs"] = torch.cat([values for _, values in rows])
             return batch
-        views = [teacher_view(e, self.encoder_decoder) for e in examples]
+        views = [self.teacher_view(e) for e in examples]
         ids, mask = pad_with_mask([v.input_ids for v in views], self.teacher_pad_id)
         batch["teacher_input_ids"], batch["teacher_attention_mask"] = ids, mask
         batch["teacher_rows"] = torch.tensor([r for r, v in enumerate(views) for _ in v.positions], dtype=torch.long)
@@ -66,32 +73,29 @@ class DistillCollator:
         return batch
 
 
-def student_labelled_logits(model: Any, inputs: dict[str, torch.Tensor], encoder_decoder: bool,
-                            single_process: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The student's logits at every labelled token, in order, and the tokens: (N, V), (N,)."""
+def causal_labelled_logits(model: Any, inputs: dict[str, torch.Tensor], single_process: bool = True
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder-only student's logits at every labelled token, in order, and the tokens: (N, V), (N,)."""
     labels = inputs["labels"]
-    if encoder_decoder:
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    decoder_input_ids=inputs["decoder_input_ids"],
-                    decoder_attention_mask=inputs["decoder_attention_mask"], use_cache=False)
-        mask = labels != IGNORE
-        return out.logits[mask], labels[mask]
     targets = labels[:, 1:]
     mask = targets != IGNORE
     inner = base_model(model)
-    if single_process and supports_logits_head(inner):
-        # Project only the labelled positions: the vocabulary projection dominates a tiny
-        # model's step, and prompts and user turns are a large share of a path's tokens.
-        # (Under DDP the wrapped model must be called itself, so gradients are synchronised.)
-        hidden = inner.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                  use_cache=False).last_hidden_state
-        return inner.get_output_embeddings()(hidden[:, :-1][mask]), targets[mask]
-    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-    return logits[:, :-1][mask], targets[mask]
+    # Only the labelled positions are projected where the head allows it; under DDP the wrapped
+    # model must be called itself, so that gradients are synchronised.
+    project = single_process and supports_logits_head(inner)
+    _, logits_at = position_logits(inner if project else model, input_ids=inputs["input_ids"],
+                                   attention_mask=inputs["attention_mask"], use_cache=False, project=project)
+    return logits_at(mask.nonzero(as_tuple=True)), targets[mask]
 
 
-def student_collator(encoder_decoder: bool, pad_id: int, model: Any) -> Any:
-    return Seq2SeqCollator(pad_id, decoder_start_id(model)) if encoder_decoder else CausalCollator(pad_id)
+def seq2seq_labelled_logits(model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder-decoder student's logits at every labelled reply token, in order, and the tokens."""
+    labels = inputs["labels"]
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                decoder_input_ids=inputs["decoder_input_ids"],
+                decoder_attention_mask=inputs["decoder_attention_mask"], use_cache=False)
+    mask = labels != IGNORE
+    return out.logits[mask], labels[mask]
 
 
 TEACHER_KEYS = ("teacher_top_ids", "teacher_top_log_probs", "teacher_input_ids", "teacher_attention_mask",
@@ -99,27 +103,28 @@ TEACHER_KEYS = ("teacher_top_ids", "teacher_top_log_probs", "teacher_input_ids",
 
 
 class TokenDistillTrainer(SFTTrainer):
-    """SFTTrainer whose loss is kd_weight * KD + (1 - kd_weight) * CE over the labelled tokens.
+    """SFTTrainer whose loss is kd_weight * KD + (1 - kd_weight) * CE over the labelled tokens;
+    `args` is a kd_config.DistillConfig (TRL's SFTConfig and the kd fields).
 
     `teacher` is the live teacher model (kd_cache: false) or None (targets come cached in the
     batch). `vocab_size` is the number of logit columns both models share."""
 
-    def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any, *, kd: Any,
-                 encoder_decoder: bool, cache: LogitCache | None, teacher: Any, teacher_pad_id: int,
+    def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any, *,
+                 family: ModelFamily, cache: LogitCache | None, teacher: Any, teacher_pad_id: int,
                  vocab_size: int, **kwargs: Any) -> None:
         if args.packing or args.padding_free:
-            raise ValueError("packing / padding_free: not supported by train distill (each example's tokens must "
-                             "meet its teacher targets in order); use train_sampling_strategy: group_by_length")
+            raise BadRecipe("packing / padding_free: not supported by train distill (each example's tokens must "
+                            "meet its teacher targets in order); use train_sampling_strategy: group_by_length")
         if cache is None and teacher is None:
             raise ValueError("distillation needs a logit cache or a live teacher")
-        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        set_derived(args, "dataset_kwargs", {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True},
+                    "examples arrive tokenized and fitted")
         pad_id = processing_class.pad_token_id
-        collator = DistillCollator(student_collator(encoder_decoder, pad_id, model), encoder_decoder, cache,
-                                   teacher_pad_id)
+        collator = DistillCollator(family.collator(pad_id, model), family.teacher_view, cache, teacher_pad_id)
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
-        self.kd = kd
-        self.encoder_decoder = encoder_decoder
+        self.family = family
+        self.kd: DistillConfig = args  # self.args, typed with the kd fields
         self.vocab_size = vocab_size
         self.teacher = teacher
         if teacher is not None:
@@ -131,7 +136,7 @@ class TokenDistillTrainer(SFTTrainer):
             self._signature_columns = ["input_ids", "labels", "kd_index"]  # type: ignore[assignment]  # declared None in the base
 
     def labelled_logits(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return student_labelled_logits(model, inputs, self.encoder_decoder, self.accelerator.num_processes == 1)
+        return self.family.labelled_logits(model, inputs, self.accelerator.num_processes == 1)
 
     def teacher_targets(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "teacher_top_ids" in inputs:

@@ -17,23 +17,19 @@ from convdistill.trainers.steps import TrainResult, build_datasets, finish_run, 
 def train_dpo(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None = None) -> TrainResult:
     """DPO on pair records. The reference is explicit: a copy of the starting weights, or,
     under LoRA/QLoRA, the same model with its adapter disabled; never reloaded by name."""
-    from convdistill.trainers.dpo_trainer import FittedDPOTrainer
-    from convdistill.trainers.seq2seq import Seq2SeqDPOTrainer
-
-    folder, encoder_decoder, tokenizer = prepare_student(data, model_args, args)
-    train, evaluation, stats = build_datasets("dpo", data, args, tokenizer, encoder_decoder)
-    model = load_model(folder, model_args, encoder_decoder)
-    peft = peft_config(model_args, encoder_decoder)
+    folder, family, tokenizer = prepare_student(data, model_args, args)
+    train, evaluation, stats = build_datasets("dpo", data, args, tokenizer, family)
+    model = load_model(folder, family, model_args)
+    peft = peft_config(model_args, family)
     reference = None
     if peft is None:
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)
     runlog = RunLog(stats)
-    trainer_class = Seq2SeqDPOTrainer if encoder_decoder else FittedDPOTrainer
-    trainer = trainer_class(model=model, ref_model=reference, args=args, train_dataset=train,
-                            eval_dataset=evaluation, processing_class=tokenizer,
-                            peft_config=peft, callbacks=[runlog, *(callbacks or [])])
+    trainer = family.dpo_trainer(model=model, ref_model=reference, args=args, train_dataset=train,
+                                 eval_dataset=evaluation, processing_class=tokenizer,
+                                 peft_config=peft, callbacks=[runlog, *(callbacks or [])])
     trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint,
                                                        args.output_dir))
-    return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder,
-                   stats, "dpo")
+    return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, family,
+                      stats, "dpo")

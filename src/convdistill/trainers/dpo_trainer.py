@@ -12,22 +12,25 @@ from typing import Any
 
 from trl import DPOTrainer
 
-from convdistill.trainers.heads import add_logits_head, base_model, prefer_logits_head, supports_logits_head
+from convdistill.trainers.heads import add_causal_logits_head, base_model, prefer_logits_head
+from convdistill.trainers.projection import supports_logits_head
 
 
 class FittedDPOTrainer(DPOTrainer):
+    # the head that answers TRL's fused-head calls for this trainer's family
+    logits_head = staticmethod(add_causal_logits_head)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         base = base_model(self.model)
         if prefer_logits_head(self.args.device) and supports_logits_head(base):
-            self._install_logits_head(encoder_decoder=False)
+            self._install_logits_head()
 
-    def _install_logits_head(self, encoder_decoder: bool) -> None:
+    def _install_logits_head(self) -> None:
         """Answer TRL's fused-head calls from plain logits (policy and reference)."""
-        base = base_model(self.model)
-        add_logits_head(base, encoder_decoder)
+        self.logits_head(base_model(self.model))
         if self.ref_model is not None:
-            add_logits_head(self.accelerator.unwrap_model(self.ref_model), encoder_decoder)
+            self.logits_head(self.accelerator.unwrap_model(self.ref_model))
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
                          dataset_name: str) -> Any:

@@ -4,20 +4,22 @@ TRL 1.16 computes SFT and DPO losses through a "fused LM head" (tiled projection
 logits). On CUDA it runs Triton kernels, scores only labelled positions and saves memory; on the
 CPU it scores every position in tiles and measured 2-4x slower than a plain projection and
 softmax for the small models trained here (docs/trainers.md). And it cannot run an
-encoder-decoder model at all. `add_logits_head` installs a forward that answers the same calls
-with the same FusedCausalLMOutput fields from ordinary logits of the labelled positions only:
-for causal models off CUDA, for encoder-decoder models everywhere. TRL's losses and metrics
-then run unchanged on top of it.
+encoder-decoder model at all. `add_causal_logits_head` (causal models off CUDA) and
+`add_seq2seq_logits_head` (encoder-decoder models everywhere) install a forward that answers the
+same calls with the same FusedCausalLMOutput fields from ordinary logits of the labelled
+positions only. TRL's losses and metrics then run unchanged on top of it.
 """
 
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from trl.trainer.utils import FusedCausalLMOutput
 
+from convdistill.trainers.projection import position_logits
 from convdistill.trainers.tokenize import IGNORE
 
 
@@ -65,26 +67,16 @@ def _scored(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
                                label_mask=mask)
 
 
-def supports_logits_head(model: Any) -> bool:
-    """Plain `lm_head(hidden)` models only: TRL's head also applies softcapping and logit
-    scales, which this one does not reproduce."""
-    config = model.config.get_text_config()
-    return all(getattr(config, name, None) in (None, 1.0) for name in (
-        "final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-        "logits_scaling"))
+LabelledLogits = Callable[[Any, Callable[..., Any], tuple[Any, ...], dict[str, Any], torch.Tensor], torch.Tensor]
 
 
-def add_logits_head(model: Any, encoder_decoder: bool) -> None:
-    """Make `model(..., labels=..., fused_lm_head=True)` return a FusedCausalLMOutput whose
-    per-token fields have shape (batch, seq_len - 1), aligned with the shifted labels, as
-    TRL's DPO loss slices them. Install it after TRL's own patch (it wraps TRL's).
-
-    Encoder-decoder: `input_ids` / `attention_mask` hold the decoder sequence (start token
-    first) and `encoder_input_ids` / `encoder_attention_mask` the prompt."""
+def _install_head(model: Any, labelled_logits: LabelledLogits) -> None:
+    """Wrap `model.forward` so that fused-head calls are answered by `labelled_logits(model,
+    original_forward, args, kwargs, mask)`: the logits of the positions `mask` selects among
+    the shifted labels, in order."""
     original = model.forward
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None,
-                encoder_input_ids: Any = None, encoder_attention_mask: Any = None,
                 **kwargs: Any) -> Any:
         if not fused_lm_head:
             if labels is not None:
@@ -94,26 +86,48 @@ def add_logits_head(model: Any, encoder_decoder: bool) -> None:
             kwargs.pop(key, None)
         targets = labels[:, 1:]
         mask = targets != IGNORE
-        if encoder_decoder:
-            # PEFT's seq2seq wrapper passes these explicitly, as None.
-            for key in ("decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds"):
-                kwargs.pop(key, None)
-            decoder_ids = kwargs.pop("input_ids")
-            decoder_mask = kwargs.pop("attention_mask", None)
-            logits = original(
-                input_ids=encoder_input_ids,
-                attention_mask=encoder_attention_mask,
-                decoder_input_ids=decoder_ids[:, :-1],
-                decoder_attention_mask=None if decoder_mask is None else decoder_mask[:, :-1],
-                use_cache=False,
-                **kwargs,
-            ).logits[mask]
-        else:
-            # Project only the labelled positions: in multi-turn chats the prompts and user
-            # turns are a large share of the tokens, and the vocabulary projection and its
-            # softmax dominate a small model's step.
-            hidden = self.base_model(*args, use_cache=False, **kwargs).last_hidden_state
-            logits = self.get_output_embeddings()(hidden[:, :-1][mask])
-        return _scored(logits, targets[mask], mask)
+        return _scored(labelled_logits(self, original, args, kwargs, mask), targets[mask], mask)
 
     model.forward = types.MethodType(forward, model)
+
+
+def _causal_labelled(model: Any, original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                     mask: torch.Tensor) -> torch.Tensor:
+    # The labelled positions only go through the vocabulary projection (projection.py says why).
+    kwargs.pop("encoder_input_ids", None)
+    kwargs.pop("encoder_attention_mask", None)
+    _, logits_at = position_logits(model, *args, project=True, use_cache=False, **kwargs)
+    return logits_at(mask.nonzero(as_tuple=True))
+
+
+def _seq2seq_labelled(model: Any, original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                      mask: torch.Tensor) -> torch.Tensor:
+    # PEFT's seq2seq wrapper passes these explicitly, as None.
+    for key in ("decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds"):
+        kwargs.pop(key, None)
+    encoder_ids = kwargs.pop("encoder_input_ids", None)
+    encoder_mask = kwargs.pop("encoder_attention_mask", None)
+    decoder_ids = kwargs.pop("input_ids")
+    decoder_mask = kwargs.pop("attention_mask", None)
+    return original(
+        input_ids=encoder_ids,
+        attention_mask=encoder_mask,
+        decoder_input_ids=decoder_ids[:, :-1],
+        decoder_attention_mask=None if decoder_mask is None else decoder_mask[:, :-1],
+        use_cache=False,
+        **kwargs,
+    ).logits[mask]
+
+
+def add_causal_logits_head(model: Any) -> None:
+    """Make a decoder-only model's `model(..., labels=..., fused_lm_head=True)` return a
+    FusedCausalLMOutput whose per-token fields have shape (batch, seq_len - 1), aligned with the
+    shifted labels, as TRL's SFT and DPO losses slice them. Install it after TRL's own patch (it
+    wraps TRL's)."""
+    _install_head(model, _causal_labelled)
+
+
+def add_seq2seq_logits_head(model: Any) -> None:
+    """The same for an encoder-decoder model: `input_ids` / `attention_mask` hold the decoder
+    sequence (start token first) and `encoder_input_ids` / `encoder_attention_mask` the prompt."""
+    _install_head(model, _seq2seq_labelled)

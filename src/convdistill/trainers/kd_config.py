@@ -1,15 +1,20 @@
-"""The recipe fields of `convdistill train distill` beyond TRL's config classes.
+"""The configs of `convdistill train distill`: TRL's configs extended by the kd fields, as TRL's
+GKDConfig extends SFTConfig.
 
-Off-policy (the default) trains on the paths' own replies with TRL's SFTConfig plus these;
-on-policy lets the student write its replies through TRL's DistillationTrainer, configured by
-TRL's DistillationConfig plus these. Every field here starts with `kd_` or `teacher` so that it
-never collides with a field of TRL's.
+Off-policy (the default) trains on the paths' own replies: `DistillConfig`, an SFTConfig.
+On-policy lets the student write its replies through TRL's DistillationTrainer:
+`OnPolicyDistillConfig`, a trl.DistillationConfig. Both carry the fields of `KDFields` once;
+every one starts with `kd_`, `teacher` or `distill_` so that it never collides with a field of
+TRL's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trl import DistillationConfig, SFTConfig
+
+from convdistill.errors import BadRecipe
 from convdistill.trainers.kd_loss import KD_LOSSES
 
 MODES = ("off_policy", "on_policy")
@@ -18,7 +23,10 @@ TRL_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0}
 
 
 @dataclass
-class DistillConfig:
+class KDFields:
+    """The distillation fields, mixed into a TRL config (see the classes below); `check_kd_fields`
+    refuses values that cannot run, naming the field."""
+
     teacher: str = field(
         default="smollm2-135m-instruct",
         metadata={"help": "The teacher: an embedded model's name or a causal checkpoint folder sharing the "
@@ -73,13 +81,13 @@ class DistillConfig:
                   "generates."},
     )
 
-    def __post_init__(self) -> None:
+    def check_kd_fields(self) -> None:
         if not 0.0 <= self.kd_weight <= 1.0:
-            raise ValueError(f"kd_weight must lie in [0, 1], got {self.kd_weight}")
+            raise BadRecipe(f"kd_weight must lie in [0, 1], got {self.kd_weight}")
         if self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be positive, got {self.kd_temperature}")
+            raise BadRecipe(f"kd_temperature must be positive, got {self.kd_temperature}")
         if self.kd_top_k < 1:
-            raise ValueError(f"kd_top_k must be at least 1, got {self.kd_top_k}")
+            raise BadRecipe(f"kd_top_k must be at least 1, got {self.kd_top_k}")
         if self.teacher_base_url:
             problems = {
                 "teacher_model": "is required with teacher_base_url" if not self.teacher_model else "",
@@ -94,4 +102,22 @@ class DistillConfig:
             }
             for name, problem in problems.items():
                 if problem:
-                    raise ValueError(f"{name} {problem}")
+                    raise BadRecipe(f"{name} {problem}")
+
+
+@dataclass
+class DistillConfig(KDFields, SFTConfig):
+    """Off-policy distillation: TRL's SFTConfig and the kd fields."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_kd_fields()
+
+
+@dataclass
+class OnPolicyDistillConfig(KDFields, DistillationConfig):
+    """On-policy distillation: TRL's DistillationConfig and the kd fields."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_kd_fields()

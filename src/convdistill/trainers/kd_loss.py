@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from convdistill.errors import BadRecipe
+
 KDLossKind = Literal["forward_kl", "reverse_kl", "jsd"]
 KD_LOSSES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
 # Log-probabilities are floored here (about log 1e-30) instead of reaching -inf: an empty bucket
@@ -83,13 +85,13 @@ def divergence(teacher_log: torch.Tensor, student_log: torch.Tensor, kind: str, 
         return _kl(student_log, teacher_log)
     if kind == "jsd":
         if not 0.0 < beta < 1.0:
-            raise ValueError(f"kd_jsd_beta must lie strictly between 0 and 1, got {beta}")
+            raise BadRecipe(f"kd_jsd_beta must lie strictly between 0 and 1, got {beta}")
         mixture = torch.logsumexp(
             torch.stack([teacher_log + torch.log(torch.tensor(beta)), student_log + torch.log(torch.tensor(1 - beta))]),
             dim=0,
         )
         return beta * _kl(teacher_log, mixture) + (1 - beta) * _kl(student_log, mixture)
-    raise ValueError(f"kd_loss {kind!r}: choose one of {', '.join(KD_LOSSES)}")
+    raise BadRecipe(f"kd_loss {kind!r}: choose one of {', '.join(KD_LOSSES)}")
 
 
 def kd_token_loss(

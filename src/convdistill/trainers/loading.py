@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from convdistill.errors import BadRecipe
 from convdistill.models import STUDENT_TEMPLATE, chatml_template, init_student, resolve_model
+from convdistill.trainers.family import ModelFamily
 
 
 def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None = None,
@@ -31,7 +34,7 @@ def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None
                 from convdistill.models.from_teacher import init_from_teacher
 
                 if layers is None:
-                    raise ValueError(f"model_name_or_path {name}: set student_layers (teacher layers to keep)")
+                    raise BadRecipe(f"model_name_or_path {name}: set student_layers (teacher layers to keep)")
                 init_from_teacher(size.removeprefix("from-"), family, folder, layers=layers,
                                   encoder_layers=encoder_layers)
             else:
@@ -40,13 +43,7 @@ def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None
     return resolve_model(name)
 
 
-def is_encoder_decoder(folder: Path) -> bool:
-    from transformers import AutoConfig
-
-    return bool(getattr(AutoConfig.from_pretrained(folder), "is_encoder_decoder", False))
-
-
-def load_tokenizer(folder: Path, encoder_decoder: bool) -> Any:
+def load_tokenizer(folder: Path, family: ModelFamily) -> Any:
     """The checkpoint's tokenizer with a chat template TRL can train with.
 
     Decoder-only training needs `{% generation %}` markers with the end-of-turn token inside;
@@ -62,7 +59,7 @@ def load_tokenizer(folder: Path, encoder_decoder: bool) -> Any:
         tokenizer.convert_tokens_to_ids(t) not in (None, tokenizer.unk_token_id)
         for t in ("<|im_start|>", "<|im_end|>")
     )
-    if encoder_decoder:
+    if not family.needs_generation_markers:
         if not template:
             tokenizer.chat_template = STUDENT_TEMPLATE
     elif not template or not has_generation_markers(template):
@@ -72,7 +69,7 @@ def load_tokenizer(folder: Path, encoder_decoder: bool) -> Any:
             tokenizer.chat_template = None
         if tokenizer.chat_template is None:
             if not chatml_tokens:
-                raise ValueError(
+                raise BadRecipe(
                     f"{folder}: the tokenizer's chat template has no {{% generation %}} markers "
                     "and it lacks ChatML tokens for the one convdistill supplies; set "
                     "chat_template_path to a template with generation markers"
@@ -91,45 +88,45 @@ def load_tokenizer(folder: Path, encoder_decoder: bool) -> Any:
                 tokenizer.pad_token = token
                 break
         else:
-            raise ValueError(f"{folder}: no pad token distinct from the end-of-turn token")
+            raise BadRecipe(f"{folder}: no pad token distinct from the end-of-turn token")
     return tokenizer
 
 
-def load_model(folder: Path, model_args: Any, encoder_decoder: bool) -> Any:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+def load_model(folder: Path, family: ModelFamily, model_args: Any = None) -> Any:
+    """The checkpoint in `folder` with the recipe's dtype, attention and quantization
+    (`model_args`, a trl.ModelConfig); without model_args, as saved."""
     from trl.trainer.utils import get_quantization_config
 
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(
-        torch, model_args.dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    quantization = get_quantization_config(model_args)
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {
-            "": "cpu"}
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
-    return auto.from_pretrained(folder, **kwargs)
+    kwargs: dict[str, Any] = {"dtype": None}
+    if model_args is not None:
+        kwargs["dtype"] = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+        quantization = get_quantization_config(model_args)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+            kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {
+                "": "cpu"}
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+    return family.auto_model().from_pretrained(folder, **kwargs)
 
 
-def peft_config(model_args: Any, encoder_decoder: bool) -> Any:
-    """TRL's LoRA config from the recipe, with the task type that matches the family."""
+def peft_config(model_args: Any, family: ModelFamily) -> Any:
+    """TRL's LoRA config from the recipe, with the task type that matches the family and
+    `all-linear` targets when the recipe names none (read from a copy: the recipe's own
+    ModelConfig keeps what the user wrote)."""
     from trl.trainer.utils import get_peft_config
 
     if model_args.load_in_4bit and not model_args.use_peft:
-        raise ValueError("load_in_4bit (QLoRA) needs use_peft: true; a 4-bit model cannot be "
-                         "fully fine-tuned")
+        raise BadRecipe("load_in_4bit (QLoRA) needs use_peft: true; a 4-bit model cannot be "
+                        "fully fine-tuned")
     if not model_args.use_peft:
         return None
-    model_args.lora_task_type = "SEQ_2_SEQ_LM" if encoder_decoder else "CAUSAL_LM"
-    if model_args.lora_target_modules is None:
-        model_args.lora_target_modules = "all-linear"
-    return get_peft_config(model_args)
+    targets = "all-linear" if model_args.lora_target_modules is None else model_args.lora_target_modules
+    return get_peft_config(replace(model_args, lora_task_type=family.lora_task_type, lora_target_modules=targets))
 
 
 def save_checkpoint(trainer: Any, tokenizer: Any, folder: Path, base: Path, model_args: Any,
-                    save_merged: bool, encoder_decoder: bool, extra: dict[str, Any]) -> Path:
+                    save_merged: bool, family: ModelFamily, extra: dict[str, Any]) -> Path:
     """Write the final checkpoint: full weights (merged under LoRA/QLoRA unless save_merged is
     false) and the tokenizer with the chat template used in training."""
     from accelerate.utils import is_peft_model
@@ -148,7 +145,7 @@ def save_checkpoint(trainer: Any, tokenizer: Any, folder: Path, base: Path, mode
             # merged weights, and serve/eval load plain checkpoints.
             from peft import PeftModel
 
-            plain = load_model(base, _plain(model_args), encoder_decoder)
+            plain = load_model(base, family, _plain(model_args))
             merged = PeftModel.from_pretrained(plain, adapter).merge_and_unload()
             merged.save_pretrained(folder)
             info["saved"] = "merged"
@@ -163,6 +160,4 @@ def save_checkpoint(trainer: Any, tokenizer: Any, folder: Path, base: Path, mode
 
 
 def _plain(model_args: Any) -> Any:
-    from dataclasses import replace
-
     return replace(model_args, load_in_4bit=False, load_in_8bit=False, dtype="float32")

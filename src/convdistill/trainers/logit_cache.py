@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from convdistill.errors import BadRecipe
 from convdistill.trainers.served_teacher import ServedTeacher, check_tokenizer, score_jobs_served
 from convdistill.trainers.teacher_scoring import ScoringJob, TeacherView, plan_jobs, score_jobs
 
@@ -120,7 +121,7 @@ class ServedScorer:
     def score(self, jobs: Sequence[ScoringJob], k: int, temperature: float,
               progress: Callable[[int], None]) -> Scored:
         if temperature != 1.0:
-            raise ValueError(f"kd_temperature {temperature}: a served teacher's log-probabilities are at "
+            raise BadRecipe(f"kd_temperature {temperature}: a served teacher's log-probabilities are at "
                              "temperature 1 (top-k alone cannot be re-tempered); use 1.0 or a local teacher")
         texts = [self.tokenizer.decode(job.input_ids) for job in jobs[: self.probe_texts]]
         check_tokenizer(self.teacher, self.tokenizer, texts)

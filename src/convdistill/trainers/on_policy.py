@@ -12,11 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadInput, BadRecipe
 from convdistill.trainers.data import load_records, train_flags
-from convdistill.trainers.kd_config import TRL_BETA, DistillConfig
+from convdistill.trainers.family import DECODER_ONLY
+from convdistill.trainers.kd_config import TRL_BETA
 from convdistill.trainers.loading import load_model, peft_config
+from convdistill.trainers.recipe import set_derived
 from convdistill.trainers.runlog import RunLog, announce
-from convdistill.trainers.steps import TrainResult, finish_run, prepare_student, resume_point, set_derived
+from convdistill.trainers.steps import TrainResult, finish_run, prepare_student, resume_point
 from convdistill.trainers.teacher_model import load_teacher, teacher_folder, teacher_vocabulary
 from convdistill.trainers.truncation import TruncationStats, keep_latest_turns
 
@@ -53,22 +56,24 @@ def policy_prompts(records: list[dict[str, Any]], tokenizer: Any, train_on: str,
     return prompts
 
 
-def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig, callbacks: list[Any] | None = None
+def train_on_policy(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None = None
                     ) -> TrainResult:
+    """On-policy distillation of a decoder-only student: TRL's DistillationTrainer on the paths'
+    multi-turn prompts, the divergence and temperature set from the kd fields. `args`: an
+    OnPolicyDistillConfig."""
     from datasets import Dataset
     from trl import DistillationTrainer
 
-
-    teacher = teacher_folder(kd.teacher)
-    folder, encoder_decoder, tokenizer = prepare_student(data, model_args, args)
-    if encoder_decoder:
-        raise ValueError("distill_mode on_policy: TRL's DistillationTrainer generates with causal students only; "
-                         "use distill_mode off_policy for an encoder-decoder student")
-    model = load_model(folder, model_args, encoder_decoder)
+    teacher = teacher_folder(args.teacher)
+    folder, family, tokenizer = prepare_student(data, model_args, args)
+    if family is not DECODER_ONLY:
+        raise BadRecipe("distill_mode on_policy: TRL's DistillationTrainer generates with causal students only; "
+                        "use distill_mode off_policy for an encoder-decoder student")
+    model = load_model(folder, family, model_args)
     teacher_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     # TRL's divergence knob is `beta` (0 forward KL, 1 reverse KL, between: JSD); ours is kd_loss.
-    set_derived(args, "beta", TRL_BETA.get(kd.kd_loss, kd.kd_jsd_beta), f"set by kd_loss {kd.kd_loss}")
-    set_derived(args, "temperature", kd.kd_temperature, "set by kd_temperature")
+    set_derived(args, "beta", TRL_BETA.get(args.kd_loss, args.kd_jsd_beta), f"set by kd_loss {args.kd_loss}")
+    set_derived(args, "temperature", args.kd_temperature, "set by kd_temperature")
     tokenizer.padding_side = "left"  # generation batches are left-padded
     stats: dict[str, TruncationStats] = {}
     datasets = {}
@@ -78,19 +83,18 @@ def train_on_policy(data: Any, model_args: Any, args: Any, kd: DistillConfig, ca
         records, _ = load_records(path, "paths", Path(args.output_dir) / "data", data.path_strategy,
                                   data.max_train_examples if name == "train" else None)
         stats[name] = TruncationStats()
-        prompts = policy_prompts(records, tokenizer, data.train_on, kd.kd_max_prompt_length, stats[name])
+        prompts = policy_prompts(records, tokenizer, data.train_on, args.kd_max_prompt_length, stats[name])
         announce(name, stats[name])
         if not prompts:
-            raise ValueError(f"{name} data {path}: no prompts left ({stats[name].summary()})")
+            raise BadInput(f"{name} data {path}: no prompts left ({stats[name].summary()})")
         datasets[name] = Dataset.from_list(prompts)
     runlog = RunLog(stats)
     trainer = DistillationTrainer(model=model, teacher_model=load_teacher(teacher), args=args,
                                   train_dataset=datasets["train"], eval_dataset=datasets.get("eval"),
                                   processing_class=tokenizer, callbacks=[runlog, *(callbacks or [])],
-                                  peft_config=peft_config(model_args, encoder_decoder))
+                                  peft_config=peft_config(model_args, family))
     trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint, args.output_dir))
     tokenizer.padding_side = "right"
     extra = {"teacher": str(teacher), "distill_mode": "on_policy", "beta": args.beta,
              "temperature": args.temperature}
-    return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, encoder_decoder, stats, "distill",
-                   extra)
+    return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, family, stats, "distill", extra)

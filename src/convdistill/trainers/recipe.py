@@ -1,4 +1,5 @@
-"""Recipes: one YAML file -> (our data options, TRL's ModelConfig, TRL's SFTConfig or DPOConfig).
+"""Recipes: one YAML file -> (our data options, TRL's ModelConfig, TRL's SFTConfig or DPOConfig, or
+for distillation those extended by the kd fields).
 
 A recipe is a flat YAML mapping, like TRL's own `--config` files: every key is a field of one of
 three dataclasses, and `--key value` on the command line overrides it. Parsing goes through
@@ -13,7 +14,9 @@ added here is what TRL's parser leaves out and users trip over:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from convdistill.errors import BadRecipe
+from convdistill.overrides import list_items, typed_value
 
 Method = Literal["sft", "dpo", "distill"]
 TRAIN_ON = ("all", "last", "teacher", "human")
@@ -91,13 +95,13 @@ class DataConfig:
 
 
 def _dataclasses(method: Method, values: dict[str, Any]) -> tuple[type, ...]:
-    from trl import DistillationConfig, DPOConfig, ModelConfig, SFTConfig
+    from trl import DPOConfig, ModelConfig, SFTConfig
 
     if method == "distill":
-        from convdistill.trainers.kd_config import DistillConfig
+        from convdistill.trainers.kd_config import DistillConfig, OnPolicyDistillConfig
 
         on_policy = values.get("distill_mode") == "on_policy"
-        return (DataConfig, ModelConfig, DistillationConfig if on_policy else SFTConfig, DistillConfig)
+        return (DataConfig, ModelConfig, OnPolicyDistillConfig if on_policy else DistillConfig)
     return (DataConfig, ModelConfig, SFTConfig if method == "sft" else DPOConfig)
 
 
@@ -126,31 +130,22 @@ def parse_overrides(tokens: list[str]) -> dict[str, str | bool]:
 
 def _convert(action: argparse.Action, key: str, value: Any) -> Any:
     """A YAML or command-line value converted the way argparse would convert a CLI string."""
-    convert = action.type
     if value is None:
         return None
     if action.nargs in ("+", "*"):
-        items = value.replace(",", " ").split() if isinstance(value, str) else value
-        if not isinstance(items, list):
-            items = [items]
-        return [_convert_one(convert, key, item, action.choices) for item in items]
-    return _convert_one(convert, key, value, action.choices)
+        return [typed_value(key, item, action.type, action.choices) for item in list_items(value)]  # type: ignore[arg-type]
+    return typed_value(key, value, action.type, action.choices)  # type: ignore[arg-type]
 
 
-def _convert_one(convert: Any, key: str, value: Any, choices: Any) -> Any:
-    result = value
-    if isinstance(value, str) and convert is not None:
-        try:
-            result = convert(value)
-        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-            raise RecipeError(f"field {key!r}: cannot read {value!r} ({exc})") from None
-    elif convert is float and isinstance(value, int) and not isinstance(value, bool):
-        result = float(value)
-    if choices is not None and isinstance(result, (str, int, float)) and result not in choices:
-        raise RecipeError(
-            f"field {key!r}: {result!r} is not one of {', '.join(map(str, choices))}"
-        )
-    return result
+def set_derived(config: Any, name: str, value: Any, why: str) -> None:
+    """Set a field of a TRL config that the recipe derives from its own fields. When the recipe
+    had given that field a value of its own (not the field's default) that this replaces, one line
+    says what changed and why, so that a setting is never dropped in silence."""
+    current = getattr(config, name)
+    default = next((f.default for f in dataclasses.fields(config) if f.name == name), dataclasses.MISSING)
+    if current not in (value, default):
+        print(f"[convdistill] recipe: {name} {current!r} -> {value!r} ({why})", file=sys.stderr, flush=True)
+    setattr(config, name, value)
 
 
 def _has_gpu() -> bool:
@@ -178,10 +173,11 @@ def load_recipe(
     method: Method,
     config: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
-) -> tuple[Any, ...]:
-    """(DataConfig, trl.ModelConfig, trl.SFTConfig | trl.DPOConfig) from a recipe and overrides;
-    for `distill`, a fourth item: the DistillConfig (with trl.DistillationConfig in third place
-    when distill_mode is on_policy).
+) -> tuple[DataConfig, Any, Any]:
+    """(DataConfig, trl.ModelConfig, training config) from a recipe and overrides. The training
+    config is trl.SFTConfig (sft), trl.DPOConfig (dpo), or for distill the kd fields on top of
+    TRL's config: kd_config.DistillConfig (an SFTConfig) or, when distill_mode is on_policy,
+    kd_config.OnPolicyDistillConfig (a trl.DistillationConfig).
 
     `config` is a YAML file or an already-read mapping; `overrides` a list of `--key value`
     tokens (the command line) or a mapping. Raises RecipeError naming the offending field.
@@ -223,13 +219,13 @@ def load_recipe(
         typed = actions.get(key) or actions.get(f"no_{key}")
         try:
             converted[key] = _convert(typed, key, value) if typed is not None else value
-        except RecipeError as exc:
+        except BadRecipe as exc:
             raise RecipeError(f"{where}: {exc}") from None
     try:
         parsed = parser.parse_dict(converted)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{where}: {exc}") from None
-    data, model, train = parsed[:3]
+    data, model, train = parsed
     if data.train_file is None:
         raise RecipeError(f"{where}: field 'train_file' is required (path or pair records, or a "
                           "tree export)")
@@ -240,4 +236,4 @@ def load_recipe(
         value = getattr(train if name == "max_length" else data, name, None)
         if value is not None and value < 8:
             raise RecipeError(f"{where}: field {name!r} must be at least 8, got {value}")
-    return tuple(parsed)
+    return data, model, train

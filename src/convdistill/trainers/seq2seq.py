@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
+from convdistill.errors import BadRecipe
 from convdistill.padding import pad_right, pad_with_mask
 from convdistill.trainers.dpo_trainer import FittedDPOTrainer
-from convdistill.trainers.heads import prefer_logits_head, token_loss
+from convdistill.trainers.heads import add_seq2seq_logits_head, prefer_logits_head, token_loss
+from convdistill.trainers.recipe import set_derived
 from convdistill.trainers.tokenize import IGNORE
 
 
@@ -59,7 +61,7 @@ def decoder_start_id(model: Any) -> int:
     if start is None:
         start = config.pad_token_id
     if start is None:
-        raise ValueError("the encoder-decoder model has neither decoder_start_token_id nor "
+        raise BadRecipe("the encoder-decoder model has neither decoder_start_token_id nor "
                          "pad_token_id in its config")
     return int(start)
 
@@ -72,11 +74,12 @@ class Seq2SeqSFTTrainer(SFTTrainer):
     def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any,
                  **kwargs: Any) -> None:
         if args.packing or args.padding_free:
-            raise ValueError("packing / padding_free: not supported for encoder-decoder models; "
+            raise BadRecipe("packing / padding_free: not supported for encoder-decoder models; "
                              "use train_sampling_strategy: group_by_length")
         # Examples are already tokenized and fitted (truncation policy): TRL's preparation would
         # cut labels to max_length, which bounds the encoder side here, not the decoder.
-        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        set_derived(args, "dataset_kwargs", {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True},
+                    "examples arrive tokenized and fitted")
         pad_id = processing_class.pad_token_id
         collator = Seq2SeqCollator(pad_id, decoder_start_id(model))
         super().__init__(model=model, args=args, data_collator=collator,
@@ -139,20 +142,19 @@ class Seq2SeqDPOTrainer(FittedDPOTrainer):
     rejected_ids already fitted by `tokenize.tokenize_pair`; the loss and its metrics are
     TRL's, fed by an encoder-decoder fused head."""
 
+    logits_head = staticmethod(add_seq2seq_logits_head)
+
     def __init__(self, model: Any, ref_model: Any, args: Any, train_dataset: Any,
                  processing_class: Any, **kwargs: Any) -> None:
         if args.precompute_ref_log_probs:
-            raise ValueError("precompute_ref_log_probs: not supported for encoder-decoder models")
+            raise BadRecipe("precompute_ref_log_probs: not supported for encoder-decoder models")
         if args.padding_free:
-            raise ValueError("padding_free: not supported for encoder-decoder models")
+            raise BadRecipe("padding_free: not supported for encoder-decoder models")
         collator = Seq2SeqPreferenceCollator(processing_class.pad_token_id,
                                              decoder_start_id(model))
         super().__init__(model=model, ref_model=ref_model, args=args, data_collator=collator,
                          train_dataset=train_dataset, processing_class=processing_class,
                          **kwargs)
-        if not prefer_logits_head(self.args.device):  # the parent installed it off CUDA only
-            self._install_logits_head(encoder_decoder=True)
-
-    def _install_logits_head(self, encoder_decoder: bool) -> None:
         # Always: TRL's fused head cannot run an encoder-decoder model on any device.
-        super()._install_logits_head(encoder_decoder=True)
+        if not prefer_logits_head(self.args.device):  # the parent installed it off CUDA only
+            self._install_logits_head()

@@ -2,7 +2,7 @@
 
 The datasets hold `input_ids` and `labels` built by `tokenize.tokenize_path` (loss masks per
 turn, shared truncation policy), which TRL takes as they are, packing included. One change:
-off CUDA, TRL's fused-head calls are answered by `heads.add_logits_head` (plain logits of the
+off CUDA, TRL's fused-head calls are answered by `heads.add_causal_logits_head` (plain logits of the
 labelled positions), which is faster there; TRL's loss and metrics code runs unchanged.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 
 from trl import SFTTrainer
 
-from convdistill.trainers.heads import add_logits_head, base_model, prefer_logits_head, supports_logits_head
+from convdistill.trainers.heads import add_causal_logits_head, base_model, prefer_logits_head
+from convdistill.trainers.projection import supports_logits_head
 
 
 class CausalSFTTrainer(SFTTrainer):
@@ -20,4 +21,4 @@ class CausalSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         base = base_model(self.model)
         if prefer_logits_head(self.args.device) and supports_logits_head(base):
-            add_logits_head(base, encoder_decoder=False)
+            add_causal_logits_head(base)

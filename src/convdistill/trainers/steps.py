@@ -3,7 +3,6 @@
     prepare_student   seed, resolve the starting checkpoint, its family, its tokenizer
     build_datasets    records -> fitted, tokenized examples (counted) -> datasets
     resume_point      resume_from_checkpoint as a folder (or none)
-    set_derived       a TRL field the recipe decides, said out loud when it replaces the user's
     finish_run        save the checkpoint that serve/eval load as is, write run_log.json
 
 Recipes import these; nothing here imports a recipe.
@@ -11,36 +10,24 @@ Recipes import these; nothing here imports a recipe.
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadInput, BadRecipe
 from convdistill.trainers.data import load_records, train_flags
-from convdistill.trainers.loading import is_encoder_decoder, load_tokenizer, resolve_checkpoint, save_checkpoint
+from convdistill.trainers.family import ModelFamily, family_of
+from convdistill.trainers.loading import load_tokenizer, resolve_checkpoint, save_checkpoint
 from convdistill.trainers.runlog import RunLog, announce
-from convdistill.trainers.tokenize import seq2seq_examples, tokenize_pair, tokenize_path
 from convdistill.trainers.truncation import TruncationStats
-
-
-def set_derived(config: Any, name: str, value: Any, why: str) -> None:
-    """Set a field of a TRL config that the recipe derives from its own fields. When the recipe
-    had given that field a value of its own (not the field's default) that this replaces, one line
-    says what changed and why, so that a setting is never dropped in silence."""
-    current = getattr(config, name)
-    default = next((f.default for f in dataclasses.fields(config) if f.name == name), dataclasses.MISSING)
-    if current not in (value, default):
-        print(f"[convdistill] recipe: {name} {current!r} -> {value!r} ({why})", file=sys.stderr, flush=True)
-    setattr(config, name, value)
 
 
 @dataclass
 class TrainResult:
     output_dir: Path
     checkpoint: Path
-    encoder_decoder: bool
+    family: ModelFamily
     global_step: int
     data: dict[str, TruncationStats]
     log_history: list[dict[str, Any]]
@@ -56,50 +43,45 @@ def resume_point(value: Any, output_dir: str) -> str | None:
 
         last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
         if last is None:
-            raise ValueError(f"resume_from_checkpoint: no checkpoint-* folder in {output_dir}")
+            raise BadRecipe(f"resume_from_checkpoint: no checkpoint-* folder in {output_dir}")
         return last
     if not Path(value).is_dir():
-        raise ValueError(f"resume_from_checkpoint: {value} is not a folder")
+        raise BadRecipe(f"resume_from_checkpoint: {value} is not a folder")
     return str(value)
 
 
-def sft_examples(records: list[dict[str, Any]], tokenizer: Any, data: Any, args: Any,
-                 encoder_decoder: bool) -> tuple[list[dict[str, list[int]]], TruncationStats]:
+def sft_examples(records: list[dict[str, Any]], tokenizer: Any, family: ModelFamily, train_on: str,
+                 max_length: int | None, max_target_length: int | None
+                 ) -> tuple[list[dict[str, list[int]]], TruncationStats]:
+    """The fitted, tokenized SFT examples of path records, and what fitting them cost."""
     stats = TruncationStats()
     examples: list[dict[str, list[int]]] = []
     for record in records:
-        flags = train_flags(record, data.train_on)
-        if encoder_decoder:
-            examples += seq2seq_examples(record["messages"], flags, tokenizer, args.max_length,
-                                         data.max_target_length or args.max_length, stats)
-        else:
-            example = tokenize_path(record["messages"], flags, tokenizer, args.max_length, stats)
-            if example is not None:
-                examples.append(example)
+        examples += family.sft_examples(record["messages"], train_flags(record, train_on), tokenizer, max_length,
+                                        max_target_length, stats)
     return examples, stats
 
 
-def pair_examples(records: list[dict[str, Any]], tokenizer: Any, data: Any, args: Any,
-                  encoder_decoder: bool) -> tuple[list[dict[str, list[int]]], TruncationStats]:
+def pair_examples(records: list[dict[str, Any]], tokenizer: Any, family: ModelFamily, max_length: int | None,
+                  max_target_length: int | None) -> tuple[list[dict[str, list[int]]], TruncationStats]:
+    """The fitted, tokenized pairs of pair records, and what fitting them cost."""
     stats = TruncationStats()
     examples = []
     for record in records:
-        example = tokenize_pair(record, tokenizer, args.max_length, stats, encoder_decoder,
-                                data.max_target_length)
+        example = family.pair_example(record, tokenizer, max_length, max_target_length, stats)
         if example is not None:
             examples.append(example)
     return examples, stats
 
 
-def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, encoder_decoder: bool,
-              finish: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
+def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: ModelFamily,
+                   finish: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
               ) -> tuple[Any, Any, dict[str, TruncationStats]]:
     """Train (and eval) datasets of fitted examples. `finish` may add columns to the example
     lists of all splits at once before they become datasets (distillation: teacher targets)."""
     from datasets import Dataset
 
     kind = "paths" if method == "sft" else "pairs"
-    build = sft_examples if method == "sft" else pair_examples
     work = Path(args.output_dir) / "data"
     lists: dict[str, list[dict[str, Any]]] = {}
     stats: dict[str, TruncationStats] = {}
@@ -108,10 +90,14 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, encoder_de
             continue
         records, _ = load_records(path, kind, work, data.path_strategy,  # type: ignore[arg-type]
                                   data.max_train_examples if name == "train" else None)
-        examples, stats[name] = build(records, tokenizer, data, args, encoder_decoder)
+        if method == "sft":
+            examples, stats[name] = sft_examples(records, tokenizer, family, data.train_on, args.max_length,
+                                                 data.max_target_length)
+        else:
+            examples, stats[name] = pair_examples(records, tokenizer, family, args.max_length, data.max_target_length)
         announce(name, stats[name])
         if not examples:
-            raise ValueError(f"{name} data {path}: no examples left to train on "
+            raise BadInput(f"{name} data {path}: no examples left to train on "
                              f"({stats[name].summary()})")
         lists[name] = examples
     if finish is not None:
@@ -120,24 +106,25 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, encoder_de
     return out["train"], out.get("eval"), stats
 
 
-def prepare_student(data: Any, model_args: Any, args: Any) -> tuple[Path, bool, Any]:
+def prepare_student(data: Any, model_args: Any, args: Any) -> tuple[Path, ModelFamily, Any]:
+    """Seed, the student's starting checkpoint (built first for student:...), its family and its
+    tokenizer."""
     from transformers import set_seed
 
     set_seed(args.seed)
     folder = resolve_checkpoint(model_args.model_name_or_path, args.output_dir, data.student_seed,
                                 data.student_layers, data.student_encoder_layers)
-    encoder_decoder = is_encoder_decoder(folder)
-    return folder, encoder_decoder, load_tokenizer(folder, encoder_decoder)
+    family = family_of(folder)
+    return folder, family, load_tokenizer(folder, family)
 
 
 def finish_run(trainer: Any, runlog: RunLog, tokenizer: Any, folder: Path, model_args: Any,
-            data: Any, args: Any, encoder_decoder: bool, stats: dict[str, TruncationStats],
-            method: str, extra: dict[str, Any] | None = None) -> TrainResult:
+               data: Any, args: Any, family: ModelFamily, stats: dict[str, TruncationStats],
+               method: str, extra: dict[str, Any] | None = None) -> TrainResult:
     checkpoint = save_checkpoint(
         trainer, tokenizer, Path(args.output_dir), folder, model_args, data.save_merged,
-        encoder_decoder, {"method": method, "family": "encoder-decoder" if encoder_decoder
-                          else "decoder-only", "train_on": data.train_on, **(extra or {})},
+        family, {"method": method, "family": family.name, "train_on": data.train_on, **(extra or {})},
     )
     runlog.write(args.output_dir, trainer.state, {"method": method, "base": str(folder), **(extra or {})})
-    return TrainResult(Path(args.output_dir), checkpoint, encoder_decoder,
+    return TrainResult(Path(args.output_dir), checkpoint, family,
                        trainer.state.global_step, stats, trainer.state.log_history, trainer)

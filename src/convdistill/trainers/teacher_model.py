@@ -6,15 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from convdistill.errors import BadRecipe
 from convdistill.models import resolve_model
-from convdistill.trainers.loading import is_encoder_decoder
+from convdistill.trainers.family import DECODER_ONLY, family_of
 from convdistill.trainers.vocab_check import shared_vocab_size
 
 
 def teacher_folder(name: str) -> Path:
     folder = resolve_model(name)
-    if is_encoder_decoder(folder):
-        raise ValueError(f"teacher {name}: an encoder-decoder model; train distill needs a decoder-only (causal) "
+    if family_of(folder) is not DECODER_ONLY:
+        raise BadRecipe(f"teacher {name}: an encoder-decoder model; train distill needs a decoder-only (causal) "
                          "teacher, which scores the student's conversation text token by token")
     return folder
 

@@ -23,6 +23,7 @@ import torch
 
 from convdistill.padding import pad_with_mask
 from convdistill.trainers.kd_loss import teacher_topk
+from convdistill.trainers.projection import position_logits, projects_hidden_states
 from convdistill.trainers.tokenize import IGNORE
 
 
@@ -35,12 +36,17 @@ class TeacherView:
     positions: list[int]
 
 
-def teacher_view(example: dict[str, list[int]], encoder_decoder: bool) -> TeacherView:
-    if encoder_decoder:
-        source, target = example["input_ids"], example["labels"]
-        return TeacherView(list(source) + list(target), [len(source) - 1 + j for j in range(len(target))])
+def causal_teacher_view(example: dict[str, list[int]]) -> TeacherView:
+    """A decoder-only student's example: its own sequence; the target of labelled token t sits at t - 1."""
     labels = example["labels"]
     return TeacherView(list(example["input_ids"]), [t - 1 for t in range(1, len(labels)) if labels[t] != IGNORE])
+
+
+def seq2seq_teacher_view(example: dict[str, list[int]]) -> TeacherView:
+    """An encoder-decoder student's example: source then reply; reply token j's target sits at
+    len(source) - 1 + j."""
+    source, target = example["input_ids"], example["labels"]
+    return TeacherView(list(source) + list(target), [len(source) - 1 + j for j in range(len(target))])
 
 
 @dataclass
@@ -76,22 +82,13 @@ def plan_jobs(views: Sequence[TeacherView]) -> list[ScoringJob]:
     return jobs
 
 
-def projects_hidden_states(model: Any) -> bool:
-    """Whether logits are a plain projection of the last hidden state (no soft-capping or
-    scaling), so only the wanted positions need projecting."""
-    from convdistill.trainers.heads import supports_logits_head
-
-    return supports_logits_head(model) and getattr(model, "base_model", None) is not None
-
-
 @torch.inference_mode()
 def teacher_logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """The teacher's logits at (rows[i], cols[i]) of a right-padded batch, shape (len(rows), V)."""
-    if projects_hidden_states(model):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        return model.get_output_embeddings()(hidden.last_hidden_state[rows, cols])
-    return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[rows, cols]
+    _, logits_at = position_logits(model, input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                                   project=projects_hidden_states(model))
+    return logits_at((rows, cols))
 
 
 def length_batches(jobs: Sequence[ScoringJob], max_batch_tokens: int) -> list[list[ScoringJob]]:

@@ -4,7 +4,7 @@ Decoder-only: a whole path is one sequence; the tokens that carry loss are those
 template's `{% generation %}` markers wrap (each assistant reply and its end-of-turn token),
 restricted to the turns selected for training. Encoder-decoder: each selected assistant turn
 is one example in the prompt format of `convdistill.models.seq2seq_format` (shared with the
-server). Pairs: a prompt and two completions, for both families.
+server). Pairs: a prompt and two completions (`tokenize_pair` decoder-only, `seq2seq_pair` encoder-decoder).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from convdistill.errors import BadRecipe
 from convdistill.models import seq2seq_format
 from convdistill.trainers.truncation import TruncationStats, cut_tokens, keep_latest_turns
 
@@ -51,7 +52,7 @@ def encode_chat(
             start = None
     wanted = sum(m["role"] == "assistant" for m in messages)
     if len(spans) != wanted:
-        raise ValueError(
+        raise BadRecipe(
             f"the chat template marks {len(spans)} generation spans for {wanted} assistant "
             "messages: it needs {% generation %} markers around every assistant reply"
         )
@@ -198,11 +199,52 @@ def _completion_ids(tokenizer: Any, prompt: list[Message], completion: list[Mess
             break
         same += 1
     if same < len(prompt_ids):
-        raise ValueError(
+        raise BadRecipe(
             "the chat template renders the prompt differently alone and before a reply; "
             "pairs cannot be split into prompt and completion tokens"
         )
     return full[same:]
+
+
+def _pair_messages(record: dict[str, Any], stats: TruncationStats
+                   ) -> tuple[list[Message], list[Message], list[Message]] | None:
+    """A pair record's prompt, chosen and rejected messages, counted; None (dropped) without a prompt."""
+    stats.records += 1
+    prompt: list[Message] = list(record["prompt"])
+    if not prompt:
+        stats.drop("empty prompt")
+        return None
+    return prompt, list(record["chosen"]), list(record["rejected"])
+
+
+def seq2seq_pair(
+    record: dict[str, Any],
+    tokenizer: Any,
+    max_length: int | None,
+    stats: TruncationStats,
+    max_target_length: int | None = None,
+) -> dict[str, list[int]] | None:
+    """prompt_ids, chosen_ids, rejected_ids of one pair for an encoder-decoder model: the prompt
+    (encoder) fits max_length, each completion (decoder) max_target_length (default max_length)."""
+    messages = _pair_messages(record, stats)
+    if messages is None:
+        return None
+    prompt, chosen, rejected = messages
+    chosen_ids = encode_target(chosen[-1]["content"], tokenizer)
+    rejected_ids = encode_target(rejected[-1]["content"], tokenizer)
+    tokens = len(chosen_ids) + len(rejected_ids)
+    stats.assistant_tokens += tokens
+    stats.selected_tokens += tokens
+    stats.examples += 1
+    prompt_ids, shortened = fit_source(prompt, tokenizer, max_length, stats)
+    limit = max_target_length or max_length
+    if limit is not None and max(len(chosen_ids), len(rejected_ids)) > limit:
+        chosen_ids, rejected_ids = chosen_ids[:limit], rejected_ids[:limit]
+        stats.reply_cut += 1
+        shortened = True
+    stats.truncated += shortened
+    stats.trained_tokens += len(chosen_ids) + len(rejected_ids)
+    return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
 
 
 def tokenize_pair(
@@ -210,37 +252,13 @@ def tokenize_pair(
     tokenizer: Any,
     max_length: int | None,
     stats: TruncationStats,
-    encoder_decoder: bool,
-    max_target_length: int | None = None,
 ) -> dict[str, list[int]] | None:
-    """prompt_ids, chosen_ids, rejected_ids of one pair, fitted to the length limits.
-
-    Decoder-only: prompt + the longer completion must fit max_length. Encoder-decoder: the
-    prompt (encoder) fits max_length, each completion (decoder) max_target_length."""
-    stats.records += 1
-    prompt: list[Message] = list(record["prompt"])
-    chosen: list[Message] = list(record["chosen"])
-    rejected: list[Message] = list(record["rejected"])
-    if not prompt:
-        stats.drop("empty prompt")
+    """prompt_ids, chosen_ids, rejected_ids of one pair for a decoder-only model: prompt + the
+    longer completion must fit max_length."""
+    messages = _pair_messages(record, stats)
+    if messages is None:
         return None
-
-    if encoder_decoder:
-        chosen_ids = encode_target(chosen[-1]["content"], tokenizer)
-        rejected_ids = encode_target(rejected[-1]["content"], tokenizer)
-        tokens = len(chosen_ids) + len(rejected_ids)
-        stats.assistant_tokens += tokens
-        stats.selected_tokens += tokens
-        stats.examples += 1
-        prompt_ids, shortened = fit_source(prompt, tokenizer, max_length, stats)
-        limit = max_target_length or max_length
-        if limit is not None and max(len(chosen_ids), len(rejected_ids)) > limit:
-            chosen_ids, rejected_ids = chosen_ids[:limit], rejected_ids[:limit]
-            stats.reply_cut += 1
-            shortened = True
-        stats.truncated += shortened
-        stats.trained_tokens += len(chosen_ids) + len(rejected_ids)
-        return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+    prompt, chosen, rejected = messages
 
     def encode(candidate: list[Message]) -> tuple[list[int], list[int], list[int]]:
         p = list(
