@@ -137,3 +137,8 @@ def test_cli_lists_experiments_and_refuses_unknown_names_and_fields() -> None:
     assert unknown.returncode == 1 and "unknown experiment 'nope'" in unknown.stderr
     bad = run_cli("experiment", "run", "multiturn_vs_singleturn", "--quick", "--set", "max_stpes=3")
     assert bad.returncode == 1 and "max_stpes=3" in bad.stderr and "max_steps" in bad.stderr
+    # a value of the wrong type and an unknown preset: one line each, no traceback
+    for args, expected in ((("--set", "seeds=0,x"), "field 'seeds'"), (("--preset", "huge"), "unknown preset 'huge'")):
+        refused = run_cli("experiment", "run", "multiturn_vs_singleturn", "--quick", *args)
+        assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and "bug" not in refused.stderr

@@ -67,10 +67,7 @@ def run(
              *([f"--preset={preset}"] if preset != "full" else []),
              *(f"--set={c}" for c in changes or [])]
     command = " ".join(shlex.quote(p) for p in parts)
-    try:
-        outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], preset=preset,
-                                 jobs=jobs, threads=threads,
-                                 doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
-    except ValueError as exc:  # experiments/ reports unusable settings (--set, presets) as ValueError
-        fail(str(exc))
+    outcome = run_experiment(name, quick, out, seeds=seed_list, changes=changes or [], preset=preset,
+                             jobs=jobs, threads=threads,
+                             doc=None if no_doc else doc, keep_checkpoints=keep_checkpoints, command=command)
     err_console.print(f"results: {outcome.results}" + (f"; doc: {outcome.doc}" if outcome.doc else ""), markup=False)

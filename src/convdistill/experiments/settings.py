@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.errors import BadRecipe
-from convdistill.overrides import list_items, typed_value
+from convdistill.overrides import typed_value
 
 NAME = "multiturn_vs_singleturn"
 REGIMES: dict[str, str] = {
@@ -219,7 +219,8 @@ def parse_changes(items: list[str]) -> dict[str, Any]:
             raise BadRecipe(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(defaults)}")
         like = defaults[key]
         if isinstance(like, tuple):
-            out[key] = tuple(typed_value(key, x, _reader(like[0])) for x in list_items(raw))
+            # commas only, unlike a recipe's lists: a suite path may hold a space
+            out[key] = tuple(typed_value(key, x, _reader(like[0])) for x in raw.split(",") if x)
         else:
             out[key] = typed_value(key, raw, _reader(like))
     return out
@@ -232,7 +233,7 @@ def settings_for(quick: bool, seeds: tuple[int, ...] | None = None, changes: lis
                  preset: str = "full") -> Settings:
     """The full (or tiny-baseline) or quick preset, with other seeds and `--set` changes."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
+        raise BadRecipe(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
     values = parse_changes(changes or [])
     if seeds:
         values["seeds"] = tuple(seeds)
