@@ -11,8 +11,9 @@ from typing import Any
 from convdistill.errors import BadRecipe
 from convdistill.experiments.evaluation import teacher_recall
 from convdistill.experiments.regimes import cut_words
-from convdistill.experiments.settings import Layout, Log, Settings
+from convdistill.experiments.settings import Layout, Settings
 from convdistill.files import DoneMarker, project_file, write_jsonl
+from convdistill.progress_log import Log
 from convdistill.trainers.data import read_jsonl
 
 

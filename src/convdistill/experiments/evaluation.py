@@ -16,8 +16,9 @@ from convdistill.experiments.metrics import (
     recall_accuracy,
     recall_distance,
 )
-from convdistill.experiments.settings import Log, Settings
+from convdistill.experiments.settings import Settings
 from convdistill.files import project_file
+from convdistill.progress_log import Log
 from convdistill.trainers.data import read_jsonl
 
 

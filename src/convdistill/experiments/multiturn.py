@@ -36,9 +36,9 @@ from typing import Any
 
 from convdistill.experiments.data import prepare_data
 from convdistill.experiments.report import summarize, write_doc, write_results
-from convdistill.experiments.settings import FULL, NAME, QUICK, TINY, Layout, Log, Settings, settings_for
+from convdistill.experiments.settings import FULL, NAME, QUICK, TINY, Layout, Settings, settings_for
 from convdistill.experiments.units import build_students, run_units
-from convdistill.progress_log import stderr_log, timed
+from convdistill.progress_log import Log, stderr_log, timed
 
 __all__ = ["FULL", "QUICK", "TINY", "Outcome", "Settings", "run", "settings_for"]
 

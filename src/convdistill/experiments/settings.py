@@ -3,14 +3,13 @@ tiny baseline TINY, QUICK for tests), `--set` parsing, and where a run keeps thi
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from convdistill.errors import BadRecipe
+from convdistill.files import fingerprint
 from convdistill.overrides import typed_value
 
 NAME = "multiturn_vs_singleturn"
@@ -34,7 +33,6 @@ REAL_SUITES = (
     "eval/suites/format_following.jsonl",
     "eval/suites/refusal_consistency.jsonl",
 )
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class Settings:
     def fingerprint(self) -> str:
         """Of the settings that change a unit's numbers (not seeds/families/regimes: those name units)."""
         data = {k: v for k, v in asdict(self).items() if k not in ("families", "regimes", "seeds")}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(data)
 
 
 # The first run (tiny random-initialised students), kept as a documented baseline: --preset tiny.

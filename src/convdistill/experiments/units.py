@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.experiments.evaluation import evaluate
-from convdistill.experiments.settings import Layout, Log, Settings
+from convdistill.experiments.settings import Layout, Settings
 from convdistill.files import DoneMarker, project_file
+from convdistill.progress_log import Log
 
 
 def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: str, output_dir: Path,
