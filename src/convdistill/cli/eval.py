@@ -11,16 +11,12 @@ import typer
 from rich.markup import escape
 
 from convdistill.cli.common import OnErrorOpt, RejectsOpt, err_console, fail
+from convdistill.files import write_json, write_jsonl
 
 app = typer.Typer(
     help="Multi-turn regression suite: score a model turn by turn, compare with a baseline.",
     no_args_is_help=True,
 )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _load_results(path: Path) -> dict[str, Any]:
@@ -98,7 +94,7 @@ def run(
     except (FatalEndpointError, RequestFailed) as exc:
         fail(f"{type(exc).__name__}: {exc}")  # an endpoint or judge that does not answer usably
 
-    _write_json(output, results)
+    write_json(output, results)
     s = results["summary"]
     err_console.print(escape(
         f"{results['model']}: score {s['score']:.3f}, {s['cases_passed']}/{s['cases']} cases and "
@@ -242,8 +238,8 @@ def import_command(
         fail(f"{source}: {result.lines_rejected} bad lines (--on-error fail); nothing written")
     if not result.cases:
         fail(f"{source}: no usable {benchmark} lines; nothing written")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(b"".join(orjson.dumps(case.to_dict()) + b"\n" for case in result.cases))
+    # suites are plain JSON lines under any name (their reader does not gunzip)
+    write_jsonl(output, (case.to_dict() for case in result.cases), gzip_by_name=False)
     err_console.print(escape(f"{len(result.cases)} cases -> {output}"))
 
 
@@ -263,10 +259,9 @@ def generate(
     high = max_depth if max_depth is not None else min_depth
     if high < min_depth:
         raise typer.BadParameter("must be >= --min-depth", param_hint="--max-depth")
-    data = b"".join(orjson.dumps(c) + b"\n" for c in generate_memory_suite(count, (min_depth, high), seed))
+    cases = generate_memory_suite(count, (min_depth, high), seed)
     if output is None:
-        sys.stdout.write(data.decode())
+        sys.stdout.write(b"".join(orjson.dumps(c) + b"\n" for c in cases).decode())
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(data)
+    write_jsonl(output, cases, gzip_by_name=False)
     err_console.print(escape(f"{count} cases -> {output}"))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from convdistill.cli.common import err_console, fail, friendly_errors
+from convdistill.cli.common import err_console
 
 app = typer.Typer(
     help="Train a student (T5-family or decoder-only) with SFT, DPO or logit distillation, on TRL. "
@@ -25,14 +25,11 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _run(method: str, config: Path, overrides: list[str]) -> None:
-    from convdistill.models import ModelNotAvailable
     from convdistill.trainers import train
 
-    with friendly_errors():  # train() checks the launch before anything loads
-        try:
-            result = train(method, config, overrides)
-        except ModelNotAvailable as exc:
-            fail(str(exc))
+    # expected errors (a bad recipe, a missing model, a launch that cannot train together) print
+    # one line through the root group's friendly_errors; train() checks the launch first
+    result = train(method, config, overrides)
     stats = result.data["train"]
     err_console.print(
         f"trained {result.family.name} {method} for {result.global_step} steps; "
