@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from convdistill.demo.config import DemoConfig, project_file
+from convdistill.demo.config import DemoConfig
 from convdistill.demo.progress import Heartbeat
 from convdistill.demo.stages import Log
-from convdistill.files import write_json
+from convdistill.files import project_file, write_json
 
 
 def demo_suite(config: DemoConfig) -> Any:

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convdistill.demo.config import DemoConfig, project_file
+from convdistill.demo.config import DemoConfig
 from convdistill.demo.stages import Log, StageUnavailable
+from convdistill.files import project_file
 
 METHODS = ("sft", "dpo", "distill")
 
