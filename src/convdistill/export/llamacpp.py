@@ -74,6 +74,9 @@ class LlamaCppModel:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
         params.n_threads = params.n_threads_batch = threads
+        # attention as llama-cpp-python's Llama runs it (flash attention off; llama.cpp's own
+        # default is "auto", on for CPUs): its rounding differs, enough to change a greedy reply
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise Unavailable(f"{self.path}: llama.cpp could not create a context")
