@@ -55,10 +55,10 @@ class Benchmark:
 SPEED_UP = Ratio("speed-up", rf"speed-up(?: in requests/s)?:? {FLOAT}x")
 BENCHMARKS = (
     Benchmark("eval-batching-llama", "bench_eval_batching.py",
-              ("--family", "llama", "--batch-size", "32", "--max-tokens", "32", "--threads", "1", "--cases", "24"),
+              ("--family", "llama", "--batch-size", "32", "--max-tokens", "32", "--threads", "1"),
               (SPEED_UP,)),
     Benchmark("eval-batching-t5", "bench_eval_batching.py",
-              ("--family", "t5", "--batch-size", "32", "--max-tokens", "32", "--threads", "1", "--cases", "24"),
+              ("--family", "t5", "--batch-size", "32", "--max-tokens", "32", "--threads", "1"),
               (SPEED_UP,)),
     Benchmark("eval-nll", "bench_eval_nll.py", ("--rounds", "2"), (SPEED_UP,)),
     Benchmark("sft-decoder", "bench_sft_decoder.py",
