@@ -188,17 +188,17 @@ def make_config(
     """A checked config: ValueError with one clear line for anything unusable."""
     if students not in ("teacher", "tiny"):
         raise BadRecipe(f"--students {students!r}: choose teacher (built from the embedded teacher's "
-                         "layers) or tiny (random-initialised, ~5M parameters)")
+                        "layers) or tiny (random-initialised, ~5M parameters)")
     if teacher_base_url and not teacher_model:
         raise BadRecipe("--teacher-model is required with --teacher-base-url")
     if teacher_model and not teacher_base_url:
         raise BadRecipe("--teacher-model names a model at --teacher-base-url; give the URL too "
-                         "(without both, the embedded SmolLM2 is the teacher)")
+                        "(without both, the embedded SmolLM2 is the teacher)")
     if trees is None:
         trees = project_file(SAMPLE)
         if not trees.is_file():
             raise Unavailable(f"the bundled sample {SAMPLE} was not found; run from the repository root "
-                             "or give --trees FILE")
+                              "or give --trees FILE")
     elif not Path(trees).is_file():
         raise BadRecipe(f"--trees {trees}: no such file")
     config = DemoConfig(trees=Path(trees), out=Path(out), teacher_base_url=teacher_base_url,

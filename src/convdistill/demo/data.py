@@ -46,7 +46,7 @@ def stats_stage(config: DemoConfig, workdir: Path, log: Log) -> dict[str, Any]:
         report = reader.report
         first = f"; first problem: {rejects[0].describe()}" if rejects else ""
         raise BadInput(f"{config.trees}: no usable trees (read {report.records_read} lines, rejected "
-                         f"{report.records_rejected}){first}")
+                       f"{report.records_rejected}){first}")
     stats["read"] = {"records_read": reader.report.records_read, "records_kept": reader.report.records_kept,
                      "records_rejected": reader.report.records_rejected, "format": reader.report.format}
     write_json(workdir / "stats.json", stats)
@@ -154,7 +154,7 @@ def check_endpoint(base_url: str, api_key: str | None) -> None:
         raise Unavailable(f"cannot reach the teacher at {base_url}: {type(exc).__name__}: {exc}") from None
     if response.status_code in (401, 403):
         raise Unavailable(f"the teacher at {base_url} refuses the API key (HTTP {response.status_code}); "
-                         "set OPENAI_API_KEY")
+                          "set OPENAI_API_KEY")
     # Other answers (some servers have no /models) say nothing about chat completions: go on.
 
 

@@ -148,7 +148,7 @@ def heldout_first_turns(settings: Settings, out: Path) -> list[dict[str, Any]]:
 
     if settings.real_trees is not None and settings.heldout_from_tree < settings.real_trees:
         raise BadRecipe(f"heldout_from_tree {settings.heldout_from_tree} overlaps the {settings.real_trees} "
-                         "training trees")
+                        "training trees")
     pairs: list[dict[str, Any]] = []
     if settings.heldout_first_turns > 0:
         for graph in read_trees(project_file(settings.export))[settings.heldout_from_tree:]:

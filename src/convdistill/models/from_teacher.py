@@ -147,7 +147,7 @@ def choose_layers(influence: Sequence[float], keep: int) -> list[int]:
     """The `keep` layers of highest block influence, in the teacher's order."""
     if not 1 <= keep <= len(influence):
         raise BadRecipe(f"--layers {keep}: the teacher has {len(influence)} layers; keep 1 to "
-                         f"{len(influence)}")
+                        f"{len(influence)}")
     ranked = sorted(range(len(influence)), key=lambda i: influence[i], reverse=True)
     return sorted(ranked[:keep])
 
@@ -159,7 +159,7 @@ def check_keep(keep: Sequence[int], layer_count: int, option: str = "--keep") ->
     bad = [i for i in out if not 0 <= i < layer_count]
     if bad:
         raise BadRecipe(f"{option}: layers {bad} do not exist; the teacher has layers 0 to "
-                         f"{layer_count - 1}")
+                        f"{layer_count - 1}")
     if len(set(out)) != len(out):
         raise BadRecipe(f"{option}: a layer is listed twice ({out})")
     return out
@@ -341,7 +341,7 @@ def init_from_teacher(
     teacher_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     if teacher_model.config.model_type != "llama":
         raise BadRecipe(f"{folder}: a {teacher_model.config.model_type} model; students are built "
-                         "from Llama-family (LlamaForCausalLM) teachers")
+                        "from Llama-family (LlamaForCausalLM) teachers")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     count = teacher_model.config.num_hidden_layers
     given = check_keep(keep, count) if keep is not None else None

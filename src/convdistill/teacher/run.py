@@ -251,7 +251,7 @@ def run_teacher(
     prompts = load_prompts(options.prompts_dir)
     if (options.batch_in or options.batch_out) and not options.cache_path:
         raise BadRecipe("--batch-in and --batch-out keep their requests and answers in the request cache; "
-                         "drop --no-cache")
+                        "drop --no-cache")
     cache = RequestCache(options.cache_path) if options.cache_path else None
     batch_in = None
 

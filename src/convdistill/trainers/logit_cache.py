@@ -122,7 +122,7 @@ class ServedScorer:
               progress: Callable[[int], None]) -> Scored:
         if temperature != 1.0:
             raise BadRecipe(f"kd_temperature {temperature}: a served teacher's log-probabilities are at "
-                             "temperature 1 (top-k alone cannot be re-tempered); use 1.0 or a local teacher")
+                            "temperature 1 (top-k alone cannot be re-tempered); use 1.0 or a local teacher")
         texts = [self.tokenizer.decode(job.input_ids) for job in jobs[: self.probe_texts]]
         check_tokenizer(self.teacher, self.tokenizer, texts)
         return score_jobs_served(self.teacher, jobs, k, self.max_batch_tokens, progress)

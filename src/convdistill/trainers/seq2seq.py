@@ -62,7 +62,7 @@ def decoder_start_id(model: Any) -> int:
         start = config.pad_token_id
     if start is None:
         raise BadRecipe("the encoder-decoder model has neither decoder_start_token_id nor "
-                         "pad_token_id in its config")
+                        "pad_token_id in its config")
     return int(start)
 
 
@@ -75,7 +75,7 @@ class Seq2SeqSFTTrainer(SFTTrainer):
                  **kwargs: Any) -> None:
         if args.packing or args.padding_free:
             raise BadRecipe("packing / padding_free: not supported for encoder-decoder models; "
-                             "use train_sampling_strategy: group_by_length")
+                            "use train_sampling_strategy: group_by_length")
         # Examples are already tokenized and fitted (truncation policy): TRL's preparation would
         # cut labels to max_length, which bounds the encoder side here, not the decoder.
         set_derived(args, "dataset_kwargs", {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True},

@@ -76,7 +76,7 @@ def pair_examples(records: list[dict[str, Any]], tokenizer: Any, family: ModelFa
 
 def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: ModelFamily,
                    finish: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
-              ) -> tuple[Any, Any, dict[str, TruncationStats]]:
+                   ) -> tuple[Any, Any, dict[str, TruncationStats]]:
     """Train (and eval) datasets of fitted examples. `finish` may add columns to the example
     lists of all splits at once before they become datasets (distillation: teacher targets)."""
     from datasets import Dataset
@@ -98,7 +98,7 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: Mo
         announce(name, stats[name])
         if not examples:
             raise BadInput(f"{name} data {path}: no examples left to train on "
-                             f"({stats[name].summary()})")
+                           f"({stats[name].summary()})")
         lists[name] = examples
     if finish is not None:
         finish(lists)

@@ -16,7 +16,7 @@ def teacher_folder(name: str) -> Path:
     folder = resolve_model(name)
     if family_of(folder) is not DECODER_ONLY:
         raise BadRecipe(f"teacher {name}: an encoder-decoder model; train distill needs a decoder-only (causal) "
-                         "teacher, which scores the student's conversation text token by token")
+                        "teacher, which scores the student's conversation text token by token")
     return folder
 
 
