@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from convdistill.cli.common import err_console, fail
+from convdistill.errors import BadRecipe
 
 
 def demo_command(
@@ -56,7 +57,7 @@ def demo_command(
 
     try:
         config = make_config(trees, out, teacher_base_url, teacher_model, quick, threads, students)
-    except ValueError as exc:
+    except BadRecipe as exc:  # an option that cannot run: a usage error (exit 2), naming it
         raise typer.BadParameter(str(exc)) from None
     if fresh:
         clean(config.out)

@@ -136,4 +136,3 @@ def _layer_list(text: str | None, option: str) -> list[int] | None:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         fail(f"{option} {text!r}: expected layer numbers separated by commas, e.g. 0,4,8")
-        raise
