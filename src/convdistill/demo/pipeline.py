@@ -106,13 +106,14 @@ def run_demo(config: DemoConfig, log: Log = stderr_log) -> DemoOutcome:
     _quiet_libraries()
     clock = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
-    settings = DoneMarker(config.out / "demo.json", config.fingerprint(), field="fingerprint")
+    fingerprint = config.fingerprint()
+    settings = DoneMarker(config.out / "demo.json", fingerprint, field="fingerprint")
     earlier = settings.recorded()
-    if earlier is not None and earlier.get("fingerprint") not in (None, config.fingerprint()):
+    if earlier is not None and earlier.get("fingerprint") not in (None, fingerprint):
         log(f"[demo] {config.out} holds a demo run with other settings: its stages are redone with these "
             "(give another --out to keep both)")
-    settings.mark({"fingerprint": config.fingerprint(), "config": config.describe()})
-    runner = StageRunner(config.out, config.fingerprint(), log)
+    settings.mark({"fingerprint": fingerprint, "config": config.describe()})  # the key first in the file
+    runner = StageRunner(config.out, fingerprint, log)
     log(f"[demo] {config.trees} -> {config.out} ({'quick' if config.quick else 'full'} mode, "
         f"{config.threads} threads, teacher {config.teacher_name})")
     for position, stage in _stages(config, runner, log, clock):
