@@ -1,5 +1,5 @@
-"""Chat-UI histories as Open-Assistant trees: ChatGPT, Open WebUI, LibreChat, and linear
-datasets (TRL ``messages`` records, ShareGPT ``conversations``).
+"""Chat-UI histories as Open-Assistant trees: ChatGPT, Open WebUI, LibreChat, Chatbot UI, and
+linear datasets (TRL ``messages`` records, ShareGPT ``conversations``).
 
 A chat interface keeps a conversation as a tree too: regenerating an answer adds a sibling
 assistant reply, editing a question adds a sibling user message, and the interface shows one
@@ -28,6 +28,7 @@ below hold for every source alike:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from typing import Any
 
 from convdistill.errors import BadInput
 
-CHAT_FORMATS = ("chatgpt", "openwebui", "librechat", "trl-messages", "sharegpt")
+CHAT_FORMATS = ("chatgpt", "openwebui", "librechat", "trl-messages", "sharegpt", "chatbot-ui")
 LIBRECHAT_NO_PARENT = "00000000-0000-0000-0000-000000000000"
 
 
@@ -145,7 +146,26 @@ def parse_chatgpt(obj: dict[str, Any], index: int) -> ChatConversation:
                 order=order,
             )
         )
+    if len(conv.nodes) > 1 and all(node.parent is None for node in conv.nodes):
+        _chain_unlinked(conv)
     return conv
+
+
+def _chain_unlinked(conv: ChatConversation) -> None:
+    """Some tools write ChatGPT conversations without ``parent``/``children`` links. The messages
+    then form one thread, in creation order when every message has a time, else in the mapping's
+    order; a user message left without a reply at the end is dropped and counted."""
+    messages = [n for n in conv.nodes if n.role != "none"]
+    if all(n.created is not None for n in messages):
+        messages.sort(key=lambda n: (n.created, n.order))
+    conv.nodes = messages  # the placeholders carried nothing but the links there are not
+    for parent, node in itertools.pairwise(messages):
+        node.parent = parent.id
+    kept = [n for n in messages if n.skip is None and (n.text or "").strip()]
+    if len(kept) > 1 and kept[-1].role == "user":
+        kept[-1].skip = "trailing user message without a reply"
+    if conv.current not in {n.id for n in messages}:
+        conv.current = messages[-1].id if messages else None
 
 
 def _chatgpt_content(content: Any, conv: ChatConversation) -> tuple[str | None, str | None]:
@@ -229,10 +249,12 @@ def parse_openwebui(obj: dict[str, Any], index: int) -> ChatConversation:
 def parse_librechat(obj: dict[str, Any], index: int) -> ChatConversation:
     """A LibreChat export: ``{"conversationId", "title", "messages": [...]}``, messages linked by
     ``parentMessageId`` (the nil UUID for the first), either flat or nested in ``children``
-    (``"recursive": true``)."""
-    messages = obj.get("messages")
+    (``"recursive": true``). Current exports name the nested list ``messagesTree``; ``isEdited``
+    needs nothing: the edited text is the text the interface shows."""
+    key = "messagesTree" if "messagesTree" in obj else "messages"
+    messages = obj.get(key)
     if not isinstance(messages, list):
-        raise ConversationError("'messages' must be a list")
+        raise ConversationError(f"'{key}' must be a list")
     conv_id = obj.get("conversationId") or f"librechat-{index}"
     conv = ChatConversation("librechat", str(conv_id), obj.get("title"), [])
     # Nested exports hold replies in "children"; an explicit stack flattens them in order.
@@ -298,8 +320,9 @@ SHAREGPT_ROLES = {
 }
 
 
-def _linear(source: str, conv_id: str, turns: list[tuple[str, Any]]) -> ChatConversation:
-    conv = ChatConversation(source, conv_id, None, [])
+def _linear(source: str, conv_id: str, turns: list[tuple[str, Any]], title: str | None = None,
+            model: str | None = None) -> ChatConversation:
+    conv = ChatConversation(source, conv_id, title, [])
     parent = None
     for i, (role, content) in enumerate(turns):
         node_id = f"{conv_id}/{i}"
@@ -314,7 +337,8 @@ def _linear(source: str, conv_id: str, turns: list[tuple[str, Any]]) -> ChatConv
             raise ConversationError(f"turn {i}: content must be a string, got {text!r:.60}")
         if role not in ("user", "assistant", "system"):
             skip = f"{role or 'unknown'} message"
-        conv.nodes.append(ChatNode(node_id, parent, role, text, skip=skip, order=i))
+        reply_model = model if role == "assistant" else None
+        conv.nodes.append(ChatNode(node_id, parent, role, text, skip=skip, model=reply_model, order=i))
         parent = node_id
     conv.current = parent
     return conv
@@ -325,7 +349,8 @@ def parse_trl_messages(obj: dict[str, Any], index: int) -> ChatConversation:
     messages = obj.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ConversationError("'messages' must be a list of {role, content} objects")
-    conv_id = str(obj.get("id") or obj.get("tree_id") or f"messages-{index}")
+    # ultrachat_200k names its records by prompt_id
+    conv_id = str(obj.get("id") or obj.get("tree_id") or obj.get("prompt_id") or f"messages-{index}")
     return _linear("trl-messages", conv_id, [(m.get("role"), m.get("content")) for m in messages])
 
 
@@ -342,12 +367,38 @@ def parse_sharegpt(obj: dict[str, Any], index: int) -> ChatConversation:
     )
 
 
+def parse_chatbot_ui(obj: dict[str, Any], index: int) -> ChatConversation:
+    """One conversation of a Chatbot UI export's ``history``: ``{"id", "name", "messages":
+    [{"role", "content"}], "model": {"id", "name"}, "prompt", "temperature", "folderId"}``.
+    ``prompt`` is the system prompt the interface sent before the messages, so it opens the tree."""
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise ConversationError("'messages' must be a list of {role, content} objects")
+    model = obj.get("model") or {}
+    turns = [(m.get("role"), m.get("content")) for m in messages]
+    system = obj.get("prompt")
+    if isinstance(system, str) and system.strip():
+        turns.insert(0, ("system", system))
+    conv_id = str(obj.get("id") or f"chatbot-ui-{index}")
+    name = model.get("name") or model.get("id") if isinstance(model, dict) else None
+    return _linear("chatbot-ui", conv_id, turns, title=obj.get("name"), model=name)
+
+
+def chatbot_ui_history(doc: Any) -> list[Any] | None:
+    """The conversations of a Chatbot UI export (``{"version", "history": [...], "folders",
+    "prompts"}``, the form LibreChat imports too); None for any other document."""
+    if isinstance(doc, dict) and isinstance(doc.get("history"), list) and ("version" in doc or "folders" in doc):
+        return doc["history"]
+    return None
+
+
 PARSERS: dict[str, Callable[[dict[str, Any], int], ChatConversation]] = {
     "chatgpt": parse_chatgpt,
     "openwebui": parse_openwebui,
     "librechat": parse_librechat,
     "trl-messages": parse_trl_messages,
     "sharegpt": parse_sharegpt,
+    "chatbot-ui": parse_chatbot_ui,
 }
 
 
@@ -358,9 +409,11 @@ def chat_format_of(obj: dict[str, Any]) -> str | None:
     chat: dict[str, Any] = obj["chat"] if isinstance(obj.get("chat"), dict) else obj
     if isinstance(chat.get("history"), dict):
         return "openwebui"
-    if "conversationId" in obj and isinstance(obj.get("messages"), list):
+    if "conversationId" in obj and isinstance(obj.get("messagesTree", obj.get("messages")), list):
         return "librechat"
     messages = obj.get("messages")
+    if isinstance(messages, list) and "name" in obj and isinstance(obj.get("model"), dict):
+        return "chatbot-ui"  # a conversation of Chatbot UI's history: named, with a model object
     first = messages[0] if isinstance(messages, list) and messages else None
     if isinstance(first, dict) and "role" in first:
         return "trl-messages"
@@ -368,6 +421,14 @@ def chat_format_of(obj: dict[str, Any]) -> str | None:
     if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "from" in turns[0]:
         return "sharegpt"
     return None
+
+
+def is_record_of(fmt: str, obj: dict[str, Any]) -> bool:
+    """Whether a record is a conversation of `fmt`. Inside a Chatbot UI export's history any
+    record with a list of messages is one (its name and model may be missing)."""
+    if fmt == "chatbot-ui" and isinstance(obj.get("messages"), list):
+        return True
+    return chat_format_of(obj) == fmt
 
 
 # -- the common part: intermediate form -> Open-Assistant tree objects ------------------------

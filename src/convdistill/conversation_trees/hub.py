@@ -7,6 +7,10 @@ lists (``{"name": [...], "count": [...]}``, ``{"name": [...], "value": [...], "c
 where the JSONL export has objects keyed by name. ``hub_row_to_message`` turns a row back into
 the JSONL message, so the flat reader, its checks and everything downstream stay one code path.
 
+Chat datasets as the Hub ships them (``messages`` of ``{role, content}``, as ultrachat_200k and
+TRL's conversational datasets; ShareGPT's ``conversations``) are one conversation a row; the
+reader hands those rows to the chat parsers (``hub_chat_format`` tells them apart by columns).
+
 Three layouts are read: one parquet file, a folder of them (the Hub's ``data/`` layout, every
 split or one), and a ``datasets.save_to_disk`` folder (arrow files, one sub-folder per split for a
 DatasetDict). Rows stream in record batches: nothing here holds a whole file.
@@ -217,6 +221,30 @@ def iter_hub_rows(file: Path) -> Iterator[dict[str, Any]]:
     parquet = pq.ParquetFile(file)
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
         yield from batch.to_pylist()
+
+
+def _columns(file: Path) -> list[str]:
+    if file.suffix == ".arrow":
+        with pa.memory_map(str(file)) as source:
+            return list(pa.ipc.open_stream(source).schema.names)
+    return list(pq.read_schema(file).names)
+
+
+def hub_chat_format(file: Path) -> str | None:
+    """The chat format of a Hub chat dataset's file, by its columns: ``messages`` of
+    ``{role, content}`` (ultrachat_200k, TRL's datasets) or ShareGPT's ``conversations``;
+    None for Open-Assistant's message rows (or a file whose schema cannot be read)."""
+    try:
+        names = _columns(file)
+    except (OSError, pa.ArrowException):
+        return None  # the reader reports the damaged file when it gets there
+    if "message_id" in names:
+        return None
+    if "messages" in names:
+        return "trl-messages"
+    if "conversations" in names:
+        return "sharegpt"
+    return None
 
 
 def hub_row_count(files: list[Path]) -> int:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from convdistill.conversation_trees.chat_exports import CHAT_FORMATS
 from convdistill.errors import BadInput
 
 OnError = Literal["skip", "fail"]
-CHAT_UNITS = ("chatgpt", "openwebui", "librechat", "trl-messages", "sharegpt")
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,10 @@ class IngestReport:
         unit = {
             "trees": "tree lines",
             "messages": "message lines",
+            "message-trees": "tree lines",  # Open-Assistant message lines with nested replies
             "hub-parquet": "message rows",
             "hub-datasets": "message rows",
-            **{name: "conversations" for name in CHAT_UNITS},
+            **{name: "conversations" for name in CHAT_FORMATS},
         }.get(self.format, "lines")
         text = (
             f"{self.file}: read {self.records_read} {unit}, kept {self.records_kept}, "

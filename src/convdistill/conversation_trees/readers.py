@@ -34,7 +34,9 @@ from convdistill.conversation_trees.chat_exports import (
     PARSERS,
     ConversationError,
     chat_format_of,
+    chatbot_ui_history,
     conversation_trees,
+    is_record_of,
 )
 from convdistill.conversation_trees.flat_groups import SPILL_BYTES, FlatRows
 from convdistill.conversation_trees.ingest_report import (
@@ -59,9 +61,10 @@ from convdistill.errors import BadInput, BadRecipe
 ProgressCallback = Callable[[int, int], None]  # (bytes read so far, total bytes)
 GZIP_MAGIC = b"\x1f\x8b"
 ACCEPTED = (
-    "Open-Assistant nested trees or flat messages (JSONL), the Hub's Open-Assistant parquet "
-    "(file, folder or save_to_disk), ChatGPT conversations.json, Open WebUI or LibreChat "
-    "exports, TRL messages or ShareGPT records"
+    "Open-Assistant nested trees, message trees or flat messages (JSONL), the Hub's parquet "
+    "(Open-Assistant messages, or chat datasets with messages/conversations; file, folder or "
+    "save_to_disk), ChatGPT conversations.json, Open WebUI, LibreChat or Chatbot UI exports, "
+    "TRL messages or ShareGPT records"
 )
 
 
@@ -115,12 +118,15 @@ def detect_layout(path: Path) -> str:
 
 
 def record_format(obj: dict[str, Any]) -> str | None:
-    """The format one record belongs to: trees, messages, or a chat format."""
-    if is_tree_object(obj):
+    """The format one record belongs to: trees, message trees, messages, or a chat format."""
+    chat = chat_format_of(obj)
+    # ultrachat_200k's records carry a `prompt` string beside `messages`: a chat record, not a tree
+    if is_tree_object(obj) and not (chat is not None and isinstance(obj.get("prompt"), str)):
         return "trees"
     if is_message_object(obj):
-        return "messages"
-    return chat_format_of(obj)
+        # Open-Assistant's own message files: a root message a line, its replies nested
+        return "message-trees" if isinstance(obj.get("replies"), list) else "messages"
+    return chat
 
 
 def open_export(path: str | Path) -> tuple[IO[bytes], IO[bytes]]:
@@ -249,6 +255,10 @@ class TreeReader:
                         yield tree
                 elif self.report.format == "messages":
                     self._flat_row(line_no, obj, flat, len(line))
+                elif self.report.format == "message-trees":
+                    tree = self._message_tree_line(line_no, obj)
+                    if tree is not None:
+                        yield tree
                 elif self.report.format in CHAT_FORMATS:
                     yield from self._conversation(line_no, obj)
                 else:
@@ -292,7 +302,11 @@ class TreeReader:
             self._reject(1, "malformed_json", f"malformed JSON (truncated file?): {exc}")
             return
         del data
-        records = doc if isinstance(doc, list) else [doc]
+        records = chatbot_ui_history(doc)
+        if records is not None:
+            self.report.format = "chatbot-ui"
+        else:
+            records = doc if isinstance(doc, list) else [doc]
         for index, obj in enumerate(records, start=1):
             self.report.records_read += 1
             if not isinstance(obj, dict):
@@ -315,7 +329,7 @@ class TreeReader:
     def _conversation(self, number: int, obj: dict[str, Any]) -> Iterator[nx.DiGraph]:
         """One chat record -> its tree(s); a bad one is rejected whole, naming the conversation."""
         fmt = self.report.format
-        if chat_format_of(obj) != fmt:
+        if not is_record_of(fmt, obj):
             self._reject(number, "unknown_object", f"not a {fmt} conversation (the first was)")
             return
         conv_id = None
@@ -341,10 +355,13 @@ class TreeReader:
 
     # the Hub's layout: parquet files or a save_to_disk folder ------------------------------
     def _hub_trees(self, layout: str) -> Iterator[nx.DiGraph]:
-        from convdistill.conversation_trees.hub import hub_files, hub_row_count
+        from convdistill.conversation_trees.hub import hub_chat_format, hub_files, hub_row_count
 
-        self.report.format = layout
         files = hub_files(self.path, self.split)
+        # Chat datasets (a `messages` or `conversations` column) hold a conversation a row;
+        # Open-Assistant's hold a message a row. The first file says which, and all must agree.
+        chat = hub_chat_format(files[0]) if files else None
+        self.report.format = chat or layout
         total = hub_row_count(files) or 1
         flat = self._flat_rows(lambda: self.report.records_read / total)
         self._files = []
@@ -352,7 +369,13 @@ class TreeReader:
             for file in files:
                 self._files.append((self.report.records_read, file))
                 try:
-                    self._hub_file_rows(file, flat, total)
+                    if hub_chat_format(file) != chat:
+                        raise BadInput(f"{file}: its columns are not those of {files[0]} "
+                                       f"({chat or 'Open-Assistant messages'})")
+                    if chat is None:
+                        self._hub_file_rows(file, flat, total)
+                    else:
+                        yield from self._hub_conversations(file, total)
                 except (OSError, pa.ArrowException) as exc:  # a truncated or damaged file
                     self.report.records_read += 1
                     self._reject(
@@ -365,6 +388,17 @@ class TreeReader:
             flat.close()
             if self.progress is not None:
                 self.progress(total, total)
+
+    def _hub_conversations(self, file: Path, total: int) -> Iterator[nx.DiGraph]:
+        """One conversation a row, each made a tree as it is read: memory stays one record batch."""
+        from convdistill.conversation_trees.hub import iter_hub_rows
+
+        for row in iter_hub_rows(file):
+            self.report.records_read += 1
+            number = self.report.records_read
+            if self.progress is not None and number % 4096 == 0:
+                self.progress(number, total)
+            yield from self._conversation(number, row)
 
     def _hub_file_rows(self, file: Path, flat: FlatRows, total: int) -> None:
         """Hand one file's rows to the flat grouper; trees are built once all files are read."""
@@ -398,6 +432,29 @@ class TreeReader:
             return self._keep(tree_from_nested(obj), 1)
         except TreeError as exc:
             self._reject(line_no, exc.kind, exc.reason, _as_id(tree_id), exc.message_id)
+            return None
+
+    def _message_tree_line(self, line_no: int, obj: dict[str, Any]) -> nx.DiGraph | None:
+        """A root message with its replies nested, as Open-Assistant's ``read_oasst_jsonl`` reads
+        it: the whole tree from that root. The line names no tree state; it is read as
+        ``ready_for_export``, as chat exports are, so that the default filters keep it."""
+        mid = _as_id(obj.get("message_id"))
+        if not is_message_object(obj):
+            self._reject(line_no, "unknown_object", "a tree object in a file of message trees "
+                         "(the first record was a message with nested replies)",
+                         tree_id=_as_id(obj.get("message_tree_id")))
+            return None
+        if obj.get("parent_id") is not None:
+            self._reject(line_no, "schema", "a reply in a file of message trees: each line must be a "
+                         "root message (parent_id null) with its replies nested", message_id=mid)
+            return None
+        prompt = {k: v for k, v in obj.items() if k not in ("message_tree_id", "tree_state")}
+        tree = {"message_tree_id": obj.get("message_tree_id") or mid,
+                "tree_state": obj.get("tree_state") or "ready_for_export", "prompt": prompt}
+        try:
+            return self._keep(tree_from_nested(tree), 1)
+        except TreeError as exc:
+            self._reject(line_no, exc.kind, exc.reason, _as_id(tree["message_tree_id"]), exc.message_id)
             return None
 
     # flat messages ------------------------------------------------------------------------
