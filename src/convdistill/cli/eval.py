@@ -216,26 +216,36 @@ def import_command(
                                                "a turn passes (its judge check).")] = 6.0,
     on_error: OnErrorOpt = "skip",
     rejects: RejectsOpt = None,
+    reference: Annotated[Path | None, typer.Option("--reference", exists=True, dir_okay=False,
+                                                   help="mt-bench: FastChat's reference-answer file "
+                                                   "(reference_answer/gpt-4.jsonl); its answers are the "
+                                                   "math/reasoning/coding references.")] = None,
 ) -> None:
     """Turn an MT-Bench or MT-Bench-101 question file into suite cases judged as the benchmark judges:
     MT-Bench on the model's own history, both turns, math/reasoning/coding against the reference;
     MT-Bench-101 on the gold history, the task's judged turns, a dialogue scoring its worst turn.
 
-    Example: convdistill eval import --from mt-bench question.jsonl -o mt_bench.jsonl
+    Example: convdistill eval import --from mt-bench question.jsonl --reference gpt-4.jsonl -o mt_bench.jsonl
     then: convdistill eval run --suite mt_bench.jsonl --model M --judge-url URL --judge-model J -o r.json"""
     from convdistill.cli.common import RejectLog, check_choice
-    from convdistill.eval.mt_bench import IMPORTERS
+    from convdistill.eval.mt_bench import IMPORTERS, import_mt_bench
 
     check_choice(benchmark, tuple(IMPORTERS), "--from")
     check_choice(on_error, ("skip", "fail"), "--on-error")
-    result = IMPORTERS[benchmark](source, pass_rating)  # an unreadable file: SuiteError, one line
+    if reference is not None and benchmark != "mt-bench":
+        raise typer.BadParameter("only MT-Bench has a reference-answer file", param_hint="--reference")
+    # an unreadable file: SuiteError, one line
+    result = (import_mt_bench(source, pass_rating, reference) if reference is not None
+              else IMPORTERS[benchmark](source, pass_rating))
+    problems = result.problems + (result.references.problems if result.references is not None else [])
     log = RejectLog(rejects)
-    for problem in result.problems:
+    for problem in problems:
         log(problem)
     log.close()
     err_console.print(escape(result.summary()))
-    if result.problems and on_error == "fail":
-        fail(f"{source}: {result.lines_rejected} bad lines (--on-error fail); nothing written")
+    if problems and on_error == "fail":
+        bad = result.lines_rejected + (result.references.lines_rejected if result.references is not None else 0)
+        fail(f"{source}: {bad} bad lines (--on-error fail); nothing written")
     if not result.cases:
         fail(f"{source}: no usable {benchmark} lines; nothing written")
     # suites are plain JSON lines under any name (their reader does not gunzip)

@@ -1,7 +1,9 @@
 """MT-Bench and MT-Bench-101 question files as regression-suite cases, judged as they judge.
 
     import_mt_bench(path)        question.jsonl: {"question_id", "category", "turns": [q1, q2],
-                                 "reference": [a1, a2] (optional)} -> one case per question
+                                 "reference": [a1, a2] (optional)} -> one case per question;
+                                 reference=FastChat's reference_answer/gpt-4.jsonl for the
+                                 math, reasoning and coding references MT-Bench judges with
     import_mt_bench_101(path)    {"task": "CM", "id": 1, "history": [{"user", "bot"}, ...]}
                                  -> one case per dialogue, the bots' replies as gold references
     judge_prompt(case, k, ...)   the judge prompt of turn k in the benchmark's manner
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,7 @@ class ImportResult:
     problems: list[Reject] = field(default_factory=list)
     lines_read: int = 0
     lines_rejected: int = 0
+    references: ReferenceAnswers | None = None  # mt-bench --reference: the answer file's counts
 
     @property
     def lines_kept(self) -> int:
@@ -82,31 +85,32 @@ class ImportResult:
         turns = sum(len(c.turns) for c in self.cases)
         judged = sum(1 for c in self.cases for t in c.turns if t.checks.judge is not None)
         guided = sum(1 for c in self.cases if c.benchmark is not None and c.benchmark.reference_guided)
-        return (
+        text = (
             f"{self.file}: read {self.lines_read} {self.benchmark} lines, kept {self.lines_kept} cases "
             f"({turns} turns, {judged} judged, {guided} cases reference-guided), rejected {self.lines_rejected} "
             f"lines ({len(self.problems)} problems)"
         )
+        if self.references is not None:
+            text += "\n" + self.references.summary()
+        return text
 
 
 Validator = Callable[[dict[str, Any], Callable[[str, str], None]], dict[str, Any] | None]
 
 
-def _read_lines(path: str | Path, benchmark: str, to_case: Validator) -> ImportResult:
-    """Each non-blank line through `to_case`, which reports problems through `problem(kind,
-    reason)` and returns a suite case object when there were none. Every problem of a line is
-    reported (one Reject each); a line with any problem is rejected, every other line kept."""
-    path = Path(path)
-    result = ImportResult(str(path), benchmark)
+Problem = Callable[[str, str], None]
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, list[Reject], Problem]]:
+    """(line number, the line's object or None, its problems, the problem reporter) for each
+    non-blank line; a line that is not a JSON object already holds its problem."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    seen: dict[str, int] = {}
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
-        result.lines_read += 1
         found: list[Reject] = []
 
         def problem(kind: str, reason: str, number: int = number, found: list[Reject] = found) -> None:
@@ -119,7 +123,19 @@ def _read_lines(path: str | Path, benchmark: str, to_case: Validator) -> ImportR
             data = None
         if data is not None and not isinstance(data, dict):
             problem("schema", f"a JSON object is required, got {type(data).__name__}")
-        case = to_case(data, problem) if isinstance(data, dict) else None
+        yield number, data if isinstance(data, dict) else None, found, problem
+
+
+def _read_lines(path: str | Path, benchmark: str, to_case: Validator) -> ImportResult:
+    """Each non-blank line through `to_case`, which reports problems through `problem(kind,
+    reason)` and returns a suite case object when there were none. Every problem of a line is
+    reported (one Reject each); a line with any problem is rejected, every other line kept."""
+    path = Path(path)
+    result = ImportResult(str(path), benchmark)
+    seen: dict[str, int] = {}
+    for number, data, found, problem in _json_lines(path):
+        result.lines_read += 1
+        case = to_case(data, problem) if data is not None else None
         if case is not None and case["id"] in seen:
             problem("duplicate", f"id: {case['id']!r} is already used on line {seen[case['id']]}")
         if found or case is None:
@@ -130,6 +146,57 @@ def _read_lines(path: str | Path, benchmark: str, to_case: Validator) -> ImportR
         # Through the suite parser, so that what is written is exactly what `eval run` accepts.
         result.cases.append(parse_case(case, f"{path}:{number}"))
     return result
+
+
+@dataclass
+class ReferenceAnswers:
+    """FastChat's reference-answer file (``reference_answer/gpt-4.jsonl``): one answer a line,
+    ``{"question_id", "model_id", "choices": [{"index": 0, "turns": [a1, a2]}]}``."""
+
+    file: str
+    answers: dict[str, list[str]] = field(default_factory=dict)  # question id -> one answer a turn
+    problems: list[Reject] = field(default_factory=list)
+    lines_read: int = 0
+    lines_rejected: int = 0
+    used: set[str] = field(default_factory=set)  # question ids whose answers became references
+
+    def summary(self) -> str:
+        unused = len(self.answers) - len(self.used)
+        return (f"{self.file}: read {self.lines_read} reference answers, used {len(self.used)} "
+                f"({unused} for questions not imported or not judged against a reference), "
+                f"rejected {self.lines_rejected} lines")
+
+
+def read_reference_answers(path: str | Path) -> ReferenceAnswers:
+    """The reference answers of a FastChat answer file, by question id; bad lines are rejects."""
+    path = Path(path)
+    refs = ReferenceAnswers(str(path))
+    seen: dict[str, int] = {}
+    for number, data, found, problem in _json_lines(path):
+        refs.lines_read += 1
+        qid = _source_id(data, "question_id", problem) if data is not None else None
+        turns = _reference_turns(data, problem) if data is not None else None
+        if qid is not None and qid in seen:
+            problem("duplicate", f"question_id: {qid!r} already answered on line {seen[qid]}")
+        if found or qid is None or turns is None:
+            refs.problems.extend(found)
+            refs.lines_rejected += 1
+            continue
+        seen[qid] = number
+        refs.answers[qid] = turns
+    return refs
+
+
+def _reference_turns(data: dict[str, Any], problem: Problem) -> list[str] | None:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        problem("wrong_type", "choices: a non-empty list of {index, turns} objects is required")
+        return None
+    turns = choices[0].get("turns")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        problem("wrong_type", "choices[0].turns: a non-empty list of strings is required (one answer a turn)")
+        return None
+    return turns
 
 
 def _source_id(data: dict[str, Any], key: str, problem: Callable[[str, str], None]) -> str | None:
@@ -143,7 +210,8 @@ def _source_id(data: dict[str, Any], key: str, problem: Callable[[str, str], Non
     return None
 
 
-def _mt_bench_case(data: dict[str, Any], problem: Callable[[str, str], None], pass_rating: float) -> dict | None:
+def _mt_bench_case(data: dict[str, Any], problem: Callable[[str, str], None], pass_rating: float,
+                   refs: ReferenceAnswers | None = None) -> dict | None:
     qid = _source_id(data, "question_id", problem)
     category = data.get("category")
     if "category" not in data:
@@ -170,6 +238,10 @@ def _mt_bench_case(data: dict[str, Any], problem: Callable[[str, str], None], pa
     if qid is None or not isinstance(category, str) or not category.strip() or not isinstance(turns, list):
         return None
     references = list(reference or [])
+    if refs is not None and category in MT_BENCH_REFERENCE_CATEGORIES and qid in refs.answers:
+        # MT-Bench judges these categories against the reference file's answer, not the inline one
+        references = refs.answers[qid][: len(turns)]
+        refs.used.add(qid)
     guided = category in MT_BENCH_REFERENCE_CATEGORIES and any(r.strip() for r in references)
     case_turns = []
     for i, text in enumerate(turns):
@@ -235,9 +307,15 @@ def _mt_bench_101_case(data: dict[str, Any], problem: Callable[[str, str], None]
     }
 
 
-def import_mt_bench(path: str | Path, pass_rating: float = DEFAULT_PASS_RATING) -> ImportResult:
-    """MT-Bench's question.jsonl as cases: both turns judged, own history."""
-    return _read_lines(path, "mt-bench", lambda data, problem: _mt_bench_case(data, problem, pass_rating))
+def import_mt_bench(path: str | Path, pass_rating: float = DEFAULT_PASS_RATING,
+                    reference: str | Path | None = None) -> ImportResult:
+    """MT-Bench's question.jsonl as cases: both turns judged, own history. `reference`: FastChat's
+    reference-answer file; its answers are the references of the math, reasoning and coding
+    questions it answers (over an inline `reference`), as MT-Bench's judge uses them."""
+    refs = read_reference_answers(reference) if reference is not None else None
+    result = _read_lines(path, "mt-bench", lambda data, problem: _mt_bench_case(data, problem, pass_rating, refs))
+    result.references = refs
+    return result
 
 
 def import_mt_bench_101(path: str | Path, pass_rating: float = DEFAULT_PASS_RATING) -> ImportResult:
