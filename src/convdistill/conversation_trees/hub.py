@@ -223,7 +223,8 @@ def iter_hub_rows(file: Path) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
-def _columns(file: Path) -> list[str]:
+def hub_columns(file: Path) -> list[str]:
+    """The column names of one parquet or arrow file."""
     if file.suffix == ".arrow":
         with pa.memory_map(str(file)) as source:
             return list(pa.ipc.open_stream(source).schema.names)
@@ -235,7 +236,7 @@ def hub_chat_format(file: Path) -> str | None:
     ``{role, content}`` (ultrachat_200k, TRL's datasets) or ShareGPT's ``conversations``;
     None for Open-Assistant's message rows (or a file whose schema cannot be read)."""
     try:
-        names = _columns(file)
+        names = hub_columns(file)
     except (OSError, pa.ArrowException):
         return None  # the reader reports the damaged file when it gets there
     if "message_id" in names:

@@ -69,15 +69,17 @@ class IngestReport:
             "trees": "tree lines",
             "messages": "message lines",
             "message-trees": "tree lines",  # Open-Assistant message lines with nested replies
+            "preferences": "preference records",  # TRL's prompt/chosen/rejected (preferences.py)
             "hub-parquet": "message rows",
             "hub-datasets": "message rows",
             **{name: "conversations" for name in CHAT_FORMATS},
         }.get(self.format, "lines")
         text = (
             f"{self.file}: read {self.records_read} {unit}, kept {self.records_kept}, "
-            f"rejected {self.records_rejected} ({self.trees_kept} trees, "
-            f"{self.messages_kept} messages kept)"
+            f"rejected {self.records_rejected}"
         )
+        if self.format != "preferences":  # pair records are not trees
+            text += f" ({self.trees_kept} trees, {self.messages_kept} messages kept)"
         for kind, n in self.reasons.most_common():
             text += f"\n  rejected {n} x {kind}"
         for reason, n in self.skipped.most_common():

@@ -4,15 +4,18 @@ from an Open-Assistant tree export on the fly; and which assistant turns carry l
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
+from convdistill.conversation_trees.ingest_report import IngestReport, Reject
 from convdistill.errors import BadInput, Unavailable
 from convdistill.files import open_binary, write_atomically
 
+logger = logging.getLogger(__name__)
 Kind = Literal["paths", "pairs"]
 Message = dict[str, str]
 
@@ -30,14 +33,20 @@ def _first_record(path: Path) -> dict[str, Any] | None:
 
 
 def file_kind(path: Path) -> str:
-    """'paths', 'pairs' or 'trees' (an Open-Assistant export, nested or flat) from the first record."""
+    """'paths', 'pairs' or 'trees' (any input the tree reader reads) from the first record, or
+    from the columns of a parquet file or folder."""
+    from convdistill.conversation_trees.preferences import holds_preferences, is_tabular
+
+    if is_tabular(path):
+        return "pairs" if holds_preferences(path) else "trees"
     first = _first_record(path)
     if first is None:
         raise BadInput(f"{path}: empty file, nothing to train on")
+    # Preference records first: ultrafeedback_binarized carries `messages` beside chosen/rejected.
+    if "chosen" in first and "rejected" in first:
+        return "pairs"
     if "messages" in first:
         return "paths"
-    if "prompt" in first and "chosen" in first and "rejected" in first:
-        return "pairs"
     if "message_tree_id" in first or "message_id" in first:
         return "trees"
     raise BadInput(
@@ -71,29 +80,59 @@ def load_records(
     """The records to train on and the file they came from. A tree export is first exported
     (paths or pairs, as `convdistill paths|pairs export` would) into `work_dir`, so the exact
     training data stays on disk beside the checkpoint."""
+    if kind == "pairs":
+        records, report = load_pairs(path, work_dir, limit)
+        return records, Path(report.file)
     source = Path(path)
-    if not source.is_file():
+    if not source.exists():
         raise Unavailable(f"train data {source}: no such file")
     found = file_kind(source)
     if found == "trees":
-        from convdistill.conversation_trees import export_pairs, export_paths
+        from convdistill.conversation_trees import export_paths
 
-        target = work_dir / f"{kind}.jsonl"
+        target = work_dir / "paths.jsonl"
         # The processes of a distributed run all export the same file; each writes its own
         # partial (named by process id) and renames it into place, so none reads another's half.
         with write_atomically(target) as partial:
-            if kind == "paths":
-                export_paths(source, partial, strategy=path_strategy)  # type: ignore[arg-type]
-            else:
-                export_pairs(source, partial)
-        source, found = target, kind
-    if found != kind:
-        want = "path records (messages)" if kind == "paths" else "pair records (prompt/chosen/rejected)"
-        raise BadInput(f"{source}: holds {found} records, but this trainer needs {want}")
+            export_paths(source, partial, strategy=path_strategy)  # type: ignore[arg-type]
+        source, found = target, "paths"
+    if found != "paths":
+        raise BadInput(f"{source}: holds {found} records, but this trainer needs path records (messages)")
     records = read_jsonl(source, limit)
     if not records:
         raise BadInput(f"{source}: no records")
     return records, source
+
+
+def load_pairs(path: str | Path, work_dir: Path, limit: int | None = None
+               ) -> tuple[list[dict[str, Any]], IngestReport]:
+    """Pair records to train DPO on, and what reading them kept and rejected: our own pair
+    records, a preference file in TRL's format (JSONL or the Hub's parquet), or a tree export,
+    whose pairs are first exported into `work_dir`."""
+    from convdistill.conversation_trees.preferences import read_preferences
+
+    source = Path(path)
+    if not source.exists():
+        raise Unavailable(f"train data {source}: no such file")
+    found = file_kind(source)
+    if found == "trees":
+        from convdistill.conversation_trees import export_pairs
+
+        target = work_dir / "pairs.jsonl"
+        with write_atomically(target) as partial:  # one partial per process: see load_records
+            export_pairs(source, partial)
+        source = target
+    elif found != "pairs":
+        raise BadInput(f"{source}: holds {found} records, but this trainer needs pair records "
+                       "(prompt/chosen/rejected)")
+    records, report = read_preferences(source, limit=limit, on_reject=_log_reject)
+    if not records:
+        raise BadInput(f"{source}: no usable pair records ({report.summary()})")
+    return records, report
+
+
+def _log_reject(reject: Reject) -> None:
+    logger.warning("rejected %s", reject.describe())
 
 
 def train_flags(record: dict[str, Any], train_on: str) -> list[bool]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.errors import BadInput, BadRecipe
-from convdistill.trainers.data import load_records, train_flags
+from convdistill.trainers.data import load_pairs, load_records, train_flags
 from convdistill.trainers.family import ModelFamily, family_of
 from convdistill.trainers.loading import load_tokenizer, resolve_checkpoint, save_checkpoint
 from convdistill.trainers.runlog import RunLog, announce
@@ -88,13 +88,19 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: Mo
     for name, path in (("train", data.train_file), ("eval", data.eval_file)):
         if path is None:
             continue
-        records, _ = load_records(path, kind, work, data.path_strategy,  # type: ignore[arg-type]
-                                  data.max_train_examples if name == "train" else None)
+        limit = data.max_train_examples if name == "train" else None
         if method == "sft":
+            records, _ = load_records(path, kind, work, data.path_strategy, limit)  # type: ignore[arg-type]
             examples, stats[name] = sft_examples(records, tokenizer, family, data.train_on, args.max_length,
                                                  data.max_target_length)
         else:
+            records, read = load_pairs(path, work, limit)
             examples, stats[name] = pair_examples(records, tokenizer, family, args.max_length, data.max_target_length)
+            # Records the reader rejected (a preference file's bad lines) are counted with the rest
+            stats[name].records += read.records_rejected
+            for reason, count in read.reasons.items():
+                stats[name].dropped += count
+                stats[name].drop_reasons[f"rejected at read: {reason}"] += count
         announce(name, stats[name])
         if not examples:
             raise BadInput(f"{name} data {path}: no examples left to train on "
