@@ -23,7 +23,7 @@ from convdistill.errors import ConvdistillError
 
 app = typer.Typer(
     help="Conversation trees from Open-Assistant, the Hub, ChatGPT, Open WebUI, LibreChat, "
-    "TRL messages and ShareGPT files, as Open-Assistant exports.",
+    "Chatbot UI, TRL messages and ShareGPT files, as Open-Assistant exports.",
     no_args_is_help=True,
 )
 
@@ -34,9 +34,11 @@ InputPath = Annotated[
     typer.Argument(
         exists=True,
         readable=True,
-        help="Open-Assistant JSONL (nested or flat, gz or not); the Hub's Open-Assistant parquet "
-        "(a file, a folder of them, or a save_to_disk folder); ChatGPT conversations.json; "
-        "Open WebUI or LibreChat exports; TRL messages or ShareGPT records. Recognised by content.",
+        help="Open-Assistant JSONL (nested trees, message trees or flat messages, gz or not); the "
+        "Hub's parquet (Open-Assistant messages, or chat datasets with a messages or conversations "
+        "column; a file, a folder of them, or a save_to_disk folder); ChatGPT conversations.json; "
+        "Open WebUI, LibreChat or Chatbot UI exports; TRL messages or ShareGPT records. Recognised "
+        "by content.",
     ),
 ]
 SplitOpt = Annotated[
