@@ -48,15 +48,19 @@ def test_echo_needs_a_long_enough_user_turn() -> None:
 
 
 def test_failed_no_loops_zeroes_the_turn() -> None:
-    checks = Checks(max_words=30, not_contains=("Sydney",), no_loops=True)
-    looping = run_checks(checks, "yes yes yes yes yes yes", user="Is it Canberra?")
+    checks = Checks(contains=("Canberra",), max_words=30, not_contains=("Sydney",), no_loops=True)
+    looping = run_checks(checks, "Canberra Canberra Canberra Canberra Canberra Canberra", user="Is it Canberra?")
     score, passed = turn_score(looping)
     assert (score, passed) == (0.0, False)
     assert [r.name for r in looping if not r.passed] == ["no_loops"]
     # the same checks without no_loops would have passed that loop
-    assert turn_score(run_checks(Checks(max_words=30, not_contains=("Sydney",)), "yes yes yes yes yes yes"))[0] == 1.0
+    loop_unchecked = Checks(contains=("Canberra",), max_words=30, not_contains=("Sydney",))
+    assert turn_score(run_checks(loop_unchecked, "Canberra Canberra Canberra Canberra Canberra Canberra"))[0] == 1.0
     answer = run_checks(checks, "Yes, Canberra.", user="Is it Canberra?")
     assert turn_score(answer) == (1.0, True)
+    # format checks alone are gates: they pass or fail the turn but give it no score
+    assert turn_score(run_checks(Checks(max_words=30, no_loops=True), "Yes.", user="Is it Canberra?")) == (None, True)
+    assert turn_score(run_checks(Checks(max_words=30, no_loops=True), "", user="Is it Canberra?")) == (None, False)
 
 
 def test_no_loops_must_be_a_bool(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ def run(
 ) -> None:
     """Run SUITE against MODEL and write per-turn, per-case, per-tag and per-depth scores."""
     from convdistill.eval import HISTORY_MODES, Judge, RunOptions, load_suites, open_backend, run_suite
+    from convdistill.eval.controls import reference_pool
     from convdistill.eval.judge import DEFAULT_RUBRIC
     from convdistill.teacher.client import FatalEndpointError, RequestFailed
 
@@ -86,7 +87,8 @@ def run(
         baseline = _load_results(pairwise_baseline) if pairwise_baseline else None
         err_console.print(escape(f"loading {model} ..." if not endpoint else f"using {model} at {endpoint}"))
         backend = open_backend(model, endpoint, api_key=api_key, batch_size=batch_size, max_tokens=max_tokens,
-                               temperature=temperature, seed=seed, cache_path=cache)
+                               temperature=temperature, seed=seed, cache_path=cache,
+                               references=reference_pool(cases))
         results = run_suite(
             cases, backend, RunOptions(history, judge, baseline, nll),
             progress=lambda done, total: err_console.print(f"generated {done}/{total} turns"),
@@ -95,18 +97,26 @@ def run(
         fail(f"{type(exc).__name__}: {exc}")  # an endpoint or judge that does not answer usably
 
     write_json(output, results)
-    s = results["summary"]
-    err_console.print(escape(
-        f"{results['model']}: score {s['score']:.3f}, {s['cases_passed']}/{s['cases']} cases and "
-        f"{s['turns_passed']}/{s['turns']} turns passed ({history} history) -> {output}"
-    ) if s["score"] is not None else f"{results['model']}: no scored turns -> {output}")
-    for name, bench in s.get("benchmarks", {}).items():
+    err_console.print(escape(f"{headline(results)} -> {output}"))
+    for name, bench in results["summary"].get("benchmarks", {}).items():
         err_console.print(escape(_benchmark_line(name, bench)))
     if report is not None:
         from convdistill.eval import write_report
 
         md, png = write_report(results, report)
         err_console.print(escape(f"report: {md}, plot: {png}"))
+
+
+def headline(results: dict[str, Any]) -> str:
+    """One line: cases passed and score with their intervals, turns, and what was not scored."""
+    from convdistill.eval.report import passed_text, score_text
+
+    s = results["summary"]
+    if s["score"] is None:
+        return f"{results['model']}: no scored turns ({s.get('cases_unscored', 0)} cases unscored)"
+    unscored = f", {s['cases_unscored']} cases unscored" if s.get("cases_unscored") else ""
+    return (f"{results['model']}: {passed_text(s)} cases passed, score {score_text(s)} (95% intervals), "
+            f"{s['turns_passed']}/{s['turns']} turns passed ({results['history']} history){unscored}")
 
 
 def _benchmark_line(name: str, bench: dict[str, Any]) -> str:
@@ -183,6 +193,9 @@ def report_command(
                                               "summary, plots, every case side by side, regressions first.")] = None,
     baseline: Annotated[Path | None, typer.Option("--baseline", "-b", exists=True, dir_okay=False)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", "-t", min=0.0)] = 0.0,
+    controls: Annotated[Path | None, typer.Option(
+        "--controls", exists=True, file_okay=False,
+        help="Folder written by `eval controls`: their rows go in the report as the floor.")] = None,
 ) -> None:
     """Write a Markdown report (with a PNG of score by turn depth) and/or an HTML page.
 
@@ -198,12 +211,86 @@ def report_command(
     new = _load_results(results)
     base_path = baseline_file or baseline
     base = _load_results(base_path) if base_path else None
+    floor = _load_controls(controls, new.get("history")) if controls else []
     if output is not None:
-        md, png = write_report(new, output, base, tolerance)
+        md, png = write_report(new, output, base, tolerance, floor)
         err_console.print(escape(f"report: {md}, plot: {png}"))
     if html is not None:
         page = write_html_report(new, html, base, tolerance)
         err_console.print(escape(f"html report: {page} ({page.stat().st_size // 1024} KiB, self-contained)"))
+
+
+@app.command("rescore")
+def rescore_command(
+    results: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Results of `eval run`.")],
+    suite: Annotated[list[Path], typer.Option("--suite", "-s", help="The suite files (or shipped names) the "
+                                              "results were run on, as they read now; repeatable.")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Results JSON to write "
+                                         "(may be RESULTS itself).")],
+) -> None:
+    """Score stored replies again with today's scoring and checks: nothing is generated or judged.
+
+    For results written before a change of the scoring (docs/eval.md) or of a suite's checks.
+    Example: convdistill eval rescore old.json -s anaphora -s context_memory -o old.rescored.json"""
+    from convdistill.eval import load_suites
+    from convdistill.eval.runner import rescore
+
+    before = _load_results(results)
+    after = rescore(before, load_suites([_suite_file(path) for path in suite]))
+    write_json(output, after)
+    old = before["summary"]
+    err_console.print(escape(f"before: {old['cases_passed']}/{old['cases']} cases passed, score "
+                             f"{old['score'] if old['score'] is None else round(old['score'], 3)}"))
+    err_console.print(escape(f"after:  {headline(after)} -> {output}"))
+
+
+def _load_controls(folder: Path, history: str | None) -> list[dict[str, Any]]:
+    """The control results in `folder` (`eval controls -o`), those of `history` first."""
+    runs = [_load_results(path) for path in sorted(folder.glob("control-*.json"))]
+    if not runs:
+        fail(f"{folder}: no control results (control-*.json); write them with `convdistill eval controls`")
+    return sorted(runs, key=lambda r: (r.get("history") != history, r.get("history"), str(r.get("model"))))
+
+
+@app.command("controls")
+def controls_command(
+    suite: Annotated[list[Path], typer.Option("--suite", "-s", help="Suite JSONL file or shipped suite name; "
+                                              "repeatable.")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", file_okay=False, help="Write each "
+                                                    "control's results here (control-NAME-HISTORY.json).")] = None,
+    history: Annotated[list[str] | None, typer.Option("--history", help="gold and/or self (default: both).")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Instead: serve the controls on an OpenAI-compatible "
+                                        "endpoint (model control:constant, ...) until interrupted.")] = False,
+    host: Annotated[str, typer.Option("--host", help="With --serve: address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="With --serve: port.")] = 8000,
+) -> None:
+    """Score SUITE with control models that do not converse (a constant reply, fluent unrelated
+    replies, an echo, nothing, another case's reply): the floor a model must clear by far.
+
+    Example: convdistill eval controls -s anaphora -s context_memory -o runs/controls
+    then: convdistill eval report results.json --controls runs/controls -o report.md"""
+    from convdistill.eval import HISTORY_MODES, load_suites
+    from convdistill.eval.controls import controls_app, reference_pool
+    from convdistill.eval.runner import run_controls
+
+    histories = history or list(HISTORY_MODES)
+    for mode in histories:
+        if mode not in HISTORY_MODES:
+            raise typer.BadParameter(f"choose {' or '.join(HISTORY_MODES)}", param_hint="--history")
+    cases = load_suites([_suite_file(path) for path in suite])
+    if serve:
+        from convdistill.serve import ServeSettings, app_server
+
+        err_console.print(escape(f"serving the controls at http://{host}:{port}/v1 (models control:NAME)"))
+        app_server(controls_app(reference_pool(cases)), ServeSettings(host=host, port=port, log_level="info")).run()
+        return
+    if output_dir is None:
+        raise typer.BadParameter("give the folder for the results", param_hint="--output-dir")
+    for results in run_controls(cases, histories):
+        name = str(results["model"]).removeprefix("control:")
+        write_json(output_dir / f"control-{name}-{results['history']}.json", results)
+        err_console.print(escape(headline(results)))
+    err_console.print(escape(f"-> {output_dir}"))
 
 
 @app.command("import")

@@ -238,12 +238,18 @@ def open_backend(
     temperature: float = 0.0,
     seed: int = 0,
     cache_path: str | Path | None = None,
+    references: Sequence[tuple[str, str]] = (),
 ) -> Backend:
-    """`model` at `endpoint` when one is given; else a checkpoint folder or an embedded model name."""
+    """`model` at `endpoint` when one is given; else a control model (`control:constant`, ...;
+    `references` is the shuffled control's pool), a checkpoint folder or an embedded model name."""
     if endpoint:
         return EndpointBackend(
             endpoint, model, api_key, max_tokens=max_tokens, temperature=temperature, seed=seed, cache_path=cache_path
         )
+    from convdistill.eval.controls import ControlBackend, is_control
+
+    if is_control(model):
+        return ControlBackend(model, references)
     from convdistill.models import resolve_model
 
     folder = resolve_model(model)

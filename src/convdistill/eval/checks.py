@@ -1,14 +1,21 @@
 """Checks of one reply, each giving a score in 0..1 and a pass/fail with a readable reason.
 
-Deterministic checks score all-or-nothing per item (contains / recall_of: the share of items
-found); similarity, judge and NLL checks score continuously below their threshold (value /
-threshold), so a small slip costs a little and a collapse costs a lot: that is what lets
-`compare --tolerance` tell noise from a regression. A turn's score is the mean of its checks'.
+Two kinds of check, because a reply that says nothing must not earn anything:
+- gates (`no_loops`, `max_words`, `not_contains`, `format_regex`, and the run-level `same_reply`) check the
+  form of a reply. Failing one fails the turn and zeroes its score; passing them earns nothing.
+- content checks (`contains`, `regex`, `recall_of`, `rouge_l`, `chrf`, `judge`, `nll`) check
+  what the reply says. A turn's score is the mean of its content checks' scores. A turn with no
+  content check that ran (a setup turn, or a judged turn without a judge) is reported, not
+  scored: a constant reply under a word limit used to pass such turns.
+Deterministic content checks score the share of items found; similarity, judge and NLL checks
+score continuously below their threshold (value / threshold), so a small slip costs a little
+and a collapse a lot: that is what lets `compare --tolerance` tell noise from a regression.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,8 +31,16 @@ class CheckResult:
     detail: str
     value: float | None = None  # the measured number (similarity, rating, NLL), when there is one
 
+    @property
+    def gate(self) -> bool:
+        return self.name in GATE_CHECKS
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "gate": self.gate}
+
+
+GATE_CHECKS = ("no_loops", "max_words", "not_contains", "format_regex", "same_reply")
+CONTENT_CHECKS = ("contains", "regex", "recall_of", "rouge_l", "chrf", "judge", "nll")
 
 
 def _fold(text: str, case_sensitive: bool) -> str:
@@ -96,8 +111,14 @@ def run_checks(
     judge_rating: float | None = None,
     nll: float | None = None,
     user: str | None = None,
+    same_reply_users: int = 1,
 ) -> list[CheckResult]:
+    """`same_reply_users`: how many different user messages of the run got this same reply
+    (`same_replies`); from SAME_REPLY_USERS on, the reply ignores its input and fails a gate."""
     results: list[CheckResult] = []
+    if same_reply_users >= SAME_REPLY_USERS:
+        results.append(CheckResult("same_reply", 0.0, False,
+                                   f"the same reply to {same_reply_users} different user messages of the run"))
     sensitive = checks.case_sensitive
     if checks.no_loops:
         problem = degenerate(reply, user)
@@ -109,12 +130,14 @@ def run_checks(
         present = [n for n in checks.not_contains if _fold(n, sensitive) in folded]
         detail = "none present" if not present else "present " + ", ".join(map(repr, present))
         results.append(CheckResult("not_contains", 0.0 if present else 1.0, not present, detail))
-    if checks.regex:
-        flags = 0 if sensitive else re.IGNORECASE
-        missing = [p for p in checks.regex if not re.search(p, reply, flags)]
-        score = 1 - len(missing) / len(checks.regex)
-        detail = "all match" if not missing else "no match for " + ", ".join(map(repr, missing))
-        results.append(CheckResult("regex", score, not missing, detail))
+    for name in ("regex", "format_regex"):
+        patterns: tuple[str, ...] = getattr(checks, name)
+        if patterns:
+            flags = 0 if sensitive else re.IGNORECASE
+            missing = [p for p in patterns if not re.search(p, reply, flags)]
+            score = 1 - len(missing) / len(patterns)
+            detail = "all match" if not missing else "no match for " + ", ".join(map(repr, missing))
+            results.append(CheckResult(name, score, not missing, detail))
     if checks.recall_of:
         results.append(_share("recall_of", checks.recall_of, reply, sensitive))
     if checks.max_words is not None:
@@ -143,13 +166,33 @@ def run_checks(
     return results
 
 
-def turn_score(results: list[CheckResult]) -> tuple[float | None, bool]:
-    """(mean score of the checks that ran, whether all of them passed); None when none ran.
-    A failed `no_loops` makes the turn's score 0: a loop that happens to stay under a word limit
-    and to avoid a forbidden phrase has not answered anything."""
-    scored = [r for r in results if r.score is not None]
-    if not scored:
-        return None, True
-    if any(r.name == "no_loops" and not r.passed for r in scored):
+def turn_score(results: Sequence[CheckResult]) -> tuple[float | None, bool]:
+    """(score, passed) of a turn. The score is the mean of the content checks that ran, 0 when a
+    gate failed, and None when no content check ran (the turn is reported, not scored). It passes
+    when every check that ran passed."""
+    ran = [r for r in results if r.score is not None]
+    passed = all(r.passed for r in ran)
+    content = [r.score for r in ran if not r.gate]
+    if not content:
+        return None, passed
+    if any(r.gate and not r.passed for r in ran):
         return 0.0, False
-    return sum(r.score for r in scored) / len(scored), all(r.passed for r in scored)  # type: ignore[misc]
+    return sum(content) / len(content), passed  # type: ignore[arg-type]
+
+
+# A reply given, word for word, to this many different user messages of one run ignores what
+# it is asked. Three, not two: two questions may share a short right answer ("Yes.").
+SAME_REPLY_USERS = 3
+
+
+def _normalized(text: str) -> str:
+    return " ".join(_WORD.findall(text.casefold()))
+
+
+def same_replies(pairs: Sequence[tuple[str, str]]) -> list[int]:
+    """For each (user message, reply) of a run: how many different user messages got the same
+    reply, both compared after normalisation (case, punctuation, spacing)."""
+    askers: dict[str, set[str]] = {}
+    for user, reply in pairs:
+        askers.setdefault(_normalized(reply), set()).add(_normalized(user))
+    return [len(askers[_normalized(reply)]) for _, reply in pairs]

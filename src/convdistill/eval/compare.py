@@ -3,6 +3,9 @@
 A case regresses when its score (the minimum over its turns) drops by more than `tolerance`,
 or when it is missing from the new run. Each regression lists the turns whose score dropped,
 with both replies side by side, so a reviewer sees what changed without opening JSON.
+
+Beside the case-by-case view, the whole run's difference from the baseline is bootstrapped over
+the cases both scored (paired): whether the new model is better, worse, or within the noise.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from convdistill.errors import BadRecipe
+from convdistill.eval.scoring import paired_difference
 
 _EPS = 1e-9  # a drop of exactly the tolerance is within it, whatever float rounding says
 
@@ -51,6 +55,7 @@ class Comparison:
     improvements: list[CaseDiff]
     unchanged: list[CaseDiff]
     new_cases: list[str]
+    paired: dict[str, Any] | None = None  # scoring.paired_difference of the two runs
 
     @property
     def failed(self) -> bool:
@@ -61,7 +66,21 @@ class Comparison:
             f"{self.model} vs baseline {self.baseline_model}: {len(self.regressions)} regressed, "
             f"{len(self.improvements)} improved, {len(self.unchanged)} within tolerance {self.tolerance:g}"
             + (f", {len(self.new_cases)} new" if self.new_cases else "")
+            + (f"\n{noise_line(self.paired)}" if self.paired else "")
         )
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def noise_line(paired: dict[str, Any]) -> str:
+    """One line: the paired differences with their 95% intervals, and whether they are noise."""
+    low, high = paired["score_difference_ci"]
+    plow, phigh = paired["cases_passed_difference_ci"]
+    return (f"score {_signed(paired['score_difference'])} (95% interval {_signed(low)} to {_signed(high)}), "
+            f"cases passed {paired['cases_passed_difference']:+d} ({plow:+.0f} to {phigh:+.0f}), paired over "
+            f"{paired['cases']} cases: {paired['verdict']}")
 
 
 def _score(value: Any) -> float:
@@ -101,6 +120,7 @@ def compare_results(results: dict[str, Any], baseline: dict[str, Any], tolerance
         improvements,
         unchanged,
         [c["id"] for c in results["cases"] if c["id"] not in known],
+        paired_difference(results, baseline),
     )
 
 

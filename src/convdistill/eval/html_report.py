@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.eval.compare import compare_results
-from convdistill.eval.report import agg_pyplot, depth_figure, rating_forms, tag_figure
+from convdistill.eval.report import (
+    agg_pyplot,
+    depth_figure,
+    passed_text,
+    rating_forms,
+    score_text,
+    tag_figure,
+    unscored_text,
+)
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 16px; color: #1d1d1f; }
@@ -86,9 +94,10 @@ def _summary(results: dict[str, Any], baseline: dict[str, Any] | None, counts: d
         return [name, mine] + ([base] if baseline else [])
 
     rows = [
-        row("score (mean of case minimums)", _num(s["score"]), _num(b["score"]) if b else ""),
-        row("cases passed", f"{s['cases_passed']}/{s['cases']}", f"{b['cases_passed']}/{b['cases']}" if b else ""),
+        row("cases passed (95% interval)", passed_text(s), passed_text(b) if b else ""),
+        row("score, mean of case minimums (95%)", score_text(s), score_text(b) if b else ""),
         row("turns passed", f"{s['turns_passed']}/{s['turns']}", f"{b['turns_passed']}/{b['turns']}" if b else ""),
+        row("unscored (no content check)", unscored_text(s), unscored_text(b) if b else ""),
         row("mean reference NLL", _num(s.get("mean_reference_nll")), _num(b.get("mean_reference_nll")) if b else ""),
     ]
     parts = [_table(header, rows)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,36 @@ def _fmt(value: float | None) -> str:
 
 def _fmt2(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def score_text(summary: dict[str, Any]) -> str:
+    """The run's score with its 95% interval: "0.467 (0.391-0.545)"; "n/a" when nothing was scored."""
+    ci = summary.get("score_ci")
+    return _fmt(summary["score"]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+def passed_text(summary: dict[str, Any]) -> str:
+    """Cases passed of those scored, with the 95% interval of the count: "12/89 (7-17)"."""
+    ci = summary.get("cases_passed_ci")
+    return f"{summary['cases_passed']}/{summary['cases']}" + (f" ({ci[0]:.0f}-{ci[1]:.0f})" if ci else "")
+
+
+def unscored_text(summary: dict[str, Any]) -> str:
+    """What was reported but not scored: "2 cases, 14 turns" (results before the gates: "n/a")."""
+    if "cases_unscored" not in summary:
+        return "n/a"
+    return f"{summary['cases_unscored']} cases, {summary['turns_unscored']} turns"
+
+
+def controls_table(controls: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown rows of the control models' results: the floor a model must clear."""
+    lines = ["| control | cases passed (95%) | score (95%) | turns passed | turns failing a gate |",
+             "|---|---|---|---|---|"]
+    for run in controls:
+        s = run["summary"]
+        lines.append(f"| {run.get('model')} | {passed_text(s)} | {score_text(s)} | {s['turns_passed']}/{s['turns']} "
+                     f"| {s.get('turns_gated', 'n/a')} |")
+    return lines
 
 
 def rating_forms(bench: dict[str, Any]) -> str:
@@ -91,7 +122,11 @@ def plot_depth(results: dict[str, Any], baseline: dict[str, Any] | None, path: s
 
 
 def markdown_report(
-    results: dict[str, Any], baseline: dict[str, Any] | None, plot_name: str | None, tolerance: float = 0.0
+    results: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    plot_name: str | None,
+    tolerance: float = 0.0,
+    controls: Sequence[dict[str, Any]] = (),
 ) -> str:
     s = results["summary"]
     lines = [
@@ -109,10 +144,12 @@ def markdown_report(
         return f"| {name} | {mine} |" + (f" {base} |" if baseline else "")
 
     lines += ["## Summary", "", header, sep]
-    lines.append(row("score (mean of case minimums)", _fmt(s["score"]), _fmt(b["score"]) if b else None))
-    for unit in ("cases", "turns"):
-        mine = f"{s[unit + '_passed']}/{s[unit]}"
-        lines.append(row(f"{unit} passed", mine, f"{b[unit + '_passed']}/{b[unit]}" if b else None))
+    lines.append(row("cases passed (95% interval)", passed_text(s), passed_text(b) if b else None))
+    lines.append(row("score, mean of case minimums (95%)", score_text(s), score_text(b) if b else None))
+    lines.append(row("turns passed", f"{s['turns_passed']}/{s['turns']}",
+                     f"{b['turns_passed']}/{b['turns']}" if b else None))
+    lines.append(row("turns failing a gate", s.get("turns_gated", "n/a"), b.get("turns_gated", "n/a") if b else None))
+    lines.append(row("unscored (no content check)", unscored_text(s), unscored_text(b) if b else None))
     nll = _fmt(s.get("mean_reference_nll"))
     lines.append(row("mean reference NLL", nll, _fmt(b.get("mean_reference_nll")) if b else None))
     if "pairwise" in s:
@@ -132,6 +169,10 @@ def markdown_report(
             lines.append(line)
         lines.append(f"\n{bench['turns_rated']}/{bench['turns_judged']} judged turns rated; median of the judge's "
                      f"samples, mean spread {_fmt2(bench['mean_spread'])}; {rating_forms(bench)}.")
+    if controls:
+        lines += ["", "## The floor: control models that do not converse", "",
+                  "A model that converses should clear every one of these by far (docs/eval.md).", "",
+                  *controls_table(controls)]
     lines += ["", "## By tag", "", header.replace("| |", "| tag |"), sep]
     for tag, value in s["by_tag"].items():
         lines.append(row(tag, _fmt(value), _fmt(b["by_tag"].get(tag)) if b else None))
@@ -155,11 +196,15 @@ def markdown_report(
 
 
 def write_report(
-    results: dict[str, Any], output: str | Path, baseline: dict[str, Any] | None = None, tolerance: float = 0.0
+    results: dict[str, Any],
+    output: str | Path,
+    baseline: dict[str, Any] | None = None,
+    tolerance: float = 0.0,
+    controls: Sequence[dict[str, Any]] = (),
 ) -> tuple[Path, Path]:
     """report.md and, beside it, report.png (the same stem)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     png = plot_depth(results, baseline, output.with_suffix(".png"))
-    output.write_text(markdown_report(results, baseline, png.name, tolerance))
+    output.write_text(markdown_report(results, baseline, png.name, tolerance, controls))
     return output, png

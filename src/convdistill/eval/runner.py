@@ -18,7 +18,7 @@ from typing import Any
 
 from convdistill.errors import BadInput, BadRecipe, Unavailable
 from convdistill.eval.backends import Backend, Message
-from convdistill.eval.checks import run_checks, turn_score
+from convdistill.eval.checks import run_checks, same_replies, turn_score
 from convdistill.eval.judge import Judge
 from convdistill.eval.mt_bench import benchmark_summary, judge_prompt
 from convdistill.eval.scoring import case_score, summarize
@@ -126,17 +126,69 @@ def run_suite(
         items = [(histories[i][k], replies[i][k], base[cases[i].id]["turns"][k]["reply"]) for i, k in compared]
         pairwise = dict(zip(compared, options.judge.compare(items), strict=True))
 
+    extras: dict[tuple[int, int], dict[str, Any]] = {}
+    for place, rating in ratings.items():
+        extras[place] = {"judge_samples": list(rating.samples), "judge_spread": rating.spread}
+        if rating.forms:
+            extras[place]["judge_forms"] = list(rating.forms)
+    for place, verdict in pairwise.items():
+        extras.setdefault(place, {})["pairwise"] = verdict
+    medians = {place: rating.median for place, rating in ratings.items()}
+    out_cases, summary = score_replies(cases, replies, nll, medians, extras)
+    return {
+        "format": RESULTS_FORMAT,
+        "suite": suite.path,
+        "model": backend.name,
+        "history": options.history,
+        "judge": options.judge.model if options.judge else None,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generation_seconds": round(generation_s, 3),
+        "summary": summary,
+        "cases": out_cases,
+    }
+
+
+def run_controls(
+    suite: Suite, histories: Sequence[str] = HISTORY_MODES, controls: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Results of every control model (eval/controls.py) on `suite`, in each history mode: the
+    floor beside which a model's figures are read. Instant: controls generate nothing."""
+    from convdistill.eval.controls import ControlBackend, control_names, reference_pool
+
+    references = reference_pool(suite)
+    return [
+        run_suite(suite, ControlBackend(name, references), RunOptions(history=history, nll=False))
+        for name in controls or control_names()
+        for history in histories
+    ]
+
+
+def score_replies(
+    cases: Sequence[Case],
+    replies: Sequence[Sequence[str]],
+    nll: dict[tuple[int, int], float],
+    ratings: dict[tuple[int, int], float | None],
+    extras: dict[tuple[int, int], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every turn's checks and score, the cases' and the run's summary, from the replies (and
+    the measurements that came with them, keyed by (case index, turn index)): judge ratings,
+    reference NLLs, and `extras` copied into the turn records as they are."""
+    places = [(i, k) for i, c in enumerate(cases) for k in range(len(c.turns))]
+    # A reply that does not depend on what it is asked (one sentence for every question) fails a
+    # gate. Only turns that ask for content count: "Noted." to three facts a user gives is fine.
+    asked = [(i, k) for i, k in places if cases[i].turns[k].checks.has_content()]
+    repeats = dict(zip(asked, same_replies([(cases[i].turns[k].user, replies[i][k]) for i, k in asked]),
+                       strict=True))
     out_cases: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
         turns: list[dict[str, Any]] = []
         for k, turn in enumerate(case.turns):
-            rating = ratings.get((i, k))
             checks = run_checks(
-                turn.checks, replies[i][k], turn.reference, rating.median if rating else None, nll.get((i, k)),
-                turn.user,
+                turn.checks, replies[i][k], turn.reference, ratings.get((i, k)), nll.get((i, k)), turn.user,
+                repeats.get((i, k), 1),
             )
             score, passed = turn_score(checks)
-            record: dict[str, Any] = {
+            turns.append({
                 "depth": k + 1,
                 "user": turn.user,
                 "reply": replies[i][k],
@@ -145,15 +197,8 @@ def run_suite(
                 "passed": passed,
                 "checks": [c.to_dict() for c in checks],
                 "nll": nll.get((i, k)),
-            }
-            if rating is not None:
-                record["judge_samples"] = list(rating.samples)
-                record["judge_spread"] = rating.spread
-                if rating.forms:
-                    record["judge_forms"] = list(rating.forms)
-            if (i, k) in pairwise:
-                record["pairwise"] = pairwise[(i, k)]
-            turns.append(record)
+                **extras.get((i, k), {}),
+            })
         score, passed = case_score(turns)
         out_case: dict[str, Any] = {"id": case.id, "tags": list(case.tags), "score": score, "passed": passed,
                                     "turns": turns}
@@ -166,20 +211,43 @@ def run_suite(
     summary = summarize(out_cases)
     if any(case.benchmark for case in cases):
         summary["benchmarks"] = benchmark_summary(out_cases)
-    if pairwise:
-        verdicts = [v["verdict"] for v in pairwise.values()]
+    verdicts = [extra["pairwise"]["verdict"] for extra in extras.values() if "pairwise" in extra]
+    if verdicts:
         summary["pairwise"] = {name: verdicts.count(name) for name in ("model", "baseline", "tie")}
-    return {
-        "format": RESULTS_FORMAT,
-        "suite": suite.path,
-        "model": backend.name,
-        "history": options.history,
-        "judge": options.judge.model if options.judge else None,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "generation_seconds": round(generation_s, 3),
-        "summary": summary,
-        "cases": out_cases,
-    }
+    return out_cases, summary
+
+
+def rescore(results: dict[str, Any], suite: Suite) -> dict[str, Any]:
+    """`results` scored again by today's checks of `suite`, from the replies, reference NLLs and
+    judge ratings they hold: nothing is generated or judged again. For results written before a
+    change of the scoring or of a suite's checks. Every case of the suite must be in them, with
+    the same turns."""
+    stored = {c["id"]: c for c in results["cases"]}
+    missing = [case.id for case in suite.cases if case.id not in stored]
+    if missing:
+        raise BadInput(f"the results hold no replies for {len(missing)} cases of the suite ({', '.join(missing[:3])}"
+                       f"{', ...' if len(missing) > 3 else ''}): run them again instead")
+    replies: list[list[str]] = []
+    nll: dict[tuple[int, int], float] = {}
+    ratings: dict[tuple[int, int], float | None] = {}
+    extras: dict[tuple[int, int], dict[str, Any]] = {}
+    for i, case in enumerate(suite.cases):
+        turns = stored[case.id]["turns"]
+        if [t["user"] for t in turns] != [t.user for t in case.turns]:
+            raise BadInput(f"case {case.id}: its user turns in the results differ from the suite's: run it again")
+        replies.append([t["reply"] for t in turns])
+        for k, t in enumerate(turns):
+            if t.get("nll") is not None:
+                nll[(i, k)] = t["nll"]
+            judged = [c["value"] for c in t["checks"] if c["name"] == "judge" and c["value"] is not None]
+            if judged:
+                ratings[(i, k)] = judged[0]
+            kept = {key: t[key] for key in ("judge_samples", "judge_spread", "judge_forms", "pairwise") if key in t}
+            if kept:
+                extras[(i, k)] = kept
+    out_cases, summary = score_replies(suite.cases, replies, nll, ratings, extras)
+    return {**results, "suite": suite.path, "rescored": datetime.now(UTC).isoformat(timespec="seconds"),
+            "summary": summary, "cases": out_cases}
 
 
 def load_results(path: str) -> dict[str, Any]:

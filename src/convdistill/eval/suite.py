@@ -3,7 +3,7 @@
     {"id": "memory-001", "tags": ["context_memory"], "system": "optional",
      "turns": [{"user": "...", "reference": "optional gold reply",
                 "checks": {"contains": ["x", ["y", "or y"]], "not_contains": [...], "regex": [...],
-                           "recall_of": ["fact from an earlier turn"], "max_words": 40,
+                           "format_regex": [...], "recall_of": ["fact from an earlier turn"], "max_words": 40,
                            "rouge_l": 0.3, "chrf": 0.4, "judge": 6, "nll": 4.0,
                            "no_loops": true}}, ...],
      "history": "self",                       optional: this case's history mode, over the run's
@@ -33,7 +33,8 @@ from convdistill.eval.mt_bench_tasks import MT_BENCH_101_TASKS
 
 SCHEMA_PATH = Path(__file__).with_name("suite.schema.json")
 CHECK_NAMES = (
-    "contains", "not_contains", "regex", "recall_of", "max_words", "rouge_l", "chrf", "judge", "nll", "no_loops"
+    "contains", "not_contains", "regex", "format_regex", "recall_of", "max_words", "rouge_l", "chrf", "judge", "nll",
+    "no_loops",
 )
 _CASE_KEYS = {"id", "tags", "system", "turns", "description", "history", "benchmark"}
 _BENCHMARK_KEYS = {"name", "group", "reference_guided", "source_id"}
@@ -54,6 +55,7 @@ class Checks:
     contains: tuple[Needle, ...] = ()
     not_contains: tuple[str, ...] = ()
     regex: tuple[str, ...] = ()
+    format_regex: tuple[str, ...] = ()  # a gate on the form: every pattern must match
     recall_of: tuple[str, ...] = ()
     max_words: int | None = None
     rouge_l: float | None = None  # minimum ROUGE-L F1 against the reference, 0..1
@@ -63,8 +65,14 @@ class Checks:
     no_loops: bool = False  # a degenerate reply (empty, looping, echoing the user) scores 0
     case_sensitive: bool = False
 
+    def has_content(self) -> bool:
+        """Whether a check of what the reply says is set (not only gates on its form)."""
+        return bool(self.contains or self.regex or self.recall_of) or any(
+            getattr(self, n) is not None for n in ("rouge_l", "chrf", "judge", "nll"))
+
     def names(self) -> list[str]:
-        out = [n for n in ("contains", "not_contains", "regex", "recall_of", "no_loops") if getattr(self, n)]
+        out = [n for n in ("contains", "not_contains", "regex", "format_regex", "recall_of", "no_loops")
+               if getattr(self, n)]
         return out + [n for n in ("max_words", "rouge_l", "chrf", "judge", "nll") if getattr(self, n) is not None]
 
 
@@ -262,14 +270,15 @@ def _parse_checks(data: Any, where: str, reference: str | None, earlier: list[st
         fields["contains"] = tuple(needles)
     if "not_contains" in data:
         fields["not_contains"] = _strings(data["not_contains"], f"{where}.not_contains")
-    if "regex" in data:
-        patterns = _strings(data["regex"], f"{where}.regex")
-        for i, pattern in enumerate(patterns):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise SuiteError(f"{where}.regex[{i}]: bad pattern {pattern!r} ({exc})") from None
-        fields["regex"] = patterns
+    for name in ("regex", "format_regex"):
+        if name in data:
+            patterns = _strings(data[name], f"{where}.{name}")
+            for i, pattern in enumerate(patterns):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise SuiteError(f"{where}.{name}[{i}]: bad pattern {pattern!r} ({exc})") from None
+            fields[name] = patterns
     if "recall_of" in data:
         facts = _strings(data["recall_of"], f"{where}.recall_of")
         context = "\n".join(earlier).casefold()

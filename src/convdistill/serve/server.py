@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
 
 import uvicorn
 
@@ -51,7 +52,11 @@ def build_server(model: ChatModel, settings: ServeSettings) -> uvicorn.Server:
         max_batch_tokens=settings.max_batch_tokens,
         max_pending=settings.limits.max_pending,
     )
-    app = create_app(batcher, settings.limits, settings.api_key)
+    return app_server(create_app(batcher, settings.limits, settings.api_key), settings)
+
+
+def app_server(app: Any, settings: ServeSettings) -> uvicorn.Server:
+    """uvicorn for any ASGI app, on the settings' address and log level."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -69,24 +74,24 @@ def serve(model: str | Path, settings: ServeSettings) -> None:
     build_server(load_chat_model(model, settings.served_name), settings).run()
 
 
-class BackgroundServer:
-    """`with BackgroundServer(model) as server:` a live server at `server.base_url`.
+class BackgroundApp:
+    """`with BackgroundApp(server) as live:` a uvicorn server running in a thread, answering at
+    `live.base_url`.
 
     The socket is bound before uvicorn starts, so the port is known and cannot be taken by
     someone else in between.
     """
 
-    def __init__(self, model: ChatModel, settings: ServeSettings | None = None, port: int = 0):
-        self.settings = settings or ServeSettings()
-        self.server = build_server(model, self.settings)
+    def __init__(self, server: uvicorn.Server, host: str = "127.0.0.1", port: int = 0):
+        self.server = server
         # IPPROTO_TCP named: asyncio turns Nagle's algorithm off only on sockets that say they are
         # TCP, and with it on, each answer on a kept-alive connection waited ~40 ms for the
         # client's delayed ACK (uvicorn writes headers and body apart).
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind((self.settings.host, port))  # 0: any free port
+        self.socket.bind((host, port))  # 0: any free port
         self.port = self.socket.getsockname()[1]
-        self.base_url = f"http://{self.settings.host}:{self.port}/v1"
+        self.base_url = f"http://{host}:{self.port}/v1"
         self.thread = threading.Thread(
             target=self.server.run,
             kwargs={"sockets": [self.socket]},
@@ -94,7 +99,7 @@ class BackgroundServer:
             daemon=True,
         )
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -107,3 +112,11 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(15)
         self.socket.close()
+
+
+class BackgroundServer(BackgroundApp):
+    """`with BackgroundServer(model) as server:` a live model server at `server.base_url`."""
+
+    def __init__(self, model: ChatModel, settings: ServeSettings | None = None, port: int = 0):
+        self.settings = settings or ServeSettings()
+        super().__init__(build_server(model, self.settings), self.settings.host, port)
