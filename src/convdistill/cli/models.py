@@ -89,6 +89,15 @@ def init(
     random_init: Annotated[bool, typer.Option(
         "--random-init", help="With --from: the same shape with random weights (a control).")
     ] = False,
+    mlp_channels: Annotated[int | None, typer.Option(
+        "--mlp-channels", min=1, help="With --from --family llama: width pruning; MLP channels every "
+        "layer keeps (SmolLM2: 1536), those most active on --sample.")] = None,
+    heads: Annotated[int | None, typer.Option(
+        "--heads", min=1, help="With --from --family llama: width pruning; attention heads every layer "
+        "keeps (SmolLM2: 9 in 3 key/value groups), a multiple of the key/value heads kept.")] = None,
+    kv_heads: Annotated[int | None, typer.Option(
+        "--kv-heads", min=1, help="With --heads: key/value heads (whole groups) every layer keeps "
+        "(default: all of the teacher's).")] = None,
     size: Annotated[str, typer.Option("--size", help="Without --from: tiny (~5M parameters) or "
                                       "small (~28-33M) with SmolLM2's vocabulary.")] = "tiny",
     tokenizer: Annotated[Path | None, typer.Option(
@@ -105,13 +114,14 @@ def init(
     from convdistill.models.from_teacher import init_from_teacher
 
     check_choice(family, FAMILIES, "--family")
+    width = mlp_channels is not None or heads is not None or kv_heads is not None
     if teacher is None:
-        if layers or keep or encoder_layers or encoder_keep or sample or random_init:
-            fail("--layers, --keep, --encoder-layers, --encoder-keep, --sample and --random-init "
-                 "need --from TEACHER")
+        if layers or keep or encoder_layers or encoder_keep or sample or random_init or width:
+            fail("--layers, --keep, --encoder-layers, --encoder-keep, --sample, --random-init, "
+                 "--mlp-channels, --heads and --kv-heads need --from TEACHER")
         check_choice(size, SIZES, "--size")
-    elif layers is None and keep is None:
-        fail("--from needs --layers N or --keep I,J,...")
+    elif layers is None and keep is None and not width:
+        fail("--from needs --layers N or --keep I,J,... (depth), or --mlp-channels / --heads (width)")
     if teacher is None:
         info = init_student(family, size, output, tokenizer=tokenizer,
                             vocab_size=vocab_size, seed=seed)
@@ -124,7 +134,8 @@ def init(
         teacher, family, output, layers=layers, keep=_layer_list(keep, "--keep"),
         encoder_layers=encoder_layers,
         encoder_keep=_layer_list(encoder_keep, "--encoder-keep"), sample=sample,
-        sample_size=sample_size, random_init=random_init, seed=seed)
+        sample_size=sample_size, random_init=random_init, seed=seed, mlp_channels=mlp_channels,
+        heads=heads, kv_heads=kv_heads)
     typer.echo(f"{built.path}: {family} from {teacher}, {built.parameters:,} parameters, {built.layout()}"
                + (" (random weights)" if random_init else ""))
 

@@ -40,7 +40,9 @@ from typing import Any
 import torch
 
 from convdistill.errors import BadInput, BadRecipe, Unavailable
+from convdistill.models.calibration import run_calibration
 from convdistill.models.students import count_parameters
+from convdistill.models.width_pruning import WidthChoice, choose_width, measure_width, prune_width, width_shape
 from convdistill.resources import shipped_file
 
 FAMILIES_FROM_TEACHER: tuple[str, ...] = ("llama", "t5")
@@ -98,7 +100,6 @@ def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequenc
     influence = torch.zeros(count, dtype=torch.float64)
     sums = {kind: (torch.zeros(count, width, dtype=torch.float64),
                    torch.zeros(count, width, dtype=torch.float64)) for kind in ("attn", "mlp")}
-    tokens = 0
     hooks = []
 
     def on_layer(index: int) -> Any:
@@ -122,18 +123,10 @@ def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequenc
         hooks.append(layer.self_attn.register_forward_hook(on_output("attn", index)))
         hooks.append(layer.mlp.register_forward_hook(on_output("mlp", index)))
     try:
-        teacher.eval()
-        for messages in conversations:
-            text = tokenizer.apply_chat_template(list(messages), tokenize=False)
-            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            ids = ids[:, :max_tokens]
-            teacher.model(input_ids=ids, use_cache=False)
-            tokens += ids.shape[1]
+        tokens = run_calibration(teacher, tokenizer, conversations, max_tokens)
     finally:
         for hook in hooks:
             hook.remove()
-    if tokens == 0:
-        raise BadInput("the calibration sample has no tokens")
 
     def gains(kind: str) -> list[torch.Tensor]:
         cross, square = sums[kind]
@@ -297,10 +290,14 @@ class TeacherInitInfo:
     parameters: int
     encoder_layers: list[int] | None
     decoder_layers: list[int]
+    width: tuple[int, int, int] | None = None  # MLP channels, heads, key/value heads per layer
 
     def layout(self) -> str:
         """The kept teacher layers, as the CLI, the demo and the experiment print them."""
         if self.encoder_layers is None:
+            if self.width is not None:
+                mlp, heads, kv = self.width
+                return f"layers {self.decoder_layers}, {mlp} MLP channels, {heads} heads ({kv} key/value)"
             return f"layers {self.decoder_layers}"
         return f"encoder layers {self.encoder_layers}, decoder layers {self.decoder_layers}"
 
@@ -317,6 +314,9 @@ def init_from_teacher(
     sample_size: int = 16,
     random_init: bool = False,
     seed: int = 0,
+    mlp_channels: int | None = None,
+    heads: int | None = None,
+    kv_heads: int | None = None,
 ) -> TeacherInitInfo:
     """Build and save a student from `teacher` (an embedded name or a Llama-family checkpoint).
 
@@ -325,7 +325,10 @@ def init_from_teacher(
     `encoder_layers` (default: as many) of the same ranking (or exactly `encoder_keep`).
     `sample`: the conversations that layers are measured and post-norm gains fitted on
     (default: the bundled Open-Assistant sample). `random_init`: the same shape with random
-    weights (seeded), the control that shows what the teacher's weights are worth."""
+    weights (seeded), the control that shows what the teacher's weights are worth.
+    `mlp_channels`, `heads`, `kv_heads` (`llama` only): width pruning as well, every kept layer
+    keeping that many MLP channels and attention heads of highest activation importance on the
+    same sample (`width_pruning`); with width given and no `layers` / `keep`, every layer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from convdistill.models.registry import resolve_model
@@ -335,8 +338,12 @@ def init_from_teacher(
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         raise BadRecipe(f"{out} exists and is not empty")
-    if layers is None and keep is None:
-        raise BadRecipe("give --layers N or --keep I,J,...")
+    width = (mlp_channels, heads, kv_heads) != (None, None, None)
+    if width and family != "llama":
+        raise BadRecipe("--mlp-channels, --heads and --kv-heads: width pruning builds decoder-only students; "
+                        "use --family llama")
+    if layers is None and keep is None and not width:
+        raise BadRecipe("give --layers N or --keep I,J,... (or width: --mlp-channels, --heads)")
     folder = resolve_model(teacher)
     teacher_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     if teacher_model.config.model_type != "llama":
@@ -344,14 +351,25 @@ def init_from_teacher(
                         "from Llama-family (LlamaForCausalLM) teachers")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     count = teacher_model.config.num_hidden_layers
+    shape = width_shape(teacher_model.config, mlp_channels, heads, kv_heads) if width else None
+    selection = "given" if keep is not None else "block influence (1 - cos(in, out)), highest kept"
+    if layers is None and keep is None:
+        keep, selection = list(range(count)), "all (width pruning only)"
     given = check_keep(keep, count) if keep is not None else None
     given_encoder = check_keep(encoder_keep, count, "--encoder-keep") if encoder_keep else None
     sample_path = Path(sample) if sample is not None else shipped_file(DEFAULT_SAMPLE)
-    stats = measure_layers(teacher_model, tokenizer, sample_conversations(sample_path, sample_size))
+    conversations = sample_conversations(sample_path, sample_size)
+    stats = measure_layers(teacher_model, tokenizer, conversations)
     chosen = given if given is not None else choose_layers(stats.influence, layers or 0)  # one is given (checked)
     enc: list[int] | None = None
+    kept_width: WidthChoice | None = None
     if family == "llama":
         student = llama_student(teacher_model, chosen)
+        if shape is not None:
+            # measured on the whole teacher, as Minitron does, and cut from the kept layers
+            importance = measure_width(teacher_model, tokenizer, conversations)
+            kept_width = choose_width(importance, teacher_model.config, *shape, layers=chosen)
+            student = prune_width(student, kept_width)
     else:
         enc = given_encoder or choose_layers(stats.influence, encoder_layers or len(chosen))
         pad: int = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # type: ignore[assignment]  # one token, one id
@@ -366,7 +384,7 @@ def init_from_teacher(
     out.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    info = TeacherInitInfo(out, family, count_parameters(student), enc, chosen)
+    info = TeacherInitInfo(out, family, count_parameters(student), enc, chosen, shape)
     record = {
         "name": f"{family}-from-{Path(str(teacher)).name}",
         "family": family,
@@ -380,8 +398,12 @@ def init_from_teacher(
         "layers": chosen if family == "llama" else None,
         "encoder_layers": enc,
         "decoder_layers": chosen if family == "t5" else None,
-        "selection": "given" if keep is not None else "block influence (1 - cos(in, out)), highest kept",
+        "selection": selection,
         "block_influence": [round(x, 6) for x in stats.influence],
+        **({"width": {"mlp_channels": shape[0], "heads": shape[1], "kv_heads": shape[2],
+                      "selection": "activation importance (MLP: mean |intermediate|; heads: mean output "
+                      "norm, whole key/value groups), highest kept", "kept": kept_width.record()}}
+           if shape is not None and kept_width is not None else {}),
         "calibration": {"sample": str(sample_path), "conversations": sample_size, "tokens": stats.tokens},
     }
     (out / "convdistill.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -24,7 +24,9 @@ from convdistill.trainers.family import ModelFamily
 
 
 def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None = None,
-                       encoder_layers: int | None = None) -> Path:
+                       encoder_layers: int | None = None, width: dict[str, int | None] | None = None) -> Path:
+    """The starting checkpoint's folder; a `student:` is built first. `width`: the
+    mlp_channels / heads / kv_heads of a width-pruned student:llama-from-<teacher>."""
     if name.startswith("student:"):
         family, _, size = name.removeprefix("student:").partition("-")
         folder = Path(output_dir) / "student-init"
@@ -33,10 +35,12 @@ def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None
             if size.startswith("from-"):
                 from convdistill.models.from_teacher import init_from_teacher
 
-                if layers is None:
-                    raise BadRecipe(f"model_name_or_path {name}: set student_layers (teacher layers to keep)")
+                width = {k: v for k, v in (width or {}).items() if v is not None}
+                if layers is None and not width:
+                    raise BadRecipe(f"model_name_or_path {name}: set student_layers (teacher layers to keep) "
+                                    "or student_mlp_channels / student_heads (width)")
                 init_from_teacher(size.removeprefix("from-"), family, folder, layers=layers,
-                                  encoder_layers=encoder_layers)
+                                  encoder_layers=encoder_layers, **width)
             else:
                 init_student(family, size or "tiny", folder, seed=seed)
         return folder

@@ -85,6 +85,20 @@ class DataConfig:
         default=None,
         metadata={"help": "With student:t5-from-<teacher>: encoder layers (default: as many as the decoder)."},
     )
+    student_mlp_channels: int | None = field(
+        default=None,
+        metadata={"help": "With student:llama-from-<teacher>: width pruning, MLP channels every layer keeps "
+                  "(most active on the sample; `models init --mlp-channels`)."},
+    )
+    student_heads: int | None = field(
+        default=None,
+        metadata={"help": "With student:llama-from-<teacher>: width pruning, attention heads every layer keeps "
+                  "(`models init --heads`)."},
+    )
+    student_kv_heads: int | None = field(
+        default=None,
+        metadata={"help": "With student_heads: key/value heads (whole groups) kept (default: all)."},
+    )
     save_merged: bool = field(
         default=True,
         metadata={

@@ -119,7 +119,9 @@ def prepare_student(data: Any, model_args: Any, args: Any) -> tuple[Path, ModelF
 
     set_seed(args.seed)
     folder = resolve_checkpoint(model_args.model_name_or_path, args.output_dir, data.student_seed,
-                                data.student_layers, data.student_encoder_layers)
+                                data.student_layers, data.student_encoder_layers,
+                                {"mlp_channels": data.student_mlp_channels, "heads": data.student_heads,
+                                 "kv_heads": data.student_kv_heads})
     family = family_of(folder)
     return folder, family, load_tokenizer(folder, family)
 
