@@ -65,3 +65,30 @@ def distill(ctx: typer.Context, config: ConfigOpt) -> None:
     Example: convdistill train distill --config trainers/t5-tiny-distill.yaml --kd_weight 1.0
     """
     _run("distill", config, list(ctx.args))
+
+
+@app.command("correct-teacher", context_settings=EXTRA)
+def correct_teacher(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", exists=True, dir_okay=False, readable=True,
+        help="Recipe YAML (an SFT recipe whose model_name_or_path is the teacher). Default: "
+        "trainers/smollm2-correct-teacher.yaml (LoRA on the embedded SmolLM2, merged).")] = None,
+) -> None:
+    """Teacher correction (Minitron): fine-tune the teacher on the distillation data first.
+
+    A teacher off the data's distribution teaches its own habits; fine-tuned on the same paths
+    the students are distilled on, it teaches the data. Saves a plain checkpoint (LoRA merged) to
+    output_dir; give that folder as `teacher:` to `train distill`.
+
+    Example: convdistill train correct-teacher --train_file paths.jsonl --output_dir runs/teacher
+    --max_steps 40, then convdistill train distill --config RECIPE --teacher runs/teacher
+    """
+    from convdistill.trainers.teacher_correction import correct_teacher as run
+
+    result = run(config, list(ctx.args))
+    info = result.data["train"]
+    err_console.print(f"corrected the teacher in {result.global_step} steps ({info.trained_fraction:.1%} of "
+                      f"selected assistant tokens trained); distil from it with --teacher {result.checkpoint}",
+                      markup=False)
+    typer.echo(str(result.checkpoint))
