@@ -19,12 +19,14 @@ import pytest
 from conftest import ROOT, SAMPLE, run_cli
 from convdistill.demo.config import QUICK, make_config
 from convdistill.demo.stages import Stage, StageFailed, StageRunner, StageUnavailable
+from convdistill.eval.controls import control_names
+from convdistill.eval.report import passed_text, score_text
 
 FAMILIES = ("t5", "llama")
 BUILD_STAGES = [f"4-{f}-student" for f in FAMILIES]
 TRAIN_STAGES = [f"4-{f}-{m}" for m in ("sft", "dpo", "distill") for f in FAMILIES]
 EVAL_STAGES = ["5-teacher", *(f"5-{f}-{m}" for f in FAMILIES for m in ("init", "sft", "dpo", "distill"))]
-STAGES = ["1-data", "2-extend", "3-export", *BUILD_STAGES, *TRAIN_STAGES, *EVAL_STAGES, "6-report"]
+STAGES = ["1-data", "2-extend", "3-export", *BUILD_STAGES, *TRAIN_STAGES, "5-controls", *EVAL_STAGES, "6-report"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -108,9 +110,16 @@ def test_report_shows_this_runs_numbers_for_both_students_and_the_teacher(quick_
         s = data["summary"]
         assert s["turns"] > 0 and s["score"] is not None
         assert s["mean_reference_nll"] is not None  # local models: the embedded teacher and the students
-        row = (f"| {result['label']} | {s['score']:.3f} | {s['cases_passed']}/{s['cases']} | "
-               f"{s['turns_passed']}/{s['turns']} | {s['mean_reference_nll']:.3f} |")
+        row = (f"| {result['label']} | {passed_text(s)} | {score_text(s)} | {s['turns_passed']}/{s['turns']} | "
+               f"{s['turns_gated']} | {s['mean_reference_nll']:.3f} |")
         assert row in report, row
+    # the floor: every control model's row, scoring near nothing and passing no case
+    controls = found["5-controls"]["result"]["controls"]
+    assert [c["model"] for c in controls] == control_names()
+    for control in controls:
+        s = control["summary"]
+        assert s["score"] <= 0.05 and s["cases_passed"] == 0, control
+        assert f"| {control['label']} | {passed_text(s)} | {score_text(s)} |" in report
     teacher = found["5-teacher"]["result"]["summary"]["mean_reference_nll"]
     untrained = found["5-t5-init"]["result"]["summary"]["mean_reference_nll"]
     assert teacher < untrained  # the whole teacher predicts the references better than 2 of its layers
@@ -120,8 +129,8 @@ def test_report_shows_this_runs_numbers_for_both_students_and_the_teacher(quick_
         assert f"| {names[run['family']]} | {run['method']} | {run['steps']} | {run['first_loss']:.3f} |" in report
     # the replies of every model to the same conversations, turn by turn
     assert "### Replies side by side" in report
-    for name in EVAL_STAGES:
-        assert f"| {found[name]['result']['label']} | " in report.split("### Replies side by side")[1]
+    for label in [found[name]["result"]["label"] for name in EVAL_STAGES] + ["control: constant"]:
+        assert f"| {label} | " in report.split("### Replies side by side")[1]
     for section in ("## 1. The export", "## 2. Teacher extension", "## 3. Paths and pairs", "## 4. Training",
                     "## 5. Regression suite", "![training loss curves](loss_curves.png)",
                     "![score and reference NLL by turn depth](score_by_depth.png)"):

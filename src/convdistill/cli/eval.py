@@ -270,7 +270,8 @@ def controls_command(
     Example: convdistill eval controls -s anaphora -s context_memory -o runs/controls
     then: convdistill eval report results.json --controls runs/controls -o report.md"""
     from convdistill.eval import HISTORY_MODES, load_suites
-    from convdistill.eval.controls import controls_app, reference_pool
+    from convdistill.eval.controls import reference_pool
+    from convdistill.eval.controls_server import controls_app
     from convdistill.eval.runner import run_controls
 
     histories = history or list(HISTORY_MODES)

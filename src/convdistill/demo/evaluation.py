@@ -47,8 +47,31 @@ def eval_stage(config: DemoConfig, label: str, model: str, workdir: Path, log: L
     write_report(results, workdir / "report.md")
     s = results["summary"]
     nll = s.get("mean_reference_nll")
-    log(f"    score {s['score']:.3f}, {s['cases_passed']}/{s['cases']} cases and {s['turns_passed']}/{s['turns']} "
-        f"turns passed" + (f", mean reference NLL {nll:.3f}" if nll is not None else "")
+    log(f"    {headline(s)}" + (f", mean reference NLL {nll:.3f}" if nll is not None else "")
         + f" ({results['generation_seconds']:.0f} s generating)")
     return {"label": label, "model": model, "endpoint": endpoint, "results": str(workdir / "results.json"),
             "summary": s, "generation_seconds": results["generation_seconds"]}
+
+
+def headline(summary: dict[str, Any]) -> str:
+    from convdistill.eval.report import passed_text, score_text
+
+    return (f"{passed_text(summary)} cases passed, score {score_text(summary)} (95% intervals), "
+            f"{summary['turns_passed']}/{summary['turns']} turns passed")
+
+
+def controls_stage(config: DemoConfig, workdir: Path, log: Log) -> dict[str, Any]:
+    """The same suite answered by control models that do not converse (a constant reply, fluent
+    unrelated replies, an echo, nothing, another case's reply): the floor the report shows
+    beside the students. Instant: controls generate nothing."""
+    from convdistill.eval.runner import run_controls
+
+    entries = []
+    for results in run_controls(demo_suite(config), histories=("gold",)):
+        name = str(results["model"]).removeprefix("control:")
+        path = workdir / f"control-{name}.json"
+        write_json(path, results)
+        log(f"    control {name}: {headline(results['summary'])}")
+        entries.append({"label": f"control: {name}", "model": results["model"], "endpoint": None,
+                        "results": str(path), "summary": results["summary"], "generation_seconds": 0.0})
+    return {"controls": entries}

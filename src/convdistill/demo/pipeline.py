@@ -5,7 +5,8 @@
     3 export    SFT paths and DPO pairs from the extended trees
     4 train     students built from the teacher's layers (a T5Gemma and a depth-pruned Llama), then SFT,
                 then DPO and logit distillation from the SFT checkpoint
-    5 eval      the regression suite on every student and on the teacher
+    5 eval      the regression suite on every student, on the teacher, and on control models
+                that do not converse (the floor)
     6 report    Markdown with tables, loss curves and score by turn depth
 """
 
@@ -72,6 +73,8 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
                     config, f, m, result("3-export")[k], result(f"4-{f}-sft")["checkpoint"], w, log),
                 needs=("3-export", f"4-{family}-sft"))))
     teacher_endpoint = None if config.embedded_teacher else config.teacher_base_url
+    stages.append(("5", Stage("5-controls", "regression suite: control models that do not converse (the floor)",
+                              lambda w: evaluation.controls_stage(config, w, log))))
     stages.append(("5", Stage("5-teacher", f"regression suite: teacher {config.teacher_name}",
                               lambda w: evaluation.eval_stage(config, f"teacher {config.teacher_name}",
                                                               config.teacher_name, w, log, teacher_endpoint))))

@@ -14,7 +14,7 @@ from typing import Any
 
 from convdistill.demo.config import EMBEDDED_TEACHER, FAMILIES, DemoConfig, student_label
 from convdistill.demo.stages import StageRecord
-from convdistill.eval.report import agg_pyplot
+from convdistill.eval.report import agg_pyplot, passed_text, score_text
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -78,13 +78,16 @@ def nll_by_depth(results_file: str | Path) -> dict[int, float]:
 STEPS = ("untrained", "sft", "dpo", "distill")
 
 
-def _color(plt: Any, label: str) -> Any:
-    """The teacher black; each family its own hue, darker the further along its training."""
+def _style(plt: Any, label: str, index: int) -> tuple[str, Any]:
+    """Line style and colour of a model: the teacher black and dashed, the controls grey and
+    dotted, every student a colour of its own (a shade per family made eight students look
+    alike), circles for the decoder-only family and squares for the encoder-decoder."""
     if label.startswith("teacher"):
-        return "black"
-    family, _, step = label.partition("-tiny ")
-    shade = STEPS.index(step) if step in STEPS else 0
-    return plt.get_cmap("Blues" if family == "t5" else "Oranges")(0.4 + 0.18 * shade)
+        return "--D", "black"
+    if label.startswith("control"):
+        return ":x", "grey"
+    marker = "s" if label.startswith("t5") else "o"
+    return f"-{marker}", plt.get_cmap("tab10")(index % 10)
 
 
 def plot_depth(evals: list[dict[str, Any]], path: Path) -> Path | None:
@@ -95,9 +98,8 @@ def plot_depth(evals: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     plt = agg_pyplot()
     fig, (score_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100)
-    for entry in evals:
-        style = "--s" if entry["label"].startswith("teacher") else "-o"
-        color = _color(plt, entry["label"])
+    for index, entry in enumerate(evals):
+        style, color = _style(plt, entry["label"], index)
         depths = {int(d): v for d, v in entry["summary"]["by_depth"].items() if v is not None}
         xs = sorted(depths)
         score_ax.plot(xs, [depths[x] for x in xs], style, color=color, markersize=4, label=entry["label"])
@@ -245,22 +247,26 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
                       "teacher is the recipe's local one (the embedded SmolLM2-135M-Instruct), not "
                       f"{config.teacher_name}.", ""]
 
-    evals = [r.result for r in records if r.name.startswith("5-") and r.status in ("done", "cached")]
+    finished = [r.result for r in records if r.name.startswith("5-") and r.status in ("done", "cached")]
+    evals = [e for e in finished if "controls" not in e]
+    controls = [c for e in finished for c in e.get("controls", [])]
     if evals:
         lines += ["## 5. Regression suite", "",
-                  f"Suites: {_suite_note(config)}; gold history, greedy "
-                  "decoding. A turn's score is the mean of its checks (0..1); a case scores its worst turn; "
-                  "NLL is the teacher-forced mean NLL per token of the reference replies (local models only).",
-                  ""]
+                  f"Suites: {_suite_note(config)}; gold history, greedy decoding. Format checks (word limits, "
+                  "forbidden phrases, loops, the same reply to different questions) are gates: failing one fails "
+                  "the turn, passing earns nothing. A turn's score is the mean of its content checks (what the "
+                  "reply says); a case scores its worst turn and passes when every turn passes. Intervals are "
+                  "95%, bootstrapped over cases. The controls are models that do not converse: the floor. NLL is "
+                  "the teacher-forced mean NLL per token of the reference replies (local models only). "
+                  "docs/eval.md explains the scoring.", ""]
         rows = []
-        for e in evals:
+        for e in evals + controls:
             s = e["summary"]
-            rows.append([e["label"], s["score"], f"{s['cases_passed']}/{s['cases']}",
-                         f"{s['turns_passed']}/{s['turns']}", s.get("mean_reference_nll"),
-                         _seconds(e["generation_seconds"]),
-                         f"[results]({_rel(e['results'], base)})"])
-        lines += _table(["model", "score", "cases passed", "turns passed", "mean reference NLL",
-                         "generation s", "details"], rows)
+            rows.append([e["label"], passed_text(s), score_text(s), f"{s['turns_passed']}/{s['turns']}",
+                         s.get("turns_gated", "n/a"), s.get("mean_reference_nll"),
+                         _seconds(e["generation_seconds"]), f"[results]({_rel(e['results'], base)})"])
+        lines += _table(["model", "cases passed (95%)", "score (95%)", "turns passed", "turns failing a gate",
+                         "mean reference NLL", "generation s", "details"], rows)
         tags = sorted({t for e in evals for t in e["summary"]["by_tag"]})
         lines += ["By tag (mean case score):", ""]
         lines += _table(["model", *tags], [[e["label"], *(e["summary"]["by_tag"].get(t) for t in tags)]
@@ -269,7 +275,7 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
         lines += ["By turn depth (mean turn score):", ""]
         lines += _table(["model", *map(str, depths)],
                         [[e["label"], *(e["summary"]["by_depth"].get(str(d)) for d in depths)] for e in evals])
-        png = plot_depth(evals, workdir / "score_by_depth.png")
+        png = plot_depth(evals + controls, workdir / "score_by_depth.png")
         if png is not None:
             lines += ["![score and reference NLL by turn depth](score_by_depth.png)", ""]
         if config.sizes.students == "tiny":
@@ -279,10 +285,11 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
                       "their training shows, compared with the untrained starting points.", ""]
         else:
             lines += ["Reading it: compare each student with its untrained starting point (the teacher's layers, "
-                      "pruned) and with the teacher. The score counts checks passed, and a degenerate reply "
-                      "(empty, looping, echoing the user) scores 0 for its turn; the reference NLL shows how "
+                      "pruned), with the teacher, and with the controls: a student that does not clear the "
+                      "controls does not converse, whatever its NLL. A degenerate reply (empty, looping, echoing "
+                      "the user, the same for different questions) fails its turn; the reference NLL shows how "
                       "close a student came to the reference replies.", ""]
-        lines += side_by_side(evals, base)
+        lines += side_by_side(evals + controls, base)
 
     lines += ["## Where everything is", "",
               f"Every stage keeps its output in `{config.out}/<stage>/`; `{config.out}/stages/<stage>.json` "

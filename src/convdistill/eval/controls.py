@@ -12,17 +12,14 @@ conversation, the way a broken student does:
 Under a sound scoring every control scores near 0 and passes no case; `convdistill eval
 controls` runs them all and writes their results beside a model's. They are reachable three
 ways, all answering the same: as a backend here (`--model control:constant`), in-process for the
-demo and the experiment, and served on an OpenAI-compatible endpoint (`eval controls --serve`)
-so that any client, ours or another tool's, scores them through HTTP.
+demo and the experiment, and served on an OpenAI-compatible endpoint (`eval controls --serve`,
+eval/controls_server.py) so that any client, ours or another tool's, scores them through HTTP.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from convdistill.errors import BadRecipe
 from convdistill.eval.suite import Suite
@@ -109,58 +106,3 @@ class ControlBackend:
 
     def reference_nll(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> None:
         return None  # a control has no likelihoods
-
-
-def controls_app(references: References = ()) -> Any:
-    """A FastAPI app answering OpenAI chat completions (not streamed) for every control:
-    `model` picks the control (`control:constant`, ...); `/v1/models` lists them."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
-    from convdistill.serve.errors import APIError
-
-    app = FastAPI(title="convdistill controls", docs_url=None, redoc_url=None, openapi_url=None)
-    created = int(time.time())
-    pool = list(references)
-
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                            "owned_by": "convdistill"} for name in control_names()]}
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise APIError(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "the body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not is_control(model) or model.removeprefix(CONTROL_PREFIX) not in CONTROLS:
-            raise APIError(404, f"model {model!r} is not served here (known: {', '.join(control_names())})",
-                           "model_not_found", "model")
-        if body.get("stream"):
-            raise APIError(400, "the controls do not stream", param="stream")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        ):
-            raise APIError(400, "messages: a list of {role, content} objects with string content is required",
-                           param="messages")
-        reply = control_reply(model.removeprefix(CONTROL_PREFIX), messages, pool)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        }
-
-    return app
