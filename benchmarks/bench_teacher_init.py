@@ -67,7 +67,7 @@ def build(family: str, folder: Path, random_init: bool) -> int:
     return init_from_teacher(TEACHER, family, folder, random_init=random_init, **SHAPES[family]).parameters
 
 
-def distill(student: Path, out: Path, steps: int, lr: float, cache: Path) -> dict[str, Any]:
+def distill(student: Path, out: Path, steps: int, lr: float, cache: Path, teacher: str = TEACHER) -> dict[str, Any]:
     """One distillation run, or the finished one in `out` (its run_log.json) when there is one:
     an interrupted benchmark goes on where it stopped."""
     from convdistill.trainers import train
@@ -75,7 +75,7 @@ def distill(student: Path, out: Path, steps: int, lr: float, cache: Path) -> dic
     log = out / "run_log.json"
     if not log.is_file():
         values = {
-            "model_name_or_path": str(student), "teacher": TEACHER, "train_file": str(SAMPLE),
+            "model_name_or_path": str(student), "teacher": teacher, "train_file": str(SAMPLE),
             "path_strategy": "best", "train_on": "all", "max_train_examples": TRAIN_TREES,
             "output_dir": str(out), "kd_loss": "forward_kl", "kd_weight": 0.5, "kd_top_k": 32,
             "kd_temperature": 1.0, "kd_cache_dir": str(cache), "max_length": 256,
