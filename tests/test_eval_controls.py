@@ -227,8 +227,12 @@ def test_compare_and_report_read_the_teacher_against_the_controls(all_suites: An
     assert done.returncode == 1 and "paired over 75 cases: worse" in done.stdout, done.stdout
     done = run_cli("eval", "compare", BASELINE, "--baseline", BASELINE)
     assert done.returncode == 0 and "within noise" in done.stdout
-    report = tmp_path / "report.md"
-    assert run_cli("eval", "report", BASELINE, "--controls", controls, "-o", report).returncode == 0
+    report, page = tmp_path / "report.md", tmp_path / "report.html"
+    done = run_cli("eval", "report", BASELINE, "--controls", controls, "-o", report, "--html", page)
+    assert done.returncode == 0, done.stderr
     text = report.read_text()
     assert "## The floor: control models that do not converse" in text
     assert all(f"| {name} | 0/75 (0-0) |" in text for name in control_names())
+    html = page.read_text()
+    assert "The floor: control models that do not converse" in html
+    assert all(f"<td>{name}</td><td>0/75 (0-0)</td>" in html for name in control_names())

@@ -216,7 +216,7 @@ def report_command(
         md, png = write_report(new, output, base, tolerance, floor)
         err_console.print(escape(f"report: {md}, plot: {png}"))
     if html is not None:
-        page = write_html_report(new, html, base, tolerance)
+        page = write_html_report(new, html, base, tolerance, floor)
         err_console.print(escape(f"html report: {page} ({page.stat().st_size // 1024} KiB, self-contained)"))
 
 

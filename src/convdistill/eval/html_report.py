@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from convdistill.eval.compare import compare_results
+from convdistill.eval.compare import compare_results, noise_line
 from convdistill.eval.report import (
     agg_pyplot,
     depth_figure,
@@ -86,7 +87,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f'<table class="numbers"><tr>{head}</tr>{body}</table>'
 
 
-def _summary(results: dict[str, Any], baseline: dict[str, Any] | None, counts: dict[str, int]) -> str:
+def _summary(results: dict[str, Any], baseline: dict[str, Any] | None, counts: dict[str, int],
+             noise: str | None = None, controls: Sequence[dict[str, Any]] = ()) -> str:
     s, b = results["summary"], (baseline or {}).get("summary")
     header = ["", str(results.get("model"))] + ([f"baseline {baseline.get('model')}"] if baseline else [])
 
@@ -105,6 +107,14 @@ def _summary(results: dict[str, Any], baseline: dict[str, Any] | None, counts: d
         parts.append('<p class="verdict">' + ", ".join(
             f'<span class="count {k}">{counts.get(k, 0)} {k}</span>' for k in ("regressed", "improved", "unchanged",
                                                                              "new")) + "</p>")
+        if noise:
+            parts.append(f'<p class="noise">{_e(noise)}</p>')
+    if controls:
+        parts.append('<h3>The floor: control models that do not converse</h3>' + _table(
+            ["control", "cases passed (95%)", "score (95%)", "turns passed", "turns failing a gate"],
+            [[str(c.get("model")), passed_text(c["summary"]), score_text(c["summary"]),
+              f"{c['summary']['turns_passed']}/{c['summary']['turns']}", str(c["summary"].get("turns_gated", "n/a"))]
+             for c in controls]))
     for name, bench in s.get("benchmarks", {}).items():
         other = (b or {}).get("benchmarks", {}).get(name, {})
         bench_header = ["group", "rating (1-10)", "score (0..1)"] + (["baseline rating", "baseline score"]
@@ -169,13 +179,20 @@ def _case(case: dict[str, Any], base: dict[str, Any] | None, status: str, model:
     )
 
 
-def html_report(results: dict[str, Any], baseline: dict[str, Any] | None = None, tolerance: float = 0.0) -> str:
+def html_report(
+    results: dict[str, Any],
+    baseline: dict[str, Any] | None = None,
+    tolerance: float = 0.0,
+    controls: Sequence[dict[str, Any]] = (),
+) -> str:
     """The page as a string (see the module's docstring)."""
     base_cases = {c["id"]: c for c in baseline["cases"]} if baseline else {}
     status: dict[str, str] = {}
     drop: dict[str, float] = {}
+    noise = None
     if baseline is not None:
         comparison = compare_results(results, baseline, tolerance)
+        noise = noise_line(comparison.paired) if comparison.paired else None
         for diff in comparison.regressions:
             status[diff.id], drop[diff.id] = "regressed", diff.drop
         for diff in comparison.improvements:
@@ -214,7 +231,7 @@ def html_report(results: dict[str, Any], baseline: dict[str, Any] | None = None,
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>{_e(title)}</h1><div class=\"meta\">{meta}</div>"
-        f'<h2>Summary</h2><div id="summary">{_summary(results, baseline, counts)}</div>'
+        f'<h2>Summary</h2><div id="summary">{_summary(results, baseline, counts, noise, controls)}</div>'
         f'<h2>Scores</h2><div class="plots">{figures}</div>'
         f'<h2>Cases ({len(ordered)})</h2><div id="cases">{missing_html}{cases_html}</div>'
         "</body></html>\n"
@@ -222,9 +239,13 @@ def html_report(results: dict[str, Any], baseline: dict[str, Any] | None = None,
 
 
 def write_html_report(
-    results: dict[str, Any], path: str | Path, baseline: dict[str, Any] | None = None, tolerance: float = 0.0
+    results: dict[str, Any],
+    path: str | Path,
+    baseline: dict[str, Any] | None = None,
+    tolerance: float = 0.0,
+    controls: Sequence[dict[str, Any]] = (),
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_report(results, baseline, tolerance), encoding="utf-8")
+    path.write_text(html_report(results, baseline, tolerance, controls), encoding="utf-8")
     return path
