@@ -105,3 +105,22 @@ def serve_scripted(handler: type[ScriptedEndpoint]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
+
+
+def save_tiny_llama(out: Path, seed: int, **shape: Any) -> Path:
+    """A small random Llama on SmolLM2's tokenizer and chat template, saved as a checkpoint folder
+    (a user's own Llama-family teacher, small enough for training runs in a test). `shape`:
+    LlamaConfig fields (hidden_size, intermediate_size, num_hidden_layers, heads, head_dim)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from convdistill.models import SMOLLM2_TEMPLATE, prepare_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(prepare_tokenizer())
+    tokenizer.chat_template = SMOLLM2_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=2, max_position_embeddings=1024, **shape)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

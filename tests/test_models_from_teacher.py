@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, save_tiny_llama
 from convdistill.models.from_teacher import (
     choose_layers,
     llama_student,
@@ -49,20 +49,8 @@ def stats(smollm2: tuple[object, object], conversations: list[list[dict[str, str
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer Llama on SmolLM2's tokenizer, saved as a checkpoint folder (a user's own
     Llama-family teacher, small enough for training runs in a test)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from convdistill.models import SMOLLM2_TEMPLATE, prepare_tokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(prepare_tokenizer())
-    tokenizer.chat_template = SMOLLM2_TEMPLATE
-    torch.manual_seed(3)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, max_position_embeddings=1024)
-    out = tmp_path_factory.mktemp("tiny-teacher")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-teacher"), 3, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 
 
 def heldout_nll(model: object, tokenizer: object, conversations: list[list[dict[str, str]]],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, save_tiny_llama
 from convdistill.models.from_teacher import sample_conversations
 from convdistill.models.width_pruning import WidthChoice, WidthImportance, choose_width, measure_width, prune_width
 
@@ -28,25 +28,11 @@ def conversations() -> list[list[dict[str, str]]]:
 @pytest.fixture(scope="module")
 def gqa_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-layer Llama on SmolLM2's tokenizer with grouped-query attention: 6 query heads in 3
-    key/value groups of 2 (SmolLM2: 9 in 3 of 3), MLPs of 128 channels."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from convdistill.models import SMOLLM2_TEMPLATE, prepare_tokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(prepare_tokenizer())
-    tokenizer.chat_template = SMOLLM2_TEMPLATE
-    torch.manual_seed(5)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=96, intermediate_size=128, num_hidden_layers=3,
-                         num_attention_heads=6, num_key_value_heads=3, head_dim=16, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, max_position_embeddings=1024)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # weights large enough that the heads and channels differ clearly
-        for name, weight in model.named_parameters():
-            if name.endswith("proj.weight"):
-                weight.normal_(0, 0.1)
-    out = tmp_path_factory.mktemp("gqa-teacher")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    key/value groups of 2 (SmolLM2: 9 in 3 of 3), MLPs of 128 channels; weights large enough
+    that the heads and channels differ clearly."""
+    out = save_tiny_llama(tmp_path_factory.mktemp("gqa-teacher"), 5, hidden_size=96, intermediate_size=128,
+                          num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=3, head_dim=16,
+                          initializer_range=0.1)
     return out
 
 
