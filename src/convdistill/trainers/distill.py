@@ -35,6 +35,20 @@ def served_teacher(kd: KDFields) -> ServedTeacher | None:
     return ServedTeacher(kd.teacher_base_url, kd.teacher_model or "", os.environ.get("OPENAI_API_KEY"))
 
 
+def shared_vocabulary(teacher: Path | ServedTeacher, tokenizer: Any, model: Any, student_name: str) -> int:
+    """The number of logit columns teacher and student share. A local teacher's vocabulary is
+    compared with the student's here; a served teacher's tokenizer is checked over the endpoint,
+    on the data, before anything is scored."""
+    if not isinstance(teacher, ServedTeacher):
+        return teacher_vocabulary(teacher, tokenizer, model, student_name)
+    vocab_size = len(tokenizer.get_vocab())
+    width = model.get_output_embeddings().weight.shape[0]
+    if width < vocab_size:
+        raise VocabularyMismatch(f"the student's output layer has {width} rows for a vocabulary of "
+                                 f"{vocab_size} tokens; resize its embeddings first")
+    return vocab_size
+
+
 def attach_targets(lists: dict[str, list[dict[str, Any]]], kd: DistillConfig, teacher: Path | ServedTeacher,
                    family: ModelFamily, tokenizer: Any, vocab_size: int) -> LogitCache | None:
     """Number every example (train first, then eval) and, with kd_cache, build or open the cache
@@ -68,14 +82,7 @@ def train_distill(data: Any, model_args: Any, args: Any, callbacks: list[Any] | 
     folder, family, tokenizer = prepare_student(data, model_args, args)
     set_derived(args, "assistant_only_loss", False, "loss masks come from train_on, built when tokenizing")
     model = load_model(folder, family, model_args)
-    if isinstance(teacher, ServedTeacher):  # its tokenizer is checked over the endpoint, on the data
-        vocab_size = len(tokenizer.get_vocab())
-        width = model.get_output_embeddings().weight.shape[0]
-        if width < vocab_size:
-            raise VocabularyMismatch(f"the student's output layer has {width} rows for a vocabulary of "
-                                     f"{vocab_size} tokens; resize its embeddings first")
-    else:
-        vocab_size = teacher_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
+    vocab_size = shared_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     cache: list[LogitCache | None] = []
     train, evaluation, stats = build_datasets(
         "sft", data, args, tokenizer, family,

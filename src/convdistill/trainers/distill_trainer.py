@@ -107,21 +107,23 @@ class TokenDistillTrainer(SFTTrainer):
     `args` is a kd_config.DistillConfig (TRL's SFTConfig and the kd fields).
 
     `teacher` is the live teacher model (kd_cache: false) or None (targets come cached in the
-    batch). `vocab_size` is the number of logit columns both models share."""
+    batch). `vocab_size` is the number of logit columns both models share. `data_collator`:
+    a subclass that builds its batches itself (with the teacher's targets in them) passes its own."""
 
     def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any, *,
                  family: ModelFamily, cache: LogitCache | None, teacher: Any, teacher_pad_id: int,
-                 vocab_size: int, **kwargs: Any) -> None:
+                 vocab_size: int, data_collator: Any = None, **kwargs: Any) -> None:
         if args.packing or args.padding_free:
             raise BadRecipe("packing / padding_free: not supported by train distill (each example's tokens must "
                             "meet its teacher targets in order); use train_sampling_strategy: group_by_length")
-        if cache is None and teacher is None:
-            raise ValueError("distillation needs a logit cache or a live teacher")
         set_derived(args, "dataset_kwargs", {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True},
                     "examples arrive tokenized and fitted")
-        pad_id = processing_class.pad_token_id
-        collator = DistillCollator(family.collator(pad_id, model), family.teacher_view, cache, teacher_pad_id)
-        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+        if data_collator is None:
+            if cache is None and teacher is None:
+                raise ValueError("distillation needs a logit cache or a live teacher")
+            data_collator = DistillCollator(family.collator(processing_class.pad_token_id, model), family.teacher_view,
+                                            cache, teacher_pad_id)
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
         self.family = family
         self.kd: DistillConfig = args  # self.args, typed with the kd fields
@@ -145,6 +147,11 @@ class TokenDistillTrainer(SFTTrainer):
                                    inputs["teacher_rows"], inputs["teacher_cols"])
         return teacher_topk(logits[:, : self.vocab_size], self.kd.kd_top_k, self.kd.kd_temperature)
 
+    def mix(self, kd: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
+        """The batch's summed loss from its per-token divergences and cross-entropies."""
+        weight = self.kd.kd_weight
+        return weight * kd.sum() + (1 - weight) * ce.sum()
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         mode = "train" if model.training else "eval"
@@ -161,10 +168,9 @@ class TokenDistillTrainer(SFTTrainer):
         kd = kd_token_loss(logits, top_ids.to(logits.device), top_log_probs.to(logits.device), self.kd.kd_loss,
                            self.kd.kd_temperature, self.kd.kd_jsd_beta,
                            student_lse=lse if self.kd.kd_temperature == 1.0 else None)
-        weight = self.kd.kd_weight
         count = targets.numel() if num_items_in_batch is None else num_items_in_batch
         count = torch.as_tensor(count, device=logits.device).clamp(min=1)
-        loss = (weight * kd.sum() + (1 - weight) * ce.sum()) / count
+        loss = self.mix(kd, ce) / count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         n = max(targets.numel(), 1)

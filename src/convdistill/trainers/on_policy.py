@@ -9,6 +9,7 @@ oldest turns dropped first), the shared-vocabulary check, and the checkpoint con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,34 @@ def policy_prompts(records: list[dict[str, Any]], tokenizer: Any, train_on: str,
     return prompts
 
 
+def record_datasets(data: Any, args: Any,
+                    rows_of: Callable[[list[dict[str, Any]], TruncationStats], list[dict[str, Any]]]
+                    ) -> tuple[dict[str, Any], dict[str, TruncationStats]]:
+    """Train (and eval) datasets of the rows `rows_of` builds from the path records (prompts,
+    conversations), with what building them counted, announced; a split left empty is refused."""
+    from datasets import Dataset
+
+    stats: dict[str, TruncationStats] = {}
+    datasets = {}
+    for name, path in (("train", data.train_file), ("eval", data.eval_file)):
+        if path is None:
+            continue
+        records, _ = load_records(path, "paths", Path(args.output_dir) / "data", data.path_strategy,
+                                  data.max_train_examples if name == "train" else None)
+        stats[name] = TruncationStats()
+        rows = rows_of(records, stats[name])
+        announce(name, stats[name])
+        if not rows:
+            raise BadInput(f"{name} data {path}: no prompts left ({stats[name].summary()})")
+        datasets[name] = Dataset.from_list(rows)
+    return datasets, stats
+
+
 def train_on_policy(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None = None
                     ) -> TrainResult:
     """On-policy distillation of a decoder-only student: TRL's DistillationTrainer on the paths'
     multi-turn prompts, the divergence and temperature set from the kd fields. `args`: an
     OnPolicyDistillConfig."""
-    from datasets import Dataset
     from trl import DistillationTrainer
 
     teacher = teacher_folder(args.teacher)
@@ -75,19 +98,8 @@ def train_on_policy(data: Any, model_args: Any, args: Any, callbacks: list[Any] 
     set_derived(args, "beta", TRL_BETA.get(args.kd_loss, args.kd_jsd_beta), f"set by kd_loss {args.kd_loss}")
     set_derived(args, "temperature", args.kd_temperature, "set by kd_temperature")
     tokenizer.padding_side = "left"  # generation batches are left-padded
-    stats: dict[str, TruncationStats] = {}
-    datasets = {}
-    for name, path in (("train", data.train_file), ("eval", data.eval_file)):
-        if path is None:
-            continue
-        records, _ = load_records(path, "paths", Path(args.output_dir) / "data", data.path_strategy,
-                                  data.max_train_examples if name == "train" else None)
-        stats[name] = TruncationStats()
-        prompts = policy_prompts(records, tokenizer, data.train_on, args.kd_max_prompt_length, stats[name])
-        announce(name, stats[name])
-        if not prompts:
-            raise BadInput(f"{name} data {path}: no prompts left ({stats[name].summary()})")
-        datasets[name] = Dataset.from_list(prompts)
+    datasets, stats = record_datasets(data, args, lambda records, counts: policy_prompts(
+        records, tokenizer, data.train_on, args.kd_max_prompt_length, counts))
     runlog = RunLog(stats)
     trainer = DistillationTrainer(model=model, teacher_model=load_teacher(teacher), args=args,
                                   train_dataset=datasets["train"], eval_dataset=datasets.get("eval"),
