@@ -3,13 +3,14 @@
     train(method, recipe)       load a recipe and run it; the checkpoint loads in serve and eval as is
     load_recipe                 YAML + overrides -> (DataConfig, trl.ModelConfig, TRL config: for distill
                                 extended by the kd fields, kd_config.DistillConfig / OnPolicyDistillConfig)
-    sft.train_sft, dpo.train_dpo, distill.train_distill, on_policy.train_on_policy   the recipes
+    sft.train_sft, dpo.train_dpo, distill.train_distill, on_policy.train_on_policy,
+    conversation_policy.train_conversation_policy   the recipes
     ModelFamily, DECODER_ONLY, ENCODER_DECODER, family_of   what differs per model family
     tokenize_path, seq2seq_examples, tokenize_pair, seq2seq_pair   records -> token ids and loss masks
     TruncationStats             what the shared truncation policy cut or dropped
     Seq2SeqSFTTrainer, Seq2SeqDPOTrainer   TRL's trainers for encoder-decoder students
 
-Imports point down: this dispatcher -> the recipes (sft, dpo, distill, on_policy) -> the shared
+Imports point down: this dispatcher -> the recipes (sft, dpo, distill, on_policy, conversation_policy) -> the shared
 steps (steps.py) and components (loading, data, tokenize, teacher_model, logit_cache, ...).
 """
 
@@ -53,6 +54,10 @@ def train(method: str, config: Any = None, overrides: Any = None, callbacks: lis
         from convdistill.trainers.on_policy import train_on_policy
 
         return train_on_policy(data, model_args, args, callbacks=callbacks)
+    if args.distill_mode == "on_policy_conversation":
+        from convdistill.trainers.conversation_policy import train_conversation_policy
+
+        return train_conversation_policy(data, model_args, args, callbacks=callbacks)
     from convdistill.trainers.distill import train_distill
 
     return train_distill(data, model_args, args, callbacks=callbacks)

@@ -67,6 +67,15 @@ class ModelFamily(ABC):
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's logits at every labelled token of a collated batch, and those tokens."""
 
+    @abstractmethod
+    def prompt_ids(self, history: Sequence[Message], tokenizer: Any) -> list[int]:
+        """What the student reads before writing the reply to `history` (ending with a user turn)."""
+
+    @abstractmethod
+    def generate(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, sampling: Any
+                 ) -> list[list[int]]:
+        """The student's reply ids to each prompt, sampled in one batch (`rollout.Sampling`)."""
+
     @property
     @abstractmethod
     def sft_trainer(self) -> type:
@@ -108,6 +117,17 @@ class DecoderOnly(ModelFamily):
         from convdistill.trainers.distill_trainer import causal_labelled_logits
 
         return causal_labelled_logits(model, inputs, single_process)
+
+    def prompt_ids(self, history: Sequence[Message], tokenizer: Any) -> list[int]:
+        from convdistill.trainers.rollout import causal_prompt_ids
+
+        return causal_prompt_ids(history, tokenizer)
+
+    def generate(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, sampling: Any
+                 ) -> list[list[int]]:
+        from convdistill.trainers.rollout import generate_replies
+
+        return generate_replies(model, prompts, pad_id, eos_id, sampling, left_pad=True)
 
     @property
     def sft_trainer(self) -> type:
@@ -152,6 +172,17 @@ class EncoderDecoder(ModelFamily):
         from convdistill.trainers.distill_trainer import seq2seq_labelled_logits
 
         return seq2seq_labelled_logits(model, inputs)
+
+    def prompt_ids(self, history: Sequence[Message], tokenizer: Any) -> list[int]:
+        from convdistill.trainers.rollout import seq2seq_prompt_ids
+
+        return seq2seq_prompt_ids(history, tokenizer)
+
+    def generate(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, sampling: Any
+                 ) -> list[list[int]]:
+        from convdistill.trainers.rollout import generate_replies
+
+        return generate_replies(model, prompts, pad_id, eos_id, sampling, left_pad=False)
 
     @property
     def sft_trainer(self) -> type:

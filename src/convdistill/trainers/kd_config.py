@@ -17,9 +17,16 @@ from trl import DistillationConfig, SFTConfig
 from convdistill.errors import BadRecipe
 from convdistill.trainers.kd_loss import KD_LOSSES
 
-MODES = ("off_policy", "on_policy")
+MODES = ("off_policy", "on_policy", "on_policy_conversation")
 # TRL's DistillationTrainer selects the divergence with `beta`: 0 forward KL, 1 reverse KL, 0.5 JSD.
 TRL_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0}
+
+
+def refuse_first(problems: dict[str, str]) -> None:
+    """Raise BadRecipe for the first field with a problem (field name -> problem, "" for none)."""
+    for name, problem in problems.items():
+        if problem:
+            raise BadRecipe(f"{name} {problem}")
 
 
 @dataclass
@@ -46,7 +53,9 @@ class KDFields:
         default="off_policy",
         metadata={"help": "off_policy: match the teacher on the paths' replies (both families, logits cached). "
                   "on_policy: the student generates, the teacher scores (decoder-only; TRL's "
-                  "DistillationTrainer).", "choices": list(MODES)},
+                  "DistillationTrainer). on_policy_conversation: the student writes every assistant turn "
+                  "of each conversation after its own earlier replies, the teacher scores each (both "
+                  "families).", "choices": list(MODES)},
     )
     kd_loss: str = field(
         default="forward_kl",
@@ -91,8 +100,9 @@ class KDFields:
         if self.teacher_base_url:
             problems = {
                 "teacher_model": "is required with teacher_base_url" if not self.teacher_model else "",
-                "distill_mode": "on_policy needs the teacher's logits live; a served teacher fills the cache "
-                                "(off_policy)" if self.distill_mode == "on_policy" else "",
+                "distill_mode": "on_policy needs the teacher's model in memory (TRL); a served teacher fills the "
+                                "cache (off_policy) or scores live (on_policy_conversation)"
+                                if self.distill_mode == "on_policy" else "",
                 "kd_cache": "must be true with teacher_base_url (the served teacher fills the cache)"
                             if not self.kd_cache else "",
                 "kd_top_k": f"{self.kd_top_k}: a served teacher returns at most 20 log-probabilities per token"
@@ -100,9 +110,7 @@ class KDFields:
                 "kd_temperature": f"{self.kd_temperature}: a served teacher's log-probabilities are at "
                                   "temperature 1" if self.kd_temperature != 1.0 else "",
             }
-            for name, problem in problems.items():
-                if problem:
-                    raise BadRecipe(f"{name} {problem}")
+            refuse_first(problems)
 
 
 @dataclass
@@ -121,3 +129,47 @@ class OnPolicyDistillConfig(KDFields, DistillationConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_kd_fields()
+
+
+@dataclass
+class ConversationDistillConfig(DistillConfig):
+    """Whole-conversation on-policy distillation (`distill_mode: on_policy_conversation`): the
+    off-policy config (an SFTConfig and the kd fields: max_length fits the written conversations
+    as it fits the data's) and how the student writes its turns."""
+
+    kd_max_new_tokens: int = field(
+        default=64, metadata={"help": "on_policy_conversation: most tokens the student writes per reply."}
+    )
+    kd_sample_temperature: float = field(
+        default=1.0,
+        metadata={"help": "on_policy_conversation: sampling temperature of the student's replies (0: greedy)."},
+    )
+    kd_sample_top_p: float = field(
+        default=1.0, metadata={"help": "on_policy_conversation: nucleus sampling of the student's replies."}
+    )
+    kd_self_fraction: float = field(
+        default=1.0,
+        metadata={"help": "on_policy_conversation: share of conversations the student writes itself; the rest "
+                  "keep the data's replies (off-policy turns, kd_weight mixes in cross-entropy there)."},
+    )
+    kd_self_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "on_policy_conversation: steps over which the self-written share rises linearly from 0 "
+                  "to kd_self_fraction (a schedule from gold to self history)."},
+    )
+
+    def check_kd_fields(self) -> None:
+        super().check_kd_fields()
+        problems = {
+            "kd_max_new_tokens": f"must be at least 1, got {self.kd_max_new_tokens}"
+                                 if self.kd_max_new_tokens < 1 else "",
+            "kd_sample_temperature": f"must not be negative, got {self.kd_sample_temperature}"
+                                     if self.kd_sample_temperature < 0 else "",
+            "kd_sample_top_p": f"must lie in (0, 1], got {self.kd_sample_top_p}"
+                               if not 0.0 < self.kd_sample_top_p <= 1.0 else "",
+            "kd_self_fraction": f"must lie in [0, 1], got {self.kd_self_fraction}"
+                                if not 0.0 <= self.kd_self_fraction <= 1.0 else "",
+            "kd_self_warmup_steps": f"must not be negative, got {self.kd_self_warmup_steps}"
+                                    if self.kd_self_warmup_steps < 0 else "",
+        }
+        refuse_first(problems)

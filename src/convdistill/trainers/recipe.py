@@ -112,10 +112,11 @@ def _dataclasses(method: Method, values: dict[str, Any]) -> tuple[type, ...]:
     from trl import DPOConfig, ModelConfig, SFTConfig
 
     if method == "distill":
-        from convdistill.trainers.kd_config import DistillConfig, OnPolicyDistillConfig
+        from convdistill.trainers.kd_config import ConversationDistillConfig, DistillConfig, OnPolicyDistillConfig
 
-        on_policy = values.get("distill_mode") == "on_policy"
-        return (DataConfig, ModelConfig, OnPolicyDistillConfig if on_policy else DistillConfig)
+        config = {"on_policy": OnPolicyDistillConfig,
+                  "on_policy_conversation": ConversationDistillConfig}.get(values.get("distill_mode"), DistillConfig)
+        return (DataConfig, ModelConfig, config)
     return (DataConfig, ModelConfig, SFTConfig if method == "sft" else DPOConfig)
 
 
