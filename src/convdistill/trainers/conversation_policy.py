@@ -39,6 +39,7 @@ from convdistill.trainers.data import train_flags
 from convdistill.trainers.distill import served_teacher, shared_vocabulary
 from convdistill.trainers.distill_trainer import TokenDistillTrainer
 from convdistill.trainers.family import ModelFamily
+from convdistill.trainers.kd_config import ConversationDistillConfig
 from convdistill.trainers.loading import load_model, peft_config
 from convdistill.trainers.on_policy import record_datasets
 from convdistill.trainers.recipe import set_derived
@@ -59,7 +60,7 @@ Message = dict[str, str]
 def conversation_rows(records: list[dict[str, Any]], train_on: str, stats: TruncationStats) -> list[dict[str, Any]]:
     """One row per path record: its messages up to the last trained turn, which assistant turns
     the student writes (each one after a user turn) and which of those carry loss (train_on)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for record in records:
         stats.records += 1
         messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
@@ -166,6 +167,7 @@ class ConversationDistillTrainer(TokenDistillTrainer):
         self.student_collator = student_collator
         self.served = served
         self.max_target_length = max_target_length
+        self.conversation: ConversationDistillConfig = args  # self.args, typed with this mode's fields
         self.sampling = Sampling(args.kd_max_new_tokens, args.kd_sample_temperature, args.kd_sample_top_p)
         self.rollout_stats = rollout_stats
         self.seconds = {"generate": 0.0, "teacher": 0.0, "step": 0.0}  # this process's totals
@@ -205,12 +207,12 @@ class ConversationDistillTrainer(TokenDistillTrainer):
         examples: list[dict[str, list[int]]] = []
         own_tokens: list[bool] = []
         for rollout in rollouts:
-            for example in self.family.sft_examples(rollout.messages, rollout.flags, tokenizer, self.args.max_length,
+            for example in self.family.sft_examples(rollout.messages, rollout.flags, tokenizer, self.kd.max_length,
                                                     self.max_target_length, self.rollout_stats):
                 examples.append(example)
                 own_tokens += [rollout.self_written] * len(self.family.teacher_view(example).positions)
         if not examples:
-            raise BadInput(f"no conversation of a batch is left once fitted to max_length {self.args.max_length} "
+            raise BadInput(f"no conversation of a batch is left once fitted to max_length {self.kd.max_length} "
                            f"({self.rollout_stats.summary()})")
         top_ids, top_log_probs = self.score(examples)
         scored = time.perf_counter()
@@ -230,7 +232,8 @@ class ConversationDistillTrainer(TokenDistillTrainer):
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         started = time.perf_counter()
-        share = self_share(self.state.global_step, self.kd.kd_self_fraction, self.kd.kd_self_warmup_steps)
+        share = self_share(self.state.global_step, self.conversation.kd_self_fraction,
+                           self.conversation.kd_self_warmup_steps)
         generate_before = self.seconds["generate"]
         batch = self.conversation_batch(model, inputs["conversations"], share, "train")
         loss = super().training_step(model, batch, num_items_in_batch)
@@ -292,7 +295,8 @@ def train_conversation_policy(data: Any, model_args: Any, args: Any, callbacks: 
     trainer = ConversationDistillTrainer(
         model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets.get("eval"),
         processing_class=tokenizer, peft_config=peft_config(model_args, family),
-        callbacks=[runlog, *(callbacks or [])], family=family, teacher=None if served else load_teacher(teacher),
+        callbacks=[runlog, *(callbacks or [])], family=family,
+        teacher=None if isinstance(teacher, ServedTeacher) else load_teacher(teacher),
         served=served, vocab_size=vocab_size, max_target_length=data.max_target_length,
         rollout_stats=stats["rollouts"])
     trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint, args.output_dir))
