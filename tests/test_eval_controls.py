@@ -213,7 +213,7 @@ def test_the_teacher_clears_the_best_control(baseline: Path, all_suites: Any) ->
     shipped = json.loads(baseline.read_text())
     teacher = rescore(shipped, all_suites)  # today's scoring and suites on the shipped replies
     for key in ("score", "cases_passed", "cases", "turns_passed", "turns", "turns_gated"):
-        assert teacher["summary"][key] == pytest.approx(shipped["summary"][key]), f"the shipped baseline is stale: {key}"
+        assert teacher["summary"][key] == pytest.approx(shipped["summary"][key]), f"stale baseline: {key}"
     best = max(r["summary"]["score"] for r in run_controls(all_suites, histories=(shipped["history"],)))
     assert teacher["summary"]["score"] >= best + TEACHER_MARGIN - 1e-9, (teacher["summary"]["score"], best)
     assert teacher["summary"]["cases_passed"] >= 10
