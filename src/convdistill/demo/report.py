@@ -87,7 +87,8 @@ def _style(plt: Any, label: str, index: int) -> tuple[str, Any]:
     if label.startswith("control"):
         return ":x", "grey"
     marker = "s" if label.startswith("t5") else "o"
-    return f"-{marker}", plt.get_cmap("tab10")(index % 10)
+    colors = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # 7 is grey: the controls'
+    return f"-{marker}", colors[index % len(colors)]
 
 
 def plot_depth(evals: list[dict[str, Any]], path: Path) -> Path | None:
