@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--correct-steps", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-student-shapes")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-speed", action="store_true",
+                        help="skip the fixed-batch timing (12 training steps of 100M models: about 2 minutes a "
+                        "model on a busy 2-core machine); the distillation runs still report their tokens/s")
     args = parser.parse_args()
 
     import torch
@@ -150,7 +153,7 @@ def main() -> None:
             row["nll_untrained"] = reference_nll(folder, pairs)
             save(f"untrained {name}")
         print(f"{name}: {row['parameters'] / 1e6:.1f}M, untrained NLL {row['nll_untrained']:.3f}", flush=True)
-    if any("tokens_per_s" not in shapes[name] for name in folders):
+    if not args.no_speed and any("tokens_per_s" not in shapes[name] for name in folders):
         speeds = train_speed({"teacher": resolve_model(TEACHER), **folders}, speed_batch(tokenizer))
         report["teacher_tokens_per_s"] = speeds.pop("teacher")
         for name, value in speeds.items():
