@@ -142,8 +142,12 @@ def test_similarity_judge_and_nll_thresholds_score_continuously() -> None:
     exact = by_name(run_checks(checks, "Your dog is Rex.", "Your dog is Rex.", judge_rating=8, nll=1.5))
     assert all(r.passed and r.score == 1.0 for r in exact.values())
     weak = by_name(run_checks(checks, "dog", "Your dog is Rex.", judge_rating=3, nll=4.0))
-    assert weak["rouge_l"].score == pytest.approx(rouge_l("dog", "Your dog is Rex.") / 0.5)
-    assert weak["judge"].score == pytest.approx(0.5) and weak["nll"].score == pytest.approx(0.5)
+    # below the threshold, similarity falls to 0 at half of it, a rating to 0 at 1
+    assert weak["rouge_l"].score == pytest.approx(max(0, (rouge_l("dog", "Your dog is Rex.") - 0.25) / 0.25))
+    near = by_name(run_checks(checks, "My dog is called Bob.", "Your dog is Rex."))  # ROUGE-L 0.44
+    assert near["rouge_l"].score == pytest.approx((4 / 9 - 0.25) / 0.25) and not near["rouge_l"].passed
+    assert weak["judge"].score == pytest.approx(2 / 5) and weak["nll"].score == pytest.approx(0.5)
+    assert by_name(run_checks(checks, "x", "Your dog is Rex.", judge_rating=1))["judge"].score == 0.0
     skipped = by_name(run_checks(checks, "x", "Your dog is Rex."))
     assert skipped["judge"].score is None and skipped["nll"].score is None
     score, passed = turn_score(run_checks(checks, "Your dog is Rex.", "Your dog is Rex."))

@@ -8,8 +8,10 @@ Two kinds of check, because a reply that says nothing must not earn anything:
   content check that ran (a setup turn, or a judged turn without a judge) is reported, not
   scored: a constant reply under a word limit used to pass such turns.
 Deterministic content checks score the share of items found; similarity, judge and NLL checks
-score continuously below their threshold (value / threshold), so a small slip costs a little
-and a collapse a lot: that is what lets `compare --tolerance` tell noise from a regression.
+score continuously below their threshold, so a small slip costs a little and a collapse a lot:
+that is what lets `compare --tolerance` tell noise from a regression. Similarity and judge
+scores reach 0 at a floor (half the similarity threshold; the judge's rating of 1), not at 0:
+an unrelated reply shares a few words with any reference and used to earn a fifth of a turn.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class CheckResult:
         return {**asdict(self), "gate": self.gate}
 
 
+JUDGE_FLOOR = 1.0  # the lowest rating a judge gives: it earns nothing
+
 GATE_CHECKS = ("no_loops", "max_words", "not_contains", "format_regex", "same_reply")
 CONTENT_CHECKS = ("contains", "regex", "recall_of", "rouge_l", "chrf", "judge", "nll")
 
@@ -64,9 +68,12 @@ def _share(name: str, needles: tuple[Needle, ...], reply: str, case_sensitive: b
     return CheckResult(name, score, not missing, detail)
 
 
-def _threshold(name: str, value: float, minimum: float) -> CheckResult:
+def _threshold(name: str, value: float, minimum: float, floor: float) -> CheckResult:
+    """Passed at `minimum`; below it the score falls linearly to 0 at `floor`, the value a reply
+    that says nothing of the kind still gets (unrelated text shares a few words with any
+    reference; a judge's lowest rating is 1): such a reply must earn nothing."""
     passed = value >= minimum
-    score = 1.0 if passed else (value / minimum if minimum > 0 else 0.0)
+    score = 1.0 if passed else max(0.0, (value - floor) / (minimum - floor)) if minimum > floor else 0.0
     return CheckResult(name, score, passed, f"{value:.3f} {'>=' if passed else '<'} {minimum:g}", value)
 
 
@@ -147,14 +154,14 @@ def run_checks(
         score = 1.0 if passed else max(0.0, checks.max_words / count)
         results.append(CheckResult("max_words", score, passed, f"{count} words, limit {checks.max_words}", count))
     if checks.rouge_l is not None and reference is not None:
-        results.append(_threshold("rouge_l", rouge_l(reply, reference), checks.rouge_l))
+        results.append(_threshold("rouge_l", rouge_l(reply, reference), checks.rouge_l, checks.rouge_l / 2))
     if checks.chrf is not None and reference is not None:
-        results.append(_threshold("chrf", chrf(reply, reference), checks.chrf))
+        results.append(_threshold("chrf", chrf(reply, reference), checks.chrf, checks.chrf / 2))
     if checks.judge is not None:
         if judge_rating is None:
             results.append(CheckResult("judge", None, None, "skipped: no judge given"))
         else:
-            results.append(_threshold("judge", judge_rating, checks.judge))
+            results.append(_threshold("judge", judge_rating, checks.judge, JUDGE_FLOOR))
     if checks.nll is not None:
         if nll is None:
             results.append(CheckResult("nll", None, None, "skipped: the backend gives no log-likelihoods"))
