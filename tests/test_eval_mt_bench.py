@@ -265,9 +265,10 @@ def test_benchmark_scores_are_computed_as_the_benchmarks_compute_them(judge_url:
     assert {g: v["rating"] for g, v in m101["by_group"].items()} == pytest.approx(dialogue)
     assert m101["overall"] == pytest.approx(statistics.mean(dialogue.values()))  # the mean over tasks
     assert m101["turns_judged"] == 9
-    # Our 0..1 scores beside them: a case scores its worst turn, rating / pass rating below 6.
+    # Our 0..1 scores beside them: a case scores its worst turn; below the pass rating of 6 a
+    # rating scores (rating - 1) / (6 - 1), 0 at the lowest rating.
     cm = next(c for c in results["cases"] if c["id"] == "mt-bench-101-CM-1")
-    assert cm["turns"][0]["score"] is None and cm["score"] == pytest.approx(min(1.0, dialogue["CM"] / 6))
+    assert cm["turns"][0]["score"] is None and cm["score"] == pytest.approx(min(1.0, (dialogue["CM"] - 1) / 5))
     assert m101["by_group"]["CM"]["score"] == cm["score"]
 
 
