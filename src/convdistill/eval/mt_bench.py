@@ -49,7 +49,7 @@ MT_BENCH_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 MT_BENCH_101_CONTEXT_FIRST = ("CM", "AR", "CR", "FR", "SC", "SA")
 MT_BENCH_101_REFERENCE_TASKS = ("MR", "GR")
 
-DEFAULT_PASS_RATING = 6.0  # the judge check: a turn rated at least this passes (score rating / 6 below)
+DEFAULT_PASS_RATING = 6.0  # the judge check: a turn rated at least this passes (below: (rating - 1) / (6 - 1))
 
 _RATING_FORMAT = (
     'Begin with a short explanation and be as objective as possible; the length of the answer must not '
