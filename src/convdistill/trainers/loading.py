@@ -40,7 +40,8 @@ def resolve_checkpoint(name: str, output_dir: str, seed: int, layers: int | None
                     raise BadRecipe(f"model_name_or_path {name}: set student_layers (teacher layers to keep) "
                                     "or student_mlp_channels / student_heads (width)")
                 init_from_teacher(size.removeprefix("from-"), family, folder, layers=layers,
-                                  encoder_layers=encoder_layers, **width)
+                                  encoder_layers=encoder_layers, mlp_channels=width.get("mlp_channels"),
+                                  heads=width.get("heads"), kv_heads=width.get("kv_heads"))
             else:
                 init_student(family, size or "tiny", folder, seed=seed)
         return folder

@@ -114,8 +114,8 @@ def _dataclasses(method: Method, values: dict[str, Any]) -> tuple[type, ...]:
     if method == "distill":
         from convdistill.trainers.kd_config import ConversationDistillConfig, DistillConfig, OnPolicyDistillConfig
 
-        config = {"on_policy": OnPolicyDistillConfig,
-                  "on_policy_conversation": ConversationDistillConfig}.get(values.get("distill_mode"), DistillConfig)
+        modes = {"on_policy": OnPolicyDistillConfig, "on_policy_conversation": ConversationDistillConfig}
+        config = modes.get(str(values.get("distill_mode")), DistillConfig)
         return (DataConfig, ModelConfig, config)
     return (DataConfig, ModelConfig, SFTConfig if method == "sft" else DPOConfig)
 
