@@ -109,14 +109,13 @@ def run(
 
 def headline(results: dict[str, Any]) -> str:
     """One line: cases passed and score with their intervals, turns, and what was not scored."""
-    from convdistill.eval.report import passed_text, score_text
+    from convdistill.eval.report import summary_line
 
     s = results["summary"]
     if s["score"] is None:
         return f"{results['model']}: no scored turns ({s.get('cases_unscored', 0)} cases unscored)"
     unscored = f", {s['cases_unscored']} cases unscored" if s.get("cases_unscored") else ""
-    return (f"{results['model']}: {passed_text(s)} cases passed, score {score_text(s)} (95% intervals), "
-            f"{s['turns_passed']}/{s['turns']} turns passed ({results['history']} history){unscored}")
+    return f"{results['model']}: {summary_line(s)} ({results['history']} history){unscored}"
 
 
 def _benchmark_line(name: str, bench: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from convdistill.demo.config import DemoConfig
 from convdistill.demo.progress import Heartbeat
 from convdistill.demo.stages import Log
+from convdistill.eval.report import summary_line
 from convdistill.files import project_file, write_json
 
 
@@ -47,17 +48,10 @@ def eval_stage(config: DemoConfig, label: str, model: str, workdir: Path, log: L
     write_report(results, workdir / "report.md")
     s = results["summary"]
     nll = s.get("mean_reference_nll")
-    log(f"    {headline(s)}" + (f", mean reference NLL {nll:.3f}" if nll is not None else "")
+    log(f"    {summary_line(s)}" + (f", mean reference NLL {nll:.3f}" if nll is not None else "")
         + f" ({results['generation_seconds']:.0f} s generating)")
     return {"label": label, "model": model, "endpoint": endpoint, "results": str(workdir / "results.json"),
             "summary": s, "generation_seconds": results["generation_seconds"]}
-
-
-def headline(summary: dict[str, Any]) -> str:
-    from convdistill.eval.report import passed_text, score_text
-
-    return (f"{passed_text(summary)} cases passed, score {score_text(summary)} (95% intervals), "
-            f"{summary['turns_passed']}/{summary['turns']} turns passed")
 
 
 def controls_stage(config: DemoConfig, workdir: Path, log: Log) -> dict[str, Any]:
@@ -71,7 +65,7 @@ def controls_stage(config: DemoConfig, workdir: Path, log: Log) -> dict[str, Any
         name = str(results["model"]).removeprefix("control:")
         path = workdir / f"control-{name}.json"
         write_json(path, results)
-        log(f"    control {name}: {headline(results['summary'])}")
+        log(f"    control {name}: {summary_line(results['summary'])}")
         entries.append({"label": f"control: {name}", "model": results["model"], "endpoint": None,
                         "results": str(path), "summary": results["summary"], "generation_seconds": 0.0})
     return {"controls": entries}

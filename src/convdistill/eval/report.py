@@ -29,6 +29,12 @@ def passed_text(summary: dict[str, Any]) -> str:
     return f"{summary['cases_passed']}/{summary['cases']}" + (f" ({ci[0]:.0f}-{ci[1]:.0f})" if ci else "")
 
 
+def summary_line(summary: dict[str, Any]) -> str:
+    """Cases passed and score with their intervals, and turns passed: the run's headline."""
+    return (f"{passed_text(summary)} cases passed, score {score_text(summary)} (95% intervals), "
+            f"{summary['turns_passed']}/{summary['turns']} turns passed")
+
+
 def unscored_text(summary: dict[str, Any]) -> str:
     """What was reported but not scored: "2 cases, 14 turns" (results before the gates: "n/a")."""
     if "cases_unscored" not in summary:
