@@ -24,9 +24,10 @@ from convdistill.eval.report import passed_text, score_text
 
 FAMILIES = ("t5", "llama")
 BUILD_STAGES = [f"4-{f}-student" for f in FAMILIES]
-TRAIN_STAGES = [f"4-{f}-{m}" for m in ("sft", "dpo", "distill") for f in FAMILIES]
-EVAL_STAGES = ["5-teacher", *(f"5-{f}-{m}" for f in FAMILIES for m in ("init", "sft", "dpo", "distill"))]
-STAGES = ["1-data", "2-extend", "3-export", *BUILD_STAGES, *TRAIN_STAGES, "5-controls", *EVAL_STAGES, "6-report"]
+TRAIN_STAGES = [f"4-{f}-{m}" for m in ("distill", "sft", "dpo") for f in FAMILIES]
+EVAL_STAGES = ["5-teacher", *(f"5-{f}-{m}" for f in FAMILIES for m in ("init", "distill", "sft", "dpo"))]
+STAGES = ["1-data", "2-extend", "3-export", "4-teacher-correct", *BUILD_STAGES, *TRAIN_STAGES, "5-controls",
+          *EVAL_STAGES, "6-report"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -72,14 +73,29 @@ def test_quick_demo_runs_every_stage_for_real(quick_run: tuple[Path, Any, float]
         assert result["steps"] == {"sft": QUICK.sft_steps, "dpo": QUICK.dpo_steps,
                                    "distill": QUICK.distill_steps}[result["method"]]
         assert result["losses"] and not any(math.isnan(loss) for _, loss in result["losses"])  # logged, not NaN
-    # Logit distillation really used the teacher: its scored logits are on disk.
-    assert any((out / "4-t5-distill" / "teacher-logits").iterdir())
-    # The students were built from the teacher's layers, and SFT started from them.
+    # Logit distillation really used the corrected teacher: its scored logits are on disk, and the
+    # distillation run recorded the corrected checkpoint as its teacher.
+    corrected = found["4-teacher-correct"]["result"]
+    assert corrected["steps"] == QUICK.correct_steps
+    corrected_info = json.loads((Path(corrected["checkpoint"]) / "convdistill.json").read_text())
+    assert corrected_info["corrected_teacher"]["teacher"] == "smollm2-135m-instruct"
+    for family in FAMILIES:
+        assert any((out / f"4-{family}-distill" / "teacher-logits").iterdir())
+        run_log = json.loads((Path(found[f"4-{family}-distill"]["result"]["checkpoint"]) / "run_log.json").read_text())
+        assert Path(run_log["teacher"]).resolve() == Path(corrected["checkpoint"]).resolve()
+    # The students were built from the teacher's layers (the Llama one pruned in width too), SFT and
+    # distillation started from them, DPO from the distilled student.
     for family in FAMILIES:
         built = found[f"4-{family}-student"]["result"]
         info = json.loads((Path(built["checkpoint"]) / "convdistill.json").read_text())
         assert info["initialised"] == "teacher" and info["teacher"] == "smollm2-135m-instruct"
-        assert found[f"4-{family}-sft"]["result"]["init_checkpoint"] == built["checkpoint"]
+        for method in ("sft", "distill"):
+            assert found[f"4-{family}-{method}"]["result"]["init_checkpoint"] == built["checkpoint"]
+        distilled = found[f"4-{family}-distill"]["result"]["checkpoint"]
+        assert found[f"4-{family}-dpo"]["result"]["init_checkpoint"] == distilled
+    llama = json.loads((Path(found["4-llama-student"]["result"]["checkpoint"]) / "config.json").read_text())
+    assert llama["num_hidden_layers"] == QUICK.llama_layers
+    assert llama["intermediate_size"] == QUICK.llama_mlp_channels
 
 
 def test_teacher_turns_are_new_nodes_of_the_same_trees(quick_run: tuple[Path, Any, float]) -> None:
@@ -157,7 +173,7 @@ def test_rerun_skips_finished_stages_and_an_interrupted_one_resumes(quick_run: t
     after = markers(out)
     rerun = {name for name in STAGES if after[name]["run_id"] != before[name]["run_id"]}
     assert rerun == {"4-llama-dpo", "5-llama-dpo", "6-report"}  # it, what read it, nothing else
-    assert "DPO of the llama student (from its SFT) ... (resuming an interrupted run)" in done.stderr
+    assert "DPO of the llama student (from its distillation) ... (resuming an interrupted run)" in done.stderr
 
 
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ def demo_command(
     students: Annotated[str, typer.Option(
         "--students", help="teacher: students built from the embedded teacher's layers (a T5Gemma "
         "encoder-decoder and a depth-pruned Llama); tiny: random-initialised ~5M students.")] = "teacher",
+    methods: Annotated[str | None, typer.Option(
+        "--methods", help="Trainers run on each student, comma-separated: distill (from the corrected teacher), "
+        "sft, dpo (from the distilled student). Default: distill (the full demo's 15 minutes on 2 cores hold one "
+        "run of each student); --quick runs all three.")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start over: delete what an earlier demo wrote in --out (stage folders, markers, "
         "report, teacher cache) first. Without it, finished stages are skipped.")] = False,
@@ -41,9 +45,10 @@ def demo_command(
     """Run the whole pipeline end to end and write a report.
 
     Stages: 1 statistics and sampled paths of the export; 2 the teacher continues a few trees;
-    3 paths and pairs from the extended trees; 4 a T5 and a Llama student built from the teacher's
-    layers, then SFT, DPO and logit distillation of each; 5 the regression suite on the teacher and
-    on every student, untrained and trained; 6 a Markdown report
+    3 paths and pairs from the extended trees; 4 teacher correction (the local teacher fine-tuned on
+    those paths), a T5 and a Llama student built from the teacher's layers, then logit
+    distillation of each from the corrected teacher (--methods adds SFT and DPO); 5 the regression
+    suite on the teacher, the controls and every student, untrained and trained; 6 a Markdown report
     with tables and PNG plots (OUT/report.md). Every stage's output stays in OUT/<stage>/; a rerun
     skips finished stages and resumes an interrupted one.
 
@@ -56,7 +61,7 @@ def demo_command(
     from convdistill.demo.stages import StageFailed, clean
 
     try:
-        config = make_config(trees, out, teacher_base_url, teacher_model, quick, threads, students)
+        config = make_config(trees, out, teacher_base_url, teacher_model, quick, threads, students, methods)
     except BadRecipe as exc:  # an option that cannot run: a usage error (exit 2), naming it
         raise typer.BadParameter(str(exc)) from None
     if fresh:

@@ -19,6 +19,8 @@ from convdistill.files import fingerprint, project_file
 SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
 EMBEDDED_TEACHER = "smollm2-135m-instruct"
 FAMILIES = ("t5", "llama")
+# The trainers a demo can run, in the order they run: DPO starts from the distilled student.
+METHODS = ("distill", "sft", "dpo")
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,24 @@ class EvalSuite:
 @dataclass(frozen=True)
 class Sizes:
     # "teacher": students built from the embedded teacher's layers (`models init --from`), a
-    # depth-pruned Llama and a T5Gemma encoder-decoder; "tiny": random-initialised ~5M students
+    # pruned Llama and a T5Gemma encoder-decoder; "tiny": random-initialised ~5M students
     students: str = "teacher"
-    llama_layers: int = 6  # 49.6M parameters
+    # 24 of the 30 layers, each with 1152 of its 1536 MLP channels: 97.3M parameters (72% of the
+    # teacher). Chosen by measurement (benchmarks/RESULTS.md, issue 26): after 30 distillation
+    # steps it passes half the teacher's cases, where 6 whole layers (49.6M) only looped.
+    llama_layers: int = 24
+    llama_mlp_channels: int | None = 1152
     t5_encoder_layers: int = 1  # 64.5M parameters (two 28.3M embedding tables)
     t5_decoder_layers: int = 1
     calibration_conversations: int = 8  # sample conversations the layers are measured on
+    # Which trainers run on each student. Distillation (from the corrected teacher) and SFT start
+    # from the built student; DPO from the distilled student (or the SFT one without
+    # distillation). The full demo distils only: within its 15 minutes on 2 cores there is room
+    # for one run of the 97M student, and `--methods sft,dpo,distill` adds the others.
+    methods: tuple[str, ...] = ("distill",)
+    # Teacher correction (Minitron): the local logit teacher fine-tuned with LoRA on the demo's
+    # training paths before it is distilled from; 0 distils from the teacher as it ships.
+    correct_steps: int = 20
     # Students that start from knowledge want smaller steps than random ones (the recipes' rates).
     teacher_student_learning_rates: tuple[tuple[str, float], ...] = (("sft", 3e-4), ("dpo", 1e-5),
                                                                      ("distill", 3e-4))
@@ -46,15 +60,16 @@ class Sizes:
     extend_turns: int = 2  # simulated user turn + teacher answer, per tree
     teacher_max_tokens: int = 64  # per teacher answer while extending
     simulator_max_tokens: int = 32  # per simulated user turn
-    max_length: int = 384  # training sequence / encoder tokens
+    max_length: int = 384  # DPO sequence / encoder tokens
     max_target_length: int = 192  # encoder-decoder reply tokens
-    max_train_examples: int | None = None  # None: every path / pair
-    sft_steps: int = 30
+    max_train_examples: int | None = None  # DPO pairs; None: every pair
+    sft_steps: int = 30  # as many as distillation: the report compares the two
     dpo_steps: int = 8
-    distill_steps: int = 8
-    # The 135M teacher scores every distillation example once (about 150 tokens/s on one core):
-    # a few paths, cut shorter, keep that to well under a minute per student.
-    distill_examples: int | None = 16
+    distill_steps: int = 30
+    # Distillation, SFT and teacher correction read the best path of each tree, cut to
+    # distill_max_length tokens: 60 paths are two epochs of 30 steps of 4. The 135M teacher
+    # scores every distillation example once (about 150 tokens/s on one core).
+    distill_examples: int | None = 60
     distill_max_length: int = 256
     logging_steps: int = 2  # a point of the loss curve every N steps
     # The teacher answering the suite is the slowest eval: 11 + 6 cases (52 turns, depths 1 to 5).
@@ -69,6 +84,9 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     llama_layers=2,
+    llama_mlp_channels=768,
+    methods=METHODS,
+    correct_steps=2,
     calibration_conversations=2,
     sample_paths=2,
     extend_trees=1,
@@ -78,7 +96,7 @@ QUICK = Sizes(
     max_length=128,
     max_target_length=64,
     max_train_examples=24,
-    sft_steps=4,
+    sft_steps=2,
     dpo_steps=2,
     distill_steps=2,
     distill_examples=4,
@@ -129,7 +147,8 @@ def student_label(config: DemoConfig, family: str) -> str:
     if sizes.students != "teacher":
         return f"{family}-tiny"
     if family == "llama":
-        return f"llama-{sizes.llama_layers}L"
+        width = f"-m{sizes.llama_mlp_channels}" if sizes.llama_mlp_channels else ""
+        return f"llama-{sizes.llama_layers}L{width}"
     return f"t5gemma-{sizes.t5_encoder_layers}+{sizes.t5_decoder_layers}L"
 
 
@@ -184,6 +203,7 @@ def make_config(
     quick: bool = False,
     threads: int | None = None,
     students: str = "teacher",
+    methods: str | None = None,
 ) -> DemoConfig:
     """A checked config: ValueError with one clear line for anything unusable."""
     if students not in ("teacher", "tiny"):
@@ -201,9 +221,15 @@ def make_config(
                               "or give --trees FILE")
     elif not Path(trees).is_file():
         raise BadRecipe(f"--trees {trees}: no such file")
+    sizes = replace(QUICK if quick else FULL, students=students)
+    if methods is not None:
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+        unknown = [m for m in chosen if m not in METHODS]
+        if unknown or not chosen:
+            raise BadRecipe(f"--methods {methods!r}: choose one or more of {', '.join(METHODS)}, comma-separated")
+        sizes = replace(sizes, methods=tuple(m for m in METHODS if m in chosen))
     config = DemoConfig(trees=Path(trees), out=Path(out), teacher_base_url=teacher_base_url,
-                        teacher_model=teacher_model, quick=quick,
-                        sizes=replace(QUICK if quick else FULL, students=students))
+                        teacher_model=teacher_model, quick=quick, sizes=sizes)
     if threads is not None:
         if threads < 1:
             raise BadRecipe("--threads must be at least 1")

@@ -184,6 +184,10 @@ def _extended_examples(original: Path, extended: Path, markdown: Path) -> list[d
 def export_stage(config: DemoConfig, trees: Path, workdir: Path, log: Log) -> dict[str, Any]:
     paths = export_paths(trees, workdir / "paths.jsonl", strategy="all")
     log(f"    paths: {paths.summary()}")
+    # Distillation and teacher correction read one path per tree (the best): the same number of
+    # examples then covers more conversations than the first trees' every branch.
+    best = export_paths(trees, workdir / "best_paths.jsonl", strategy="best")
+    log(f"    best paths: {best.summary()}")
     pairs = export_pairs(trees, workdir / "pairs.jsonl", pairing="adjacent")
     log(f"    pairs: {pairs.summary()}")
     teacher_turns = with_teacher = 0
@@ -199,7 +203,8 @@ def export_stage(config: DemoConfig, trees: Path, workdir: Path, log: Log) -> di
     result = {
         "paths": sum(paths.written.values()), "pairs": sum(pairs.written.values()), "prefixes": pairs.prefixes,
         "paths_with_teacher_turns": with_teacher, "teacher_messages_in_paths": teacher_turns,
-        "longest_path": longest, "paths_file": str(workdir / "paths.jsonl"), "pairs_file": str(workdir / "pairs.jsonl"),
+        "longest_path": longest, "paths_file": str(workdir / "paths.jsonl"),
+        "best_paths_file": str(workdir / "best_paths.jsonl"), "pairs_file": str(workdir / "pairs.jsonl"),
     }
     (workdir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -3,8 +3,9 @@
     1 data      statistics and sampled paths of the export
     2 extend    the teacher continues a few trees
     3 export    SFT paths and DPO pairs from the extended trees
-    4 train     students built from the teacher's layers (a T5Gemma and a depth-pruned Llama), then SFT,
-                then DPO and logit distillation from the SFT checkpoint
+    4 train     teacher correction (the local teacher fine-tuned on the training paths); students built
+                from the teacher's layers (a T5Gemma and a pruned Llama), then logit distillation
+                from the corrected teacher (and, with --methods, SFT and DPO)
     5 eval      the regression suite on every student, on the teacher, and on control models
                 that do not converse (the floor)
     6 report    Markdown with tables, loss curves and score by turn depth
@@ -53,25 +54,46 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
     ]
     built = config.sizes.students == "teacher"
     kind = "" if built else "tiny "
-    for family in FAMILIES:
-        if built:
-            stages.append(("4", Stage(
-                f"4-{family}-student", f"the {family} student, built from {EMBEDDED_TEACHER}'s layers",
-                lambda w, f=family: training.student_stage(config, f, w, log))))
+    methods = config.sizes.methods
+    corrected = "distill" in methods and config.sizes.correct_steps > 0
+    if corrected:
         stages.append(("4", Stage(
-            f"4-{family}-sft", f"SFT of the {kind}{family} student",
-            lambda w, f=family: training.train_stage(
-                config, f, "sft", result("3-export")["paths_file"],
-                result(f"4-{f}-student")["checkpoint"] if built else None, w, log),
-            needs=("3-export", *((f"4-{family}-student",) if built else ())))))
-    for method, file_key in (("dpo", "pairs_file"), ("distill", "paths_file")):
+            "4-teacher-correct", f"teacher correction: {EMBEDDED_TEACHER} fine-tuned on the training paths",
+            lambda w: training.correct_teacher_stage(config, result("3-export")["best_paths_file"], w, log),
+            needs=("3-export",))))
+
+    def start(family: str, method: str) -> str | None:
+        """The checkpoint a run starts from: DPO from the distilled student (or the SFT one), the
+        others from the built student (None: the recipe's random-initialised tiny student)."""
+        if method == "dpo":
+            for earlier in ("distill", "sft"):
+                if earlier in methods:
+                    return result(f"4-{family}-{earlier}")["checkpoint"]
+        return result(f"4-{family}-student")["checkpoint"] if built else None
+
+    def upstream(family: str, method: str) -> tuple[str, ...]:
+        earlier = next((m for m in ("distill", "sft") if m in methods), None) if method == "dpo" else None
+        return (*((f"4-{family}-{earlier}",) if earlier else ()),
+                *((f"4-{family}-student",) if built else ()))
+
+    if built:
+        stages.extend(("4", Stage(
+            f"4-{family}-student", f"the {family} student, built from {EMBEDDED_TEACHER}'s layers",
+            lambda w, f=family: training.student_stage(config, f, w, log))) for family in FAMILIES)
+    titles = {"sft": "SFT", "dpo": "DPO", "distill": "logit distillation"}
+    for method in methods:
         for family in FAMILIES:
-            stages.append(("4", Stage(  # noqa: PERF401 (one stage per statement reads best)
-                f"4-{family}-{method}",
-                f"{'DPO' if method == 'dpo' else 'logit distillation'} of the {kind}{family} student (from its SFT)",
-                lambda w, f=family, m=method, k=file_key: training.train_stage(
-                    config, f, m, result("3-export")[k], result(f"4-{f}-sft")["checkpoint"], w, log),
-                needs=("3-export", f"4-{family}-sft"))))
+            source = {"dpo": " (from its distillation)" if "distill" in methods else " (from its SFT)",
+                      "distill": " (from the corrected teacher)" if corrected else ""}.get(method, "")
+            stages.append(("4", Stage(
+                f"4-{family}-{method}", f"{titles[method]} of the {kind}{family} student{source}",
+                lambda w, f=family, m=method: training.train_stage(
+                    config, f, m, result("3-export")["pairs_file" if m == "dpo" else "best_paths_file"],
+                    start(f, m), w, log,
+                    teacher=(result("4-teacher-correct")["checkpoint"]
+                             if m == "distill" and runner.result("4-teacher-correct") else None)),
+                needs=("3-export", *upstream(family, method)),
+                uses=("4-teacher-correct",) if method == "distill" and corrected else ())))
     teacher_endpoint = None if config.embedded_teacher else config.teacher_base_url
     stages.append(("5", Stage("5-controls", "regression suite: control models that do not converse (the floor)",
                               lambda w: evaluation.controls_stage(config, w, log))))
@@ -79,12 +101,13 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
                               lambda w: evaluation.eval_stage(config, f"teacher {config.teacher_name}",
                                                               config.teacher_name, w, log, teacher_endpoint))))
     for family in FAMILIES:
+        first = f"4-{family}-{methods[0]}"
         stages.append(("5", Stage(
             f"5-{family}-init", f"regression suite: untrained {kind}{family} (the starting point)",
-            lambda w, f=family: evaluation.eval_stage(config, f"{label(f)} untrained",
-                                                      result(f"4-{f}-sft")["init_checkpoint"], w, log),
-            needs=(f"4-{family}-sft",))))
-        for method in ("sft", "dpo", "distill"):
+            lambda w, f=family, first=first: evaluation.eval_stage(
+                config, f"{label(f)} untrained", result(first)["init_checkpoint"], w, log),
+            needs=(first,))))
+        for method in methods:
             stages.append(("5", Stage(  # noqa: PERF401 (one stage per statement reads best)
                 f"5-{family}-{method}", f"regression suite: {kind}{family} after {method}",
                 lambda w, f=family, m=method: evaluation.eval_stage(

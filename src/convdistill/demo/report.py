@@ -212,19 +212,27 @@ def write_report(config: DemoConfig, records: list[StageRecord], workdir: Path, 
     names = {family: student_label(config, family) for family in FAMILIES}
     built = [r.result for r in records if r.name.startswith("4-") and r.name.endswith("-student")
              and r.status in ("done", "cached")]
+    correction = result("4-teacher-correct")
     runs = [r.result for r in records if r.name.startswith("4-") and not r.name.endswith("-student")
-            and r.status in ("done", "cached")]
+            and r.name != "4-teacher-correct" and r.status in ("done", "cached")]
     skipped = [r for r in records if r.name.startswith("4-") and r.status not in ("done", "cached")]
     if runs or skipped or built:
         lines += ["## 4. Training", ""]
         if built:
             lines += [f"The students start from the teacher's knowledge: each is built from "
-                      f"{EMBEDDED_TEACHER}'s own layers, chosen by block influence on the export "
+                      f"{EMBEDDED_TEACHER}'s own layers, chosen by block influence on the export, and "
+                      "the Llama keeps the MLP channels of highest activation there "
                       "(`convdistill models init --from`; docs/models.md).", ""]
-            lines += _table(["student", "parameters", "teacher layers kept"],
+            lines += _table(["student", "parameters", "teacher layers kept", "MLP channels kept"],
                             [[names[b["family"]], f"{b['parameters']:,}",
                               (f"encoder {b['encoder_layers']}, decoder {b['layers']}"
-                               if b.get("encoder_layers") else str(b["layers"]))] for b in built])
+                               if b.get("encoder_layers") else str(b["layers"])),
+                              b.get("mlp_channels") or "all"] for b in built])
+        if correction is not None:
+            lines += [f"Teacher correction: {EMBEDDED_TEACHER} fine-tuned with LoRA (merged) on the training "
+                      f"paths for {correction['steps']} steps, loss {_fmt(correction['first_loss'])} -> "
+                      f"{_fmt(correction['last_loss'])} ({_seconds(correction['train_runtime'])} s); the "
+                      "students are distilled from it (`convdistill train correct-teacher`; docs/distill.md).", ""]
         rows = []
         for run in runs:
             data = run["data"]

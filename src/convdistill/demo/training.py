@@ -5,13 +5,14 @@ the demo's sizes, run through `convdistill.trainers.train` in this process."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convdistill.demo.config import DemoConfig
 from convdistill.demo.stages import Log, StageUnavailable
 from convdistill.files import project_file
 
-METHODS = ("sft", "dpo", "distill")
+if TYPE_CHECKING:
+    from convdistill.trainers import TrainResult
 
 
 def recipe_path(family: str, method: str) -> Path:
@@ -26,8 +27,9 @@ def student_stage(config: DemoConfig, family: str, workdir: Path, log: Log) -> d
     from convdistill.models.from_teacher import init_from_teacher
 
     sizes = config.sizes
-    shape: dict[str, Any] = ({"layers": sizes.llama_layers} if family == "llama"
-             else {"layers": sizes.t5_decoder_layers, "encoder_layers": sizes.t5_encoder_layers})
+    shape: dict[str, Any] = ({"layers": sizes.llama_layers, "mlp_channels": sizes.llama_mlp_channels}
+                             if family == "llama"
+                             else {"layers": sizes.t5_decoder_layers, "encoder_layers": sizes.t5_encoder_layers})
     folder = workdir / "student"
     if folder.exists():
         import shutil
@@ -41,14 +43,45 @@ def student_stage(config: DemoConfig, family: str, workdir: Path, log: Log) -> d
                                "--students tiny") from None
     log(f"    {family} student from {EMBEDDED_TEACHER}: {info.parameters:,} parameters, {info.layout()}")
     return {"family": family, "checkpoint": str(folder), "parameters": info.parameters,
-            "encoder_layers": info.encoder_layers, "layers": info.decoder_layers}
+            "encoder_layers": info.encoder_layers, "layers": info.decoder_layers,
+            "mlp_channels": shape.get("mlp_channels")}
+
+
+def correct_teacher_stage(config: DemoConfig, train_file: str, workdir: Path, log: Log) -> dict[str, Any]:
+    """Teacher correction (Minitron): the local logit teacher fine-tuned with LoRA on the paths the
+    students are distilled on, merged into a plain checkpoint that distillation then reads. A
+    teacher off its students' data distribution teaches them its own errors there."""
+    from convdistill.models import ModelNotAvailable
+    from convdistill.trainers.teacher_correction import DEFAULT_RECIPE, correct_teacher
+
+    sizes = config.sizes
+    overrides = {
+        "train_file": train_file,
+        "output_dir": str(workdir),
+        "max_steps": sizes.correct_steps,
+        "warmup_steps": max(1, sizes.correct_steps // 8),
+        "logging_steps": sizes.logging_steps,
+        "max_length": sizes.distill_max_length,
+        "max_train_examples": sizes.distill_examples,
+        "seed": config.seed,
+        "disable_tqdm": True,
+    }
+    log(f"    recipe {DEFAULT_RECIPE} with " + ", ".join(f"{k}={v}" for k, v in overrides.items()
+                                                     if k not in ("output_dir", "disable_tqdm")))
+    try:
+        result = correct_teacher(overrides=overrides)
+    except ModelNotAvailable as exc:
+        raise StageUnavailable(f"no local teacher to correct: {exc}") from None
+    return _run_summary(result, "correct", "teacher", log)
 
 
 def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, train_file: str,
                start: str | None) -> dict[str, Any]:
     sizes = config.sizes
     steps = {"sft": sizes.sft_steps, "dpo": sizes.dpo_steps, "distill": sizes.distill_steps}[method]
-    examples = sizes.distill_examples if method == "distill" else sizes.max_train_examples
+    # SFT sees what distillation sees (the same best paths, cut alike, as many steps): the report's
+    # comparison of the two is then of the teacher's logits alone.
+    examples = sizes.max_train_examples if method == "dpo" else sizes.distill_examples
     values: dict[str, Any] = {
         "train_file": train_file,
         "output_dir": str(workdir),
@@ -59,7 +92,7 @@ def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, trai
         "save_strategy": "steps",
         "save_steps": max(1, steps // 2),
         "save_total_limit": 1,
-        "max_length": sizes.distill_max_length if method == "distill" else sizes.max_length,
+        "max_length": sizes.max_length if method == "dpo" else sizes.distill_max_length,
         "report_to": "none",
         "seed": config.seed,
         "disable_tqdm": True,  # the demo prints the trainer's log lines; bars would interleave with them
@@ -78,16 +111,19 @@ def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, trai
 
 
 def train_stage(config: DemoConfig, family: str, method: str, train_file: str, start: str | None,
-                workdir: Path, log: Log) -> dict[str, Any]:
-    """One recipe run. `start`: the checkpoint to continue from (SFT from the built student, DPO and
-    distillation from the SFT student); None keeps the recipe's (a random-initialised student)."""
-    from convdistill.trainers import ENCODER_DECODER, train
+                workdir: Path, log: Log, teacher: str | None = None) -> dict[str, Any]:
+    """One recipe run. `start`: the checkpoint to continue from (SFT and distillation from the
+    built student, DPO from the distilled one); None keeps the recipe's (a random-initialised
+    student). `teacher`: distillation's teacher checkpoint (the corrected one), None keeps the recipe's."""
+    from convdistill.trainers import train
 
     try:
         recipe = recipe_path(family, method)
     except FileNotFoundError as exc:  # a method this version ships no recipe for
         raise StageUnavailable(f"no recipe ({exc}; this version has no `train {method}`)") from None
     overrides = _overrides(config, family, method, workdir, train_file, start)
+    if teacher is not None:
+        overrides["teacher"] = teacher
     log(f"    recipe {recipe} with " + ", ".join(f"{k}={v}" for k, v in overrides.items()
                                                if k not in ("output_dir", "report_to", "disable_tqdm")))
     from convdistill.models import ModelNotAvailable
@@ -100,6 +136,14 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
         if method == "distill":
             raise StageUnavailable(f"no local logit teacher: {exc}") from None
         raise
+    return {**_run_summary(result, method, family, log), "recipe": str(recipe),
+            "init_checkpoint": str(workdir / "student-init") if (workdir / "student-init").is_dir() else start}
+
+
+def _run_summary(result: TrainResult, method: str, family: str, log: Log) -> dict[str, Any]:
+    """What the report reads of a training run, and its one log line."""
+    from convdistill.trainers import ENCODER_DECODER
+
     history = result.log_history
     losses = [[e["step"], e["loss"]] for e in history if "loss" in e and "step" in e]
     final: dict[str, Any] = next((e for e in reversed(history) if "train_runtime" in e), {})
@@ -110,10 +154,9 @@ def train_stage(config: DemoConfig, family: str, method: str, train_file: str, s
             else f"    {result.global_step} steps")
     log(line + f"; {stats['examples']} examples, {stats['truncated']} truncated; checkpoint {result.checkpoint}")
     return {
-        "family": family, "method": method, "recipe": str(recipe), "checkpoint": str(result.checkpoint),
+        "family": family, "method": method, "checkpoint": str(result.checkpoint),
         "encoder_decoder": result.family is ENCODER_DECODER, "steps": result.global_step,
         "train_runtime": final.get("train_runtime"), "losses": losses,
         "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
         "data": stats, "last_metrics": metrics,
-        "init_checkpoint": str(workdir / "student-init") if (workdir / "student-init").is_dir() else start,
     }
