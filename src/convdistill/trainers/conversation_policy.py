@@ -283,7 +283,7 @@ def train_conversation_policy(data: Any, model_args: Any, args: Any, callbacks: 
     set_derived(args, "assistant_only_loss", False, "loss masks come from train_on, built when tokenizing")
     set_derived(args, "train_sampling_strategy", "random",
                 "conversations are written in the training step: no lengths to group by beforehand")
-    model = load_model(folder, family, model_args)
+    model = load_model(folder, family, model_args, tokenizer)
     vocab_size = shared_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     datasets, stats = record_datasets(data, args, lambda records, counts: conversation_rows(
         records, data.train_on, counts))

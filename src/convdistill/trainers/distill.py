@@ -81,7 +81,7 @@ def train_distill(data: Any, model_args: Any, args: Any, callbacks: list[Any] | 
     teacher = served or teacher_folder(args.teacher)
     folder, family, tokenizer = prepare_student(data, model_args, args)
     set_derived(args, "assistant_only_loss", False, "loss masks come from train_on, built when tokenizing")
-    model = load_model(folder, family, model_args)
+    model = load_model(folder, family, model_args, tokenizer)
     vocab_size = shared_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     cache: list[LogitCache | None] = []
     train, evaluation, stats = build_datasets(

@@ -19,7 +19,7 @@ def train_dpo(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None
     under LoRA/QLoRA, the same model with its adapter disabled; never reloaded by name."""
     folder, family, tokenizer = prepare_student(data, model_args, args)
     train, evaluation, stats = build_datasets("dpo", data, args, tokenizer, family)
-    model = load_model(folder, family, model_args)
+    model = load_model(folder, family, model_args, tokenizer)
     peft = peft_config(model_args, family)
     reference = None
     if peft is None:

@@ -97,9 +97,10 @@ def load_tokenizer(folder: Path, family: ModelFamily) -> Any:
     return tokenizer
 
 
-def load_model(folder: Path, family: ModelFamily, model_args: Any = None) -> Any:
+def load_model(folder: Path, family: ModelFamily, model_args: Any = None, tokenizer: Any = None) -> Any:
     """The checkpoint in `folder` with the recipe's dtype, attention and quantization
-    (`model_args`, a trl.ModelConfig); without model_args, as saved."""
+    (`model_args`, a trl.ModelConfig); without model_args, as saved. With `tokenizer` (as
+    `load_tokenizer` prepared it), the model's special token ids are matched to it."""
     from trl.trainer.utils import get_quantization_config
 
     kwargs: dict[str, Any] = {"dtype": None}
@@ -112,7 +113,27 @@ def load_model(folder: Path, family: ModelFamily, model_args: Any = None) -> Any
                 "": "cpu"}
         if model_args.attn_implementation:
             kwargs["attn_implementation"] = model_args.attn_implementation
-    return family.auto_model().from_pretrained(folder, **kwargs)
+    model = family.auto_model().from_pretrained(folder, **kwargs)
+    if tokenizer is not None:
+        match_special_tokens(model, tokenizer)
+    return model
+
+
+def match_special_tokens(model: Any, tokenizer: Any) -> None:
+    """Give the model config and generation config the tokenizer's pad, BOS and EOS ids, as the
+    transformers Trainer does before training, but quietly: `load_tokenizer` chose them (the
+    end-of-turn EOS, a pad distinct from it), so the Trainer's "tokenizer has new PAD/BOS/EOS
+    tokens" warning would only tell a user about our own decision."""
+    from transformers.trainer_utils import align_special_tokens
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.trainer_utils")
+    level = logger.level
+    logger.setLevel(hf_logging.ERROR)
+    try:
+        align_special_tokens(model, tokenizer)
+    finally:
+        logger.setLevel(level)
 
 
 def peft_config(model_args: Any, family: ModelFamily) -> Any:

@@ -92,7 +92,7 @@ def train_on_policy(data: Any, model_args: Any, args: Any, callbacks: list[Any] 
     if family is not DECODER_ONLY:
         raise BadRecipe("distill_mode on_policy: TRL's DistillationTrainer generates with causal students only; "
                         "use distill_mode off_policy for an encoder-decoder student")
-    model = load_model(folder, family, model_args)
+    model = load_model(folder, family, model_args, tokenizer)
     teacher_vocabulary(teacher, tokenizer, model, model_args.model_name_or_path)
     # TRL's divergence knob is `beta` (0 forward KL, 1 reverse KL, between: JSD); ours is kd_loss.
     set_derived(args, "beta", TRL_BETA.get(args.kd_loss, args.kd_jsd_beta), f"set by kd_loss {args.kd_loss}")

@@ -20,7 +20,7 @@ def train_sft(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None
     folder, family, tokenizer = prepare_student(data, model_args, args)
     set_derived(args, "assistant_only_loss", False, "loss masks come from train_on, built when tokenizing")
     train, evaluation, stats = build_datasets("sft", data, args, tokenizer, family)
-    model = load_model(folder, family, model_args)
+    model = load_model(folder, family, model_args, tokenizer)
     runlog = RunLog(stats)
     trainer = family.sft_trainer(model=model, args=args, train_dataset=train,
                                  eval_dataset=evaluation, processing_class=tokenizer,
