@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/convdistill demo --out runs/demo $(DEMO_ARGS)
 
+# Two workers, a whole test file each at a time (module fixtures such as the quick demo run once),
+# one torch thread each: tests/conftest.py. TEST_ARGS passes options, e.g. TEST_ARGS="-n 0 -x".
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(TEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

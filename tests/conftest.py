@@ -17,6 +17,17 @@ from typing import Any
 import orjson
 import pytest
 
+# `make test` runs the files on two pytest-xdist workers (one file per worker at a time): on a
+# 2-core machine one process's serial stretches (interpreter and library start-up of the CLI
+# tests, servers coming up, tokenisation) then overlap the other's compute. Each worker, and
+# every process it starts, uses one torch thread: two workers with two threads each would put
+# four threads on two cores, and torch threads that wait on each other slow every step down.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "conversation_trees" / "oasst_en_100_tree.jsonl"
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "oasst" / "en_100_tree.jsonl"

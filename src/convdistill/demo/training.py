@@ -82,6 +82,9 @@ def _overrides(config: DemoConfig, family: str, method: str, workdir: Path, trai
     # SFT sees what distillation sees (the same best paths, cut alike, as many steps): the report's
     # comparison of the two is then of the teacher's logits alone.
     examples = sizes.max_train_examples if method == "dpo" else sizes.distill_examples
+    if family == "t5":
+        steps = min(steps, sizes.t5_steps or steps)
+        examples = sizes.t5_examples or examples
     values: dict[str, Any] = {
         "train_file": train_file,
         "output_dir": str(workdir),
