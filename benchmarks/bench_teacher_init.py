@@ -67,26 +67,30 @@ def build(family: str, folder: Path, random_init: bool) -> int:
     return init_from_teacher(TEACHER, family, folder, random_init=random_init, **SHAPES[family]).parameters
 
 
-def distill(student: Path, out: Path, steps: int, lr: float, cache: Path, teacher: str = TEACHER) -> dict[str, Any]:
+def distill(student: Path, out: Path, steps: int, lr: float, cache: Path, teacher: str = TEACHER,
+            seed: int = 0, method: str = "distill") -> dict[str, Any]:
     """One distillation run, or the finished one in `out` (its run_log.json) when there is one:
-    an interrupted benchmark goes on where it stopped."""
+    an interrupted benchmark goes on where it stopped. `method="sft"`: the same run without the
+    teacher (same data, steps, rate and seed), the control that shows what the logits add."""
     from convdistill.trainers import train
 
     log = out / "run_log.json"
     if not log.is_file():
-        values = {
-            "model_name_or_path": str(student), "teacher": teacher, "train_file": str(SAMPLE),
+        values: dict[str, Any] = {
+            "model_name_or_path": str(student), "train_file": str(SAMPLE),
             "path_strategy": "best", "train_on": "all", "max_train_examples": TRAIN_TREES,
-            "output_dir": str(out), "kd_loss": "forward_kl", "kd_weight": 0.5, "kd_top_k": 32,
-            "kd_temperature": 1.0, "kd_cache_dir": str(cache), "max_length": 256,
+            "output_dir": str(out), "max_length": 256,
             "max_target_length": 128, "max_steps": steps, "per_device_train_batch_size": 4,
             "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": max(1, steps // 10),
             "train_sampling_strategy": "group_by_length", "bf16": False,
             "gradient_checkpointing": False, "logging_steps": max(1, steps // 5),
             "save_strategy": "no", "report_to": "none", "dataloader_pin_memory": False,
-            "disable_tqdm": True, "seed": 0,
+            "disable_tqdm": True, "seed": seed,
         }
-        train("distill", values)
+        if method == "distill":
+            values.update({"teacher": teacher, "kd_loss": "forward_kl", "kd_weight": 0.5, "kd_top_k": 32,
+                           "kd_temperature": 1.0, "kd_cache_dir": str(cache)})
+        train(method, values)
     run = json.loads(log.read_text())
     history = run["log_history"]
     epochs = next((h.get("epoch", 0.0) for h in reversed(history) if "train_loss" in h), 0.0)

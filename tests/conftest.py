@@ -75,7 +75,9 @@ def write_jsonl(path: Path, objects: list[Any]) -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "120"}
+    # Wide enough that an error naming a temporary path (longer under an xdist worker) stays on
+    # one line of rich's error box, where the tests look for it.
+    env = {**os.environ, "COLUMNS": "300"}
     return subprocess.run(
         [*CLI, *map(str, args)],
         capture_output=True,

@@ -139,7 +139,7 @@ def test_report_shows_this_runs_numbers_for_both_students_and_the_teacher(quick_
     teacher = found["5-teacher"]["result"]["summary"]["mean_reference_nll"]
     untrained = found["5-t5-init"]["result"]["summary"]["mean_reference_nll"]
     assert teacher < untrained  # the whole teacher predicts the references better than 2 of its layers
-    names = {"t5": "t5gemma-1+1L", "llama": "llama-2L"}
+    names = {"t5": "t5gemma-1+1L", "llama": f"llama-{QUICK.llama_layers}L-m{QUICK.llama_mlp_channels}"}
     for name in TRAIN_STAGES:
         run = found[name]["result"]
         assert f"| {names[run['family']]} | {run['method']} | {run['steps']} | {run['first_loss']:.3f} |" in report

@@ -5,7 +5,7 @@ from an Open-Assistant tree export on the fly; and which assistant turns carry l
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,19 +83,11 @@ def load_records(
     if kind == "pairs":
         records, report = load_pairs(path, work_dir, limit)
         return records, Path(report.file)
-    source = Path(path)
-    if not source.exists():
-        raise Unavailable(f"train data {source}: no such file")
-    found = file_kind(source)
-    if found == "trees":
-        from convdistill.conversation_trees import export_paths
+    from convdistill.conversation_trees import export_paths
 
-        target = work_dir / "paths.jsonl"
-        # The processes of a distributed run all export the same file; each writes its own
-        # partial (named by process id) and renames it into place, so none reads another's half.
-        with write_atomically(target) as partial:
-            export_paths(source, partial, strategy=path_strategy)  # type: ignore[arg-type]
-        source, found = target, "paths"
+    source, found = _trees_exported(
+        path, work_dir, "paths",
+        lambda trees, out: export_paths(trees, out, strategy=path_strategy))  # type: ignore[arg-type]
     if found != "paths":
         raise BadInput(f"{source}: holds {found} records, but this trainer needs path records (messages)")
     records = read_jsonl(source, limit)
@@ -109,26 +101,36 @@ def load_pairs(path: str | Path, work_dir: Path, limit: int | None = None
     """Pair records to train DPO on, and what reading them kept and rejected: our own pair
     records, a preference file in TRL's format (JSONL or the Hub's parquet), or a tree export,
     whose pairs are first exported into `work_dir`."""
+    from convdistill.conversation_trees import export_pairs
     from convdistill.conversation_trees.preferences import read_preferences
 
-    source = Path(path)
-    if not source.exists():
-        raise Unavailable(f"train data {source}: no such file")
-    found = file_kind(source)
-    if found == "trees":
-        from convdistill.conversation_trees import export_pairs
-
-        target = work_dir / "pairs.jsonl"
-        with write_atomically(target) as partial:  # one partial per process: see load_records
-            export_pairs(source, partial)
-        source = target
-    elif found != "pairs":
+    source, found = _trees_exported(path, work_dir, "pairs", export_pairs)
+    if found != "pairs":
         raise BadInput(f"{source}: holds {found} records, but this trainer needs pair records "
                        "(prompt/chosen/rejected)")
     records, report = read_preferences(source, limit=limit, on_reject=_log_reject)
     if not records:
         raise BadInput(f"{source}: no usable pair records ({report.summary()})")
     return records, report
+
+
+def _trees_exported(path: str | Path, work_dir: Path, kind: Kind, export: Callable[[Path, Path], Any]
+                    ) -> tuple[Path, str]:
+    """The training file and the kind of records it holds. A tree export is first exported by
+    `export` into `work_dir`/`kind`.jsonl (beside the checkpoint, so the exact training data
+    stays on disk) and that file is returned. The processes of a distributed run all export the same file; each
+    writes its own partial (named by process id) and renames it into place, so none reads
+    another's half."""
+    source = Path(path)
+    if not source.exists():
+        raise Unavailable(f"train data {source}: no such file")
+    found = file_kind(source)
+    if found != "trees":
+        return source, found
+    target = work_dir / f"{kind}.jsonl"
+    with write_atomically(target) as partial:
+        export(source, partial)
+    return target, kind
 
 
 def _log_reject(reject: Reject) -> None:
