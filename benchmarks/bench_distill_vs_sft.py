@@ -30,29 +30,21 @@ from bench_teacher_init import TEACHER, distill, heldout_pairs, reference_nll
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = "d24-m1152"
-SUITE = (("eval/suites/context_memory.jsonl", None), ("eval/suites/anaphora.jsonl", 6))
-
-
-def demo_suite() -> Any:
-    from convdistill.eval import Suite, load_suite
-
-    cases = []
-    for file, count in SUITE:
-        suite = load_suite(ROOT / file)
-        cases += suite.cases[:count] if count else suite.cases
-    return Suite("demo", tuple(cases))
 
 
 def suite_figures(checkpoint: Path) -> dict[str, Any]:
+    """The demo's own suite and decoding (demo.evaluation), on a checkpoint."""
+    from convdistill.demo import make_config
+    from convdistill.demo.evaluation import demo_suite
     from convdistill.eval import RunOptions, open_backend, run_suite
 
-    backend = open_backend(str(checkpoint), None, batch_size=16, max_tokens=40, temperature=0.0, seed=0)
-    results = run_suite(demo_suite(), backend, RunOptions(history="gold", nll=False))
-    turns = [t for case in results["cases"] for t in case["turns"]]
-    gated = sum(any(c.get("gate") and not c["passed"] for c in t["checks"]) for t in turns)
-    s = results["summary"]
+    config = make_config(threads=1)
+    sizes = config.sizes
+    backend = open_backend(str(checkpoint), None, batch_size=sizes.eval_batch_size,
+                           max_tokens=sizes.eval_max_tokens, temperature=0.0, seed=config.seed)
+    s = run_suite(demo_suite(config), backend, RunOptions(history="gold", nll=False))["summary"]
     return {"cases_passed": s["cases_passed"], "cases": s["cases"], "score": round(s["score"], 3),
-            "turns_gated": gated, "turns": len(turns)}
+            "turns_gated": s["turns_gated"], "turns": s["turns"] + s["turns_unscored"]}
 
 
 def main() -> None:

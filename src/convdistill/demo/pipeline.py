@@ -62,18 +62,17 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
             lambda w: training.correct_teacher_stage(config, result("3-export")["best_paths_file"], w, log),
             needs=("3-export",))))
 
+    # DPO continues the distilled student, else the SFT one, else the built student.
+    dpo_from = next((m for m in ("distill", "sft") if m in methods), None)
+
     def start(family: str, method: str) -> str | None:
-        """The checkpoint a run starts from: DPO from the distilled student (or the SFT one), the
-        others from the built student (None: the recipe's random-initialised tiny student)."""
-        if method == "dpo":
-            for earlier in ("distill", "sft"):
-                if earlier in methods:
-                    return result(f"4-{family}-{earlier}")["checkpoint"]
+        """The checkpoint a run starts from (None: the recipe's random-initialised tiny student)."""
+        if method == "dpo" and dpo_from is not None:
+            return result(f"4-{family}-{dpo_from}")["checkpoint"]
         return result(f"4-{family}-student")["checkpoint"] if built else None
 
     def upstream(family: str, method: str) -> tuple[str, ...]:
-        earlier = next((m for m in ("distill", "sft") if m in methods), None) if method == "dpo" else None
-        return (*((f"4-{family}-{earlier}",) if earlier else ()),
+        return (*((f"4-{family}-{dpo_from}",) if method == "dpo" and dpo_from else ()),
                 *((f"4-{family}-student",) if built else ()))
 
     if built:
@@ -83,15 +82,14 @@ def _stages(config: DemoConfig, runner: StageRunner, log: Log, clock: float) -> 
     titles = {"sft": "SFT", "dpo": "DPO", "distill": "logit distillation"}
     for method in methods:
         for family in FAMILIES:
-            source = {"dpo": " (from its distillation)" if "distill" in methods else " (from its SFT)",
+            source = {"dpo": {"distill": " (from its distillation)", "sft": " (from its SFT)"}.get(dpo_from or "", ""),
                       "distill": " (from the corrected teacher)" if corrected else ""}.get(method, "")
             stages.append(("4", Stage(
                 f"4-{family}-{method}", f"{titles[method]} of the {kind}{family} student{source}",
                 lambda w, f=family, m=method: training.train_stage(
                     config, f, m, result("3-export")["pairs_file" if m == "dpo" else "best_paths_file"],
                     start(f, m), w, log,
-                    teacher=(result("4-teacher-correct")["checkpoint"]
-                             if m == "distill" and runner.result("4-teacher-correct") else None)),
+                    teacher=(runner.result("4-teacher-correct") or {}).get("checkpoint") if m == "distill" else None),
                 needs=("3-export", *upstream(family, method)),
                 uses=("4-teacher-correct",) if method == "distill" and corrected else ())))
     teacher_endpoint = None if config.embedded_teacher else config.teacher_base_url
