@@ -106,8 +106,17 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
     counts = summary["data"]["counts"]
     assert counts["records"]["a"] == counts["records"]["b"] and counts["teacher_written_replies"] > 0
     assert summary["data"]["teacher_recall"]["cases"] == 2
-    students = json.loads((tmp_path / "run" / "work" / "students" / "llama-2" / "convdistill.json").read_text())
+    # regime d distils from the teacher corrected on its own records, whose recall is reported too
+    corrected = summary["data"]["corrected_teacher"]
+    assert corrected["steps"] == settings.correct_teacher_steps
+    assert summary["data"]["corrected_teacher_recall"]["cases"] == 2
+    assert {u["teacher"] for u in summary["units"] if u["regime"] == "d"} == {corrected["checkpoint"]}
+    record = json.loads((Path(corrected["checkpoint"]) / "convdistill.json").read_text())
+    assert record["corrected_teacher"]["steps"] == settings.correct_teacher_steps
+    students = json.loads((tmp_path / "run" / "work" / "students" / f"llama-2-{settings.llama_mlp_channels}"
+                           / "convdistill.json").read_text())
     assert students["initialised"] == "teacher" and len(students["layers"]) == 2
+    assert students["width"]["mlp_channels"] == settings.llama_mlp_channels
     unseen = tmp_path / "run" / "work" / "data" / "recall_unseen.jsonl"
     held = [json.loads(line) for line in unseen.read_text().splitlines()]
     assert all("-heldout-" in case["id"] for case in held)

@@ -22,9 +22,11 @@ from convdistill.progress_log import Log
 from convdistill.trainers.data import read_jsonl
 
 
-def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> dict[str, Any] | None:
+def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log,
+                   checkpoint: str | None = None) -> dict[str, Any] | None:
     """The teacher's own recall on the first `teacher_per_distance` held-out cases per distance
-    (greedy, gold history): what regime d can hope to pass on to the students."""
+    (greedy, gold history): what regime d can hope to pass on to the students. `checkpoint`: a
+    corrected teacher's folder instead of `settings.teacher`."""
     if settings.teacher_per_distance <= 0:
         return None
     import torch
@@ -42,13 +44,15 @@ def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log) -> d
             kept[distance] = kept.get(distance, 0) + 1
             chosen.append(case)
     started = time.perf_counter()
-    backend = LocalBackend(resolve_model(settings.teacher), settings.teacher, settings.eval_batch_size,
-                           settings.memory_max_tokens)
+    folder = checkpoint or resolve_model(settings.teacher)
+    name = "corrected teacher" if checkpoint else "teacher"
+    backend = LocalBackend(folder, settings.teacher if checkpoint is None else "corrected-teacher",
+                           settings.eval_batch_size, settings.memory_max_tokens)
     results = run_suite(Suite(str(suite), tuple(chosen)), backend, RunOptions(history="gold", nll=False))
     by = recall_accuracy(results)
     out = {"cases": len(chosen), "accuracy_by_distance": by, "accuracy": sum(by.values()) / len(by),
            "copy": copy_accuracy(results), "seconds": round(time.perf_counter() - started, 1)}
-    log(f"teacher: recall {out['accuracy']:.3f} on {len(chosen)} held-out cases ({out['seconds']:.0f} s)")
+    log(f"{name}: recall {out['accuracy']:.3f} on {len(chosen)} held-out cases ({out['seconds']:.0f} s)")
     return out
 
 

@@ -111,7 +111,9 @@ def summarize(settings: Settings, data: dict[str, Any], units: Sequence[dict[str
         "experiment": NAME,
         "command": command,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
-        "data": {"counts": data["counts"], "teacher": data["teacher"], "teacher_recall": data.get("teacher_recall")},
+        "data": {"counts": data["counts"], "teacher": data["teacher"], "teacher_recall": data.get("teacher_recall"),
+                 "corrected_teacher": data.get("corrected_teacher"),
+                 "corrected_teacher_recall": data.get("corrected_teacher_recall")},
         "timing": timing,
         "chance": {"recall_seen": chance_level("train"), "recall_unseen": chance_level("eval")},
         "groups": groups,
@@ -238,11 +240,15 @@ def tables(summary: dict[str, Any]) -> str:
             lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} {REGIMES[regime]} | "
                          f"**{_ms(g[f'{metric}_seen'])}** | {cells} |"
                          + (f" {_ms(g['recall_unseen'])} | {_ms(g['copy_seen'])} |" if extra else ""))
-        teacher = summary["data"].get("teacher_recall")
-        if metric == "recall" and teacher:
+        corrected = summary["data"].get("corrected_teacher") or {}
+        for label, teacher in ((f"teacher {s['teacher']}", summary["data"].get("teacher_recall")),
+                               (f"corrected teacher ({corrected.get('steps')} LoRA steps; regime d's)",
+                                summary["data"].get("corrected_teacher_recall"))):
+            if metric != "recall" or not teacher:
+                continue
             cells = " | ".join(f"{teacher['accuracy_by_distance'].get(str(d), float('nan')):.2f}"
                                for d in range(low, high + 1))
-            lines.append(f"| teacher {s['teacher']} ({teacher['cases']} cases, one run) | - | "
+            lines.append(f"| {label} ({teacher['cases']} cases, one run) | - | "
                          f"**{teacher['accuracy']:.3f}** | {cells} | n/a | {teacher['copy']:.3f} |")
         lines.append("")
     if any(groups[g]["recall_unseen"]["mean"] is not None for g in groups):
@@ -412,13 +418,15 @@ def generated_block(summary: dict[str, Any], results: Path, doc: Path) -> str:
     rel = os.path.relpath(results, doc.parent)
     t, s, c = summary["timing"], summary["settings"], summary["data"]["counts"]
     teacher = summary["data"]["teacher"]
+    corrected = summary["data"].get("corrected_teacher")
     lines = [
         BEGIN,
         "",
         f"Run: `{summary['command']}` on {t['cpus']} CPUs, {t['jobs']} unit(s) at a time with {t['threads']} "
         f"torch thread(s) each; load average {t['load_before'][0]:.2f} before, {t['load_after'][0]:.2f} after.",
         f"Wall time **{t['wall_s'] / 60:.1f} min** (data and teacher {t['data_s'] / 60:.1f} min, "
-        f"of which the teacher extension {teacher['seconds'] / 60:.1f} min; "
+        f"of which the teacher extension {teacher['seconds'] / 60:.1f} min"
+        + (f" and teacher correction {corrected['seconds'] / 60:.1f} min" if corrected else "") + "; "
         f"{len(summary['units'])} units {t['units_s'] / 60:.1f} min)."
         + (f" Tables, plots and this part rebuilt from the cached units by a later run of the same command "
            f"({t['report_rebuilt_s']:.0f} s)." if "report_rebuilt_s" in t else ""),

@@ -17,10 +17,12 @@ from convdistill.progress_log import Log
 
 
 def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: str, output_dir: Path,
-           kd_cache_dir: Path, student: str | None = None) -> tuple[str, dict[str, Any]]:
+           kd_cache_dir: Path, student: str | None = None,
+           teacher: str | None = None) -> tuple[str, dict[str, Any]]:
     """The trainer method and recipe mapping of a unit: the same for every regime but the data
     file (and, for d, the distillation fields). `student`: the checkpoint a teacher-initialised
-    unit starts from (built once in the data stage)."""
+    unit starts from (built once in the data stage); `teacher`: regime d's teacher checkpoint
+    when it was corrected (default: `settings.teacher` as it ships)."""
     values: dict[str, Any] = {
         "seed": seed,  # data order: the same across regimes of equal size
         "train_file": train_file,
@@ -58,9 +60,9 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
         values["max_target_length"] = settings.max_target_length
     if regime != "d":
         return "sft", values
-    values.update({"teacher": settings.teacher, "kd_weight": settings.kd_weight, "kd_top_k": settings.kd_top_k,
-                   "kd_temperature": settings.kd_temperature, "kd_loss": settings.kd_loss,
-                   "kd_cache_dir": str(kd_cache_dir)})
+    values.update({"teacher": teacher or settings.teacher, "kd_weight": settings.kd_weight,
+                   "kd_top_k": settings.kd_top_k, "kd_temperature": settings.kd_temperature,
+                   "kd_loss": settings.kd_loss, "kd_cache_dir": str(kd_cache_dir)})
     return "distill", values
 
 
@@ -74,7 +76,10 @@ def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -
     from convdistill.models.from_teacher import init_from_teacher
 
     torch.set_num_threads(threads)
-    shapes: dict[str, dict[str, Any]] = {"llama": {"layers": settings.llama_layers},
+    llama: dict[str, Any] = {"layers": settings.llama_layers}
+    if settings.llama_mlp_channels is not None:
+        llama["mlp_channels"] = settings.llama_mlp_channels
+    shapes = {"llama": llama,
               "t5": {"layers": settings.t5_decoder_layers, "encoder_layers": settings.t5_encoder_layers}}
     built: dict[str, str] = {}
     for family in settings.families:
@@ -105,8 +110,10 @@ def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict
     if work.exists():
         shutil.rmtree(work)  # a unit interrupted earlier starts over
     work.mkdir(parents=True)
+    corrected = data.get("corrected_teacher") or {}
     method, values = recipe(settings, family, regime, seed, data["files"][regime], work / "model",
-                            layout.work / "kd-cache", data.get("students", {}).get(family))
+                            layout.work / "kd-cache", data.get("students", {}).get(family),
+                            corrected.get("checkpoint"))
     started = time.perf_counter()
     result = train(method, values)
     train_seconds = time.perf_counter() - started
@@ -116,6 +123,7 @@ def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict
     epochs = final[-1].get("epoch", 0.0) if final else 0.0
     metrics: dict[str, Any] = {
         "unit": name, "family": family, "regime": regime, "seed": seed, "method": method,
+        **({"teacher": values["teacher"]} if "teacher" in values else {}),
         "fingerprint": settings.fingerprint(),
         "train": {"seconds": round(train_seconds, 1), "steps": result.global_step, "epochs": round(epochs, 3),
                   "examples": stats["examples"], "truncated": stats["truncated"], "dropped": stats["dropped"],
