@@ -17,6 +17,7 @@ from convdistill.models.from_teacher import (
     measure_layers,
     sample_conversations,
     t5_student,
+    t5gemma2_student,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,42 @@ def test_t5_construction_maps_the_teacher(smollm2: tuple[object, object], stats:
                               teacher_layer.self_attn.k_proj(teacher_layer.input_layernorm(hidden)), atol=1e-4)
 
 
+def test_t5gemma2_construction_maps_the_teacher(smollm2: tuple[object, object], stats: object) -> None:
+    """T5Gemma2: one embedding table for encoder, decoder and head; no cross-attention weights
+    (the decoder's merged attention is the teacher layer's own); the query/key norms' gains are
+    the teacher's mean head RMS; no vision tower worth the name; Gemma 3's token ids replaced."""
+    model, tokenizer = smollm2
+    student = t5gemma2_student(model, stats, [0, 1], [0, 29], decoder_start_token_id=198, pad_token_id=0).eval()
+    names = set(student.state_dict())
+    assert not any("cross_attn" in n for n in names)
+    encoder, decoder = student.model.encoder.text_model, student.model.decoder
+    assert encoder.embed_tokens.weight is decoder.embed_tokens.weight is student.lm_head.out_proj.weight
+    vision = sum(p.numel() for n, p in student.named_parameters() if "vision_tower" in n or "multi_modal" in n)
+    assert vision < 50_000
+    assert student.config.eoi_token_index >= model.config.vocab_size
+    assert student.config.decoder.bos_token_id == 198 and student.config.decoder.vocab_size == 49152
+    ids = tokenizer("Hello there, how are you?", return_tensors="pt")["input_ids"]
+    teacher_layer, layer = model.model.layers[29], decoder.layers[1]
+    with torch.no_grad():
+        embedded = model.model.embed_tokens(ids)
+        assert torch.allclose(encoder.embed_tokens(ids), embedded, atol=1e-5)  # scaled back by sqrt(576)
+        hidden = torch.randn(1, 5, 576) * 3
+        assert torch.allclose(student.lm_head(decoder.norm(hidden)), model.lm_head(model.model.norm(hidden)),
+                              rtol=1e-4, atol=1e-3)
+        assert torch.allclose(layer.pre_self_attn_layernorm(hidden), teacher_layer.input_layernorm(hidden), atol=1e-5)
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            assert torch.equal(getattr(layer.self_attn, proj).weight, getattr(teacher_layer.self_attn, proj).weight)
+        assert torch.equal(encoder.layers[1].mlp.down_proj.weight, model.model.layers[1].mlp.down_proj.weight)
+        # a head vector comes out of the query norm at the teacher's mean query-head RMS
+        query = torch.randn(3, 64)
+        normed = layer.self_attn.q_norm(query)
+        assert torch.allclose(normed.pow(2).mean(-1).sqrt(), torch.full((3,), stats.query_rms[29]), rtol=1e-3)
+        assert torch.allclose(layer.self_attn.k_norm(query).pow(2).mean(-1).sqrt(),
+                              torch.full((3,), stats.key_rms[29]), rtol=1e-3)
+        mean_gain = (model.model.layers[0].input_layernorm.weight + teacher_layer.input_layernorm.weight) / 2
+        assert torch.allclose(encoder.norm.weight + 1, mean_gain, atol=1e-6)
+
+
 def test_t5_student_keeps_the_teachers_knowledge(smollm2: tuple[object, object], stats: object,
                                                  conversations: list[list[dict[str, str]]]) -> None:
     """Every layer in both stacks: far below a random student of the same shape on held-out
@@ -156,10 +193,12 @@ def test_t5_student_keeps_the_teachers_knowledge(smollm2: tuple[object, object],
     assert teacher < built < control - 3.0, (teacher, built, control)
 
 
-@pytest.mark.parametrize("family", ["llama", "t5"])
-def test_init_from_teacher_cli_and_a_short_run(family: str, tiny_teacher: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("family", "architecture"), [("llama", None), ("t5", "t5gemma"), ("t5", "t5gemma2")])
+def test_init_from_teacher_cli_and_a_short_run(family: str, architecture: str | None, tiny_teacher: Path,
+                                               tmp_path: Path) -> None:
     """`models init --from` writes a checkpoint that the trainers, the eval runner and the
-    server load like any other; a few SFT steps change it."""
+    server load like any other (a stock AutoModelForSeq2SeqLM for both T5 builds); a few SFT
+    steps change it."""
     from convdistill.eval import LocalBackend
     from convdistill.trainers import train
 
@@ -170,6 +209,8 @@ def test_init_from_teacher_cli_and_a_short_run(family: str, tiny_teacher: Path, 
     export_paths(SAMPLE, sample, strategy="best")
     args = ["models", "init", "--from", str(tiny_teacher), "--family", family, "--layers", "2",
             "--sample", str(sample), "--sample-size", "4", "-o", str(out)]
+    if architecture:
+        args += ["--architecture", architecture]
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     record = json.loads((out / "convdistill.json").read_text())
@@ -178,6 +219,12 @@ def test_init_from_teacher_cli_and_a_short_run(family: str, tiny_teacher: Path, 
     kept = record["layers"] if family == "llama" else record["decoder_layers"]
     assert kept == choose_layers(record["block_influence"], 2)
     assert str(out) in done.stdout and "parameters" in done.stdout
+    if architecture == "t5gemma2":
+        from transformers import AutoModelForSeq2SeqLM
+
+        assert record["architecture"] == "T5Gemma2ForConditionalGeneration"
+        assert record["encoder_layers"] == [0, 1]  # the teacher's first layers
+        assert type(AutoModelForSeq2SeqLM.from_pretrained(out)).__name__ == "T5Gemma2ForConditionalGeneration"
 
     recipe = {"model_name_or_path": str(out), "train_file": str(sample), "output_dir": str(tmp_path / "run"),
               "max_train_examples": 8, "max_steps": 3, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
@@ -205,6 +252,9 @@ def test_init_from_teacher_errors(tiny_teacher: Path, tmp_path: Path) -> None:
     assert missing.returncode == 1 and "--layers N or --keep" in missing.stderr
     no_teacher = run_cli("models", "init", "--family", "llama", "--layers", "2", "-o", str(out))
     assert no_teacher.returncode == 1 and "need --from" in no_teacher.stderr
+    decoder_only = run_cli("models", "init", "--from", str(tiny_teacher), "--family", "llama", "--layers", "2",
+                           "--architecture", "t5gemma2", "-o", str(out))
+    assert decoder_only.returncode == 1 and "use --family t5" in decoder_only.stderr
     assert not out.exists()
 
 

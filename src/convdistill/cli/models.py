@@ -98,6 +98,10 @@ def init(
     kv_heads: Annotated[int | None, typer.Option(
         "--kv-heads", min=1, help="With --heads: key/value heads (whole groups) every layer keeps "
         "(default: all of the teacher's).")] = None,
+    architecture: Annotated[str, typer.Option(
+        "--architecture", help="With --from --family t5: t5gemma (two embedding tables, cross-attention "
+        "started from self-attention) or t5gemma2 (one embedding table, merged attention; its encoder "
+        "holds the teacher's first --encoder-layers layers).")] = "t5gemma",
     size: Annotated[str, typer.Option("--size", help="Without --from: tiny (~5M parameters) or "
                                       "small (~28-33M) with SmolLM2's vocabulary.")] = "tiny",
     tokenizer: Annotated[Path | None, typer.Option(
@@ -116,9 +120,10 @@ def init(
     check_choice(family, FAMILIES, "--family")
     width = mlp_channels is not None or heads is not None or kv_heads is not None
     if teacher is None:
-        if layers or keep or encoder_layers or encoder_keep or sample or random_init or width:
+        if (layers or keep or encoder_layers or encoder_keep or sample or random_init or width
+                or architecture != "t5gemma"):
             fail("--layers, --keep, --encoder-layers, --encoder-keep, --sample, --random-init, "
-                 "--mlp-channels, --heads and --kv-heads need --from TEACHER")
+                 "--mlp-channels, --heads, --kv-heads and --architecture need --from TEACHER")
         check_choice(size, SIZES, "--size")
     elif layers is None and keep is None and not width:
         fail("--from needs --layers N or --keep I,J,... (depth), or --mlp-channels / --heads (width)")
@@ -135,7 +140,7 @@ def init(
         encoder_layers=encoder_layers,
         encoder_keep=_layer_list(encoder_keep, "--encoder-keep"), sample=sample,
         sample_size=sample_size, random_init=random_init, seed=seed, mlp_channels=mlp_channels,
-        heads=heads, kv_heads=kv_heads)
+        heads=heads, kv_heads=kv_heads, architecture=architecture)
     typer.echo(f"{built.path}: {family} from {teacher}, {built.parameters:,} parameters, {built.layout()}"
                + (" (random weights)" if random_init else ""))
 

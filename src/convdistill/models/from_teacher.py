@@ -46,6 +46,9 @@ from convdistill.models.width_pruning import WidthChoice, choose_width, measure_
 from convdistill.resources import shipped_file
 
 FAMILIES_FROM_TEACHER: tuple[str, ...] = ("llama", "t5")
+# How a `t5` student is built: T5Gemma (two embedding tables, separate cross-attention) or
+# T5Gemma2 (one table, merged attention); see t5gemma2_student and docs/models.md.
+T5_ARCHITECTURES: tuple[str, ...] = ("t5gemma", "t5gemma2")
 # The sample a student is calibrated on when the user names none: the project's bundled export.
 DEFAULT_SAMPLE = "conversation_trees/oasst_en_100_tree.jsonl"
 # Share of the teacher's attention-output gain a new cross-attention starts with (see t5_student).
@@ -61,6 +64,10 @@ class LayerStats:
     # outputs y: what a post-norm must scale by to add what the teacher's sub-layer added
     attention_gain: list[torch.Tensor] = field(default_factory=list)
     mlp_gain: list[torch.Tensor] = field(default_factory=list)
+    # mean root-mean-square of a query / key head vector: the scale a query/key norm (T5Gemma2)
+    # must give back, since it divides every head vector by its own
+    query_rms: list[float] = field(default_factory=list)
+    key_rms: list[float] = field(default_factory=list)
     tokens: int = 0
 
 
@@ -118,10 +125,23 @@ def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequenc
             sums[kind][1][index] += (unit * unit).sum(0)
         return hook
 
+    head_dim = getattr(teacher.config, "head_dim", None) or width // teacher.config.num_attention_heads
+    head_rms = {kind: torch.zeros(count, dtype=torch.float64) for kind in ("q", "k")}
+    head_vectors = {kind: torch.zeros(count, dtype=torch.float64) for kind in ("q", "k")}
+
+    def on_projection(kind: str, index: int) -> Any:
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            heads = output.double().reshape(-1, head_dim)
+            head_rms[kind][index] += heads.pow(2).mean(-1).sqrt().sum()
+            head_vectors[kind][index] += heads.shape[0]
+        return hook
+
     for index, layer in enumerate(layers):
         hooks.append(layer.register_forward_hook(on_layer(index), with_kwargs=True))
         hooks.append(layer.self_attn.register_forward_hook(on_output("attn", index)))
         hooks.append(layer.mlp.register_forward_hook(on_output("mlp", index)))
+        hooks.append(layer.self_attn.q_proj.register_forward_hook(on_projection("q", index)))
+        hooks.append(layer.self_attn.k_proj.register_forward_hook(on_projection("k", index)))
     try:
         tokens = run_calibration(teacher, tokenizer, conversations, max_tokens)
     finally:
@@ -133,7 +153,9 @@ def measure_layers(teacher: Any, tokenizer: Any, conversations: Sequence[Sequenc
         return [(cross[i] / square[i].clamp(min=1e-12)).float() for i in range(count)]
 
     return LayerStats(influence=(influence / tokens).tolist(), attention_gain=gains("attn"),
-                      mlp_gain=gains("mlp"), tokens=tokens)
+                      mlp_gain=gains("mlp"), tokens=tokens,
+                      query_rms=(head_rms["q"] / head_vectors["q"].clamp(min=1)).tolist(),
+                      key_rms=(head_rms["k"] / head_vectors["k"].clamp(min=1)).tolist())
 
 
 def choose_layers(influence: Sequence[float], keep: int) -> list[int]:
@@ -178,30 +200,35 @@ def llama_student(teacher: Any, keep: Sequence[int]) -> Any:
     return student
 
 
+def _gemma_block_config(t: Any, layers: int, decoder_start_token_id: int, pad_token_id: int) -> dict[str, Any]:
+    """The fields of a T5Gemma / T5Gemma2 stack config that give its blocks the teacher's shapes
+    and arithmetic."""
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    return dict(
+        vocab_size=t.vocab_size, hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size, num_hidden_layers=layers,
+        num_attention_heads=t.num_attention_heads, num_key_value_heads=t.num_key_value_heads,
+        head_dim=head_dim, hidden_activation=t.hidden_act,
+        max_position_embeddings=t.max_position_embeddings, rms_norm_eps=t.rms_norm_eps,
+        attention_bias=False, query_pre_attn_scalar=head_dim,
+        # every layer is full attention; the Gemma stacks build a sliding mask regardless
+        sliding_window=t.max_position_embeddings,
+        layer_types=["full_attention"] * layers, final_logit_softcapping=None,
+        attn_logit_softcapping=None, pad_token_id=pad_token_id,
+        bos_token_id=decoder_start_token_id, eos_token_id=t.eos_token_id, tie_word_embeddings=True,
+    )
+
+
 def t5gemma_config(teacher_config: Any, encoder_layers: int, decoder_layers: int,
                    decoder_start_token_id: int, pad_token_id: int) -> Any:
     """A T5Gemma config whose blocks have the teacher's shapes and arithmetic."""
     from transformers import T5GemmaConfig, T5GemmaModuleConfig
 
     t = teacher_config
-    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
 
     def module(layers: int, is_decoder: bool) -> Any:
-        return T5GemmaModuleConfig(
-            vocab_size=t.vocab_size, hidden_size=t.hidden_size,
-            intermediate_size=t.intermediate_size, num_hidden_layers=layers,
-            num_attention_heads=t.num_attention_heads, num_key_value_heads=t.num_key_value_heads,
-            head_dim=head_dim, hidden_activation=t.hidden_act,
-            max_position_embeddings=t.max_position_embeddings, rms_norm_eps=t.rms_norm_eps,
-            rope_parameters=dict(t.rope_parameters), attention_bias=False,
-            query_pre_attn_scalar=head_dim,
-            # every layer is full attention; T5Gemma builds a sliding mask regardless
-            sliding_window=t.max_position_embeddings,
-            layer_types=["full_attention"] * layers, final_logit_softcapping=None,
-            attn_logit_softcapping=None, pad_token_id=pad_token_id,
-            bos_token_id=decoder_start_token_id, eos_token_id=t.eos_token_id,
-            is_decoder=is_decoder, tie_word_embeddings=True,
-        )
+        return T5GemmaModuleConfig(**_gemma_block_config(t, layers, decoder_start_token_id, pad_token_id),
+                                   rope_parameters=dict(t.rope_parameters), is_decoder=is_decoder)
 
     config = T5GemmaConfig(encoder=module(encoder_layers, False),
                            decoder=module(decoder_layers, True), tie_word_embeddings=True,
@@ -212,6 +239,74 @@ def t5gemma_config(teacher_config: Any, encoder_layers: int, decoder_layers: int
     config.eos_token_id = t.eos_token_id
     config.bos_token_id = decoder_start_token_id
     return config
+
+
+# transformers builds a SigLIP vision tower into every T5Gemma2 encoder. A text student never
+# runs it, so it gets the smallest that builds: one layer, 16 wide, one 14x14 patch (about 20k
+# parameters beside 97M), with its image tokens placed outside the text vocabulary.
+TINY_VISION_TOWER: dict[str, Any] = {"model_type": "siglip_vision_model", "hidden_size": 16, "intermediate_size": 16,
+                                     "num_hidden_layers": 1, "num_attention_heads": 1, "image_size": 14,
+                                     "patch_size": 14}
+
+
+def t5gemma2_config(teacher_config: Any, encoder_layers: int, decoder_layers: int,
+                    decoder_start_token_id: int, pad_token_id: int) -> Any:
+    """A text-only T5Gemma2 config whose blocks have the teacher's shapes and arithmetic, with
+    the teacher's token ids (not Gemma 3's) and the smallest vision tower that builds."""
+    from transformers import T5Gemma2Config
+
+    t = teacher_config
+    rope = {kind: dict(t.rope_parameters) for kind in ("full_attention", "sliding_attention")}
+    # ids the text tokenizer never produces: the encoder swaps the embedding of its end-of-image
+    # id for a learned one, which must never hit a text token
+    eoi, image, boi = t.vocab_size, t.vocab_size + 1, t.vocab_size + 2
+
+    def text(layers: int) -> dict[str, Any]:
+        return {**_gemma_block_config(t, layers, decoder_start_token_id, pad_token_id), "rope_parameters": rope}
+
+    config = T5Gemma2Config(
+        encoder={"text_config": text(encoder_layers), "vision_config": dict(TINY_VISION_TOWER),
+                 "mm_tokens_per_image": 1, "eoi_token_index": eoi, "image_token_index": image,
+                 "boi_token_index": boi},
+        decoder=text(decoder_layers), eoi_token_index=eoi, image_token_index=image,
+        tie_word_embeddings=True, dropout_rate=0.0, attention_dropout=0.0)
+    config.decoder_start_token_id = decoder_start_token_id
+    return config
+
+
+def _gemma_norm(weight: torch.Tensor) -> torch.Tensor:
+    return weight - 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
+
+
+def _gemma_block(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], stats: LayerStats,
+                 prefix: str, teacher_index: int) -> None:
+    """Teacher layer `teacher_index` as a Gemma block under `prefix`: self-attention and MLP
+    copied, the pre-norms' gains kept, the post-norms' gains fitted (LayerStats)."""
+    src = f"model.layers.{teacher_index}."
+    own[prefix + "pre_self_attn_layernorm.weight"] = _gemma_norm(state[src + "input_layernorm.weight"])
+    for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        own[prefix + f"self_attn.{proj}.weight"] = state[src + f"self_attn.{proj}.weight"]
+    own[prefix + "post_self_attn_layernorm.weight"] = _gemma_norm(stats.attention_gain[teacher_index])
+    own[prefix + "pre_feedforward_layernorm.weight"] = _gemma_norm(state[src + "post_attention_layernorm.weight"])
+    for proj in ("gate_proj", "up_proj", "down_proj"):
+        own[prefix + f"mlp.{proj}.weight"] = state[src + f"mlp.{proj}.weight"]
+    own[prefix + "post_feedforward_layernorm.weight"] = _gemma_norm(stats.mlp_gain[teacher_index])
+
+
+def _load_mapped(student: Any, own: dict[str, torch.Tensor], teacher: Any, decoder_start_token_id: int,
+                 pad_token_id: int) -> Any:
+    """Load the mapped weights (every one of the student's, or a bug here) and set generation's ids."""
+    expected = set(student.state_dict())
+    missing = expected - set(own)
+    if missing:
+        raise RuntimeError(f"{type(student).__name__} weights not mapped from the teacher: {sorted(missing)[:5]}")
+    student.load_state_dict({k: own[k].contiguous() for k in expected})
+    generation = student.generation_config
+    generation.decoder_start_token_id = decoder_start_token_id
+    generation.bos_token_id = decoder_start_token_id
+    generation.pad_token_id = pad_token_id
+    generation.eos_token_id = teacher.config.eos_token_id
+    return student
 
 
 def t5_student(teacher: Any, stats: LayerStats, encoder_keep: Sequence[int],
@@ -228,36 +323,23 @@ def t5_student(teacher: Any, stats: LayerStats, encoder_keep: Sequence[int],
     scale = math.sqrt(teacher.config.hidden_size)
     own: dict[str, torch.Tensor] = {}
 
-    def gemma_norm(weight: torch.Tensor) -> torch.Tensor:
-        return weight - 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
-
-    def block(prefix: str, teacher_index: int, decoder: bool) -> None:
+    def cross_attention(prefix: str, teacher_index: int) -> None:
         src = f"model.layers.{teacher_index}."
-        own[prefix + "pre_self_attn_layernorm.weight"] = gemma_norm(state[src + "input_layernorm.weight"])
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            own[prefix + f"self_attn.{proj}.weight"] = state[src + f"self_attn.{proj}.weight"]
-        own[prefix + "post_self_attn_layernorm.weight"] = gemma_norm(stats.attention_gain[teacher_index])
-        own[prefix + "pre_feedforward_layernorm.weight"] = gemma_norm(
-            state[src + "post_attention_layernorm.weight"])
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            own[prefix + f"mlp.{proj}.weight"] = state[src + f"mlp.{proj}.weight"]
-        own[prefix + "post_feedforward_layernorm.weight"] = gemma_norm(stats.mlp_gain[teacher_index])
-        if decoder:
-            norm = state[src + "input_layernorm.weight"]
-            own[prefix + "pre_cross_attn_layernorm.weight"] = gemma_norm(norm)
-            own[prefix + "cross_attn.q_proj.weight"] = state[src + "self_attn.q_proj.weight"]
-            # keys and values read the encoder output, normalised once by the encoder's final
-            # norm (gain 1): the layer's own input-norm gains move into the projections
-            own[prefix + "cross_attn.k_proj.weight"] = state[src + "self_attn.k_proj.weight"] * norm
-            own[prefix + "cross_attn.v_proj.weight"] = state[src + "self_attn.v_proj.weight"] * norm
-            own[prefix + "cross_attn.o_proj.weight"] = state[src + "self_attn.o_proj.weight"]
-            # The teacher attended to the history and the reply in one softmax; here the two
-            # are separate sub-layers, each post-normalised, so a full-gain copy adds the
-            # history twice over. Measured on 20 held-out paths with every layer kept (teacher
-            # 2.11 nats, 2.56 without the history): cross gain x1 9.96, x0.5 8.81, x0 5.16,
-            # x0.1 5.01. It starts small and training grows it.
-            own[prefix + "post_cross_attn_layernorm.weight"] = gemma_norm(
-                CROSS_ATTENTION_GAIN * stats.attention_gain[teacher_index])
+        norm = state[src + "input_layernorm.weight"]
+        own[prefix + "pre_cross_attn_layernorm.weight"] = _gemma_norm(norm)
+        own[prefix + "cross_attn.q_proj.weight"] = state[src + "self_attn.q_proj.weight"]
+        # keys and values read the encoder output, normalised once by the encoder's final
+        # norm (gain 1): the layer's own input-norm gains move into the projections
+        own[prefix + "cross_attn.k_proj.weight"] = state[src + "self_attn.k_proj.weight"] * norm
+        own[prefix + "cross_attn.v_proj.weight"] = state[src + "self_attn.v_proj.weight"] * norm
+        own[prefix + "cross_attn.o_proj.weight"] = state[src + "self_attn.o_proj.weight"]
+        # The teacher attended to the history and the reply in one softmax; here the two
+        # are separate sub-layers, each post-normalised, so a full-gain copy adds the
+        # history twice over. Measured on 20 held-out paths with every layer kept (teacher
+        # 2.11 nats, 2.56 without the history): cross gain x1 9.96, x0.5 8.81, x0 5.16,
+        # x0.1 5.01. It starts small and training grows it.
+        own[prefix + "post_cross_attn_layernorm.weight"] = _gemma_norm(
+            CROSS_ATTENTION_GAIN * stats.attention_gain[teacher_index])
 
     embedding = state["model.embed_tokens.weight"] / scale  # times sqrt(hidden) in forward
     own["model.encoder.embed_tokens.weight"] = embedding
@@ -265,22 +347,59 @@ def t5_student(teacher: Any, stats: LayerStats, encoder_keep: Sequence[int],
     own["lm_head.out_proj.weight"] = embedding  # tied to the decoder's embedding
     own["model.encoder.norm.weight"] = torch.zeros_like(state["model.norm.weight"])
     # the tied head sees embeddings / sqrt(hidden): the final norm gives the factor back
-    own["model.decoder.norm.weight"] = gemma_norm(state["model.norm.weight"] * scale)
+    own["model.decoder.norm.weight"] = _gemma_norm(state["model.norm.weight"] * scale)
     for k, index in enumerate(encoder_keep):
-        block(f"model.encoder.layers.{k}.", index, decoder=False)
+        _gemma_block(own, state, stats, f"model.encoder.layers.{k}.", index)
     for k, index in enumerate(decoder_keep):
-        block(f"model.decoder.layers.{k}.", index, decoder=True)
-    expected = set(student.state_dict())
-    missing = expected - set(own)
-    if missing:
-        raise RuntimeError(f"T5Gemma weights not mapped from the teacher: {sorted(missing)[:5]}")
-    student.load_state_dict({k: own[k].contiguous() for k in expected})
-    generation = student.generation_config
-    generation.decoder_start_token_id = decoder_start_token_id
-    generation.bos_token_id = decoder_start_token_id
-    generation.pad_token_id = pad_token_id
-    generation.eos_token_id = teacher.config.eos_token_id
-    return student
+        _gemma_block(own, state, stats, f"model.decoder.layers.{k}.", index)
+        cross_attention(f"model.decoder.layers.{k}.", index)
+    return _load_mapped(student, own, teacher, decoder_start_token_id, pad_token_id)
+
+
+def t5gemma2_student(teacher: Any, stats: LayerStats, encoder_keep: Sequence[int],
+                     decoder_keep: Sequence[int], decoder_start_token_id: int,
+                     pad_token_id: int) -> Any:
+    """An encoder-decoder T5Gemma2 student: one embedding table for encoder, decoder and head,
+    and decoder layers whose one attention reads the reply so far and the encoder's output in
+    one softmax, as the teacher's layer read the reply and the history, so every attention
+    weight is the teacher's and none is invented. What T5Gemma2 adds: a query and a key norm
+    per head (Gemma 3's), which divide every head vector by its root mean square; their gains
+    are set to the teacher's mean query / key head RMS (LayerStats), so attention logits keep
+    their typical size. The key norm still costs the teacher's per-token key magnitudes
+    (attention sinks): measured on the teacher itself, held-out NLL 2.106 -> 2.167 with the
+    query norm alone, 4.17 with the key norm. Positions: the decoder's keys are rotary from
+    the reply's start, the encoder's carry no rotation (T5Gemma2's merged attention)."""
+    from transformers import T5Gemma2ForConditionalGeneration
+
+    config = t5gemma2_config(teacher.config, len(encoder_keep), len(decoder_keep),
+                             decoder_start_token_id, pad_token_id)
+    student = T5Gemma2ForConditionalGeneration(config)
+    state = teacher.state_dict()
+    scale = math.sqrt(teacher.config.hidden_size)
+    own = {name: value for name, value in student.state_dict().items()
+           if ".vision_tower." in name or ".multi_modal_projector." in name or name.endswith("eoi_embedding")}
+    head_dim = config.decoder.head_dim
+
+    def block(prefix: str, teacher_index: int) -> None:
+        _gemma_block(own, state, stats, prefix, teacher_index)
+        own[prefix + "self_attn.q_norm.weight"] = torch.full((head_dim,), stats.query_rms[teacher_index] - 1.0)
+        own[prefix + "self_attn.k_norm.weight"] = torch.full((head_dim,), stats.key_rms[teacher_index] - 1.0)
+
+    embedding = state["model.embed_tokens.weight"] / scale  # times sqrt(hidden) in forward
+    for name in ("model.encoder.text_model.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+                 "lm_head.out_proj.weight"):
+        own[name] = embedding  # one table (tied)
+    # The decoder's keys and values read the encoder's output through the decoder layer's own
+    # projections, which expect the layer's input norm: the encoder's final norm takes the mean
+    # of those gains.
+    gains = torch.stack([state[f"model.layers.{i}.input_layernorm.weight"] for i in decoder_keep]).mean(0)
+    own["model.encoder.text_model.norm.weight"] = _gemma_norm(gains)
+    own["model.decoder.norm.weight"] = _gemma_norm(state["model.norm.weight"] * scale)
+    for k, index in enumerate(encoder_keep):
+        block(f"model.encoder.text_model.layers.{k}.", index)
+    for k, index in enumerate(decoder_keep):
+        block(f"model.decoder.layers.{k}.", index)
+    return _load_mapped(student, own, teacher, decoder_start_token_id, pad_token_id)
 
 
 @dataclass(frozen=True)
@@ -317,6 +436,7 @@ def init_from_teacher(
     mlp_channels: int | None = None,
     heads: int | None = None,
     kv_heads: int | None = None,
+    architecture: str = "t5gemma",
 ) -> TeacherInitInfo:
     """Build and save a student from `teacher` (an embedded name or a Llama-family checkpoint).
 
@@ -328,13 +448,20 @@ def init_from_teacher(
     weights (seeded), the control that shows what the teacher's weights are worth.
     `mlp_channels`, `heads`, `kv_heads` (`llama` only): width pruning as well, every kept layer
     keeping that many MLP channels and attention heads of highest activation importance on the
-    same sample (`width_pruning`); with width given and no `layers` / `keep`, every layer."""
+    same sample (`width_pruning`); with width given and no `layers` / `keep`, every layer.
+    `architecture` (`t5` only): `t5gemma` or `t5gemma2`; a T5Gemma2 encoder holds the teacher's
+    first `encoder_layers` layers (its output stands in for the history's hidden states, which
+    the decoder's merged attention reads), unless `encoder_keep` names them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from convdistill.models.registry import resolve_model
 
     if family not in FAMILIES_FROM_TEACHER:
         raise BadRecipe(f"unknown family {family!r}: choose one of {', '.join(FAMILIES_FROM_TEACHER)}")
+    if architecture not in T5_ARCHITECTURES:
+        raise BadRecipe(f"unknown architecture {architecture!r}: choose one of {', '.join(T5_ARCHITECTURES)}")
+    if architecture != "t5gemma" and family != "t5":
+        raise BadRecipe(f"--architecture {architecture}: an encoder-decoder architecture; use --family t5")
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         raise BadRecipe(f"{out} exists and is not empty")
@@ -371,11 +498,17 @@ def init_from_teacher(
             kept_width = choose_width(importance, teacher_model.config, *shape, layers=chosen)
             student = prune_width(student, kept_width)
     else:
-        enc = given_encoder or choose_layers(stats.influence, encoder_layers or len(chosen))
+        depth = encoder_layers or len(chosen)
+        if given_encoder:
+            enc = given_encoder
+        elif architecture == "t5gemma2":
+            enc = check_keep(range(depth), count, "--encoder-layers")
+        else:
+            enc = choose_layers(stats.influence, depth)
         pad: int = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # type: ignore[assignment]  # one token, one id
         start = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
-        student = t5_student(teacher_model, stats, enc, chosen, decoder_start_token_id=start,
-                             pad_token_id=pad)
+        build = t5gemma2_student if architecture == "t5gemma2" else t5_student
+        student = build(teacher_model, stats, enc, chosen, decoder_start_token_id=start, pad_token_id=pad)
     if random_init:
         torch.manual_seed(seed)
         generation = student.generation_config
