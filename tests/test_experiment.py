@@ -117,11 +117,15 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
                            / "convdistill.json").read_text())
     assert students["initialised"] == "teacher" and len(students["layers"]) == 2
     assert students["width"]["mlp_channels"] == settings.llama_mlp_channels
+    built = summary["data"]["students"]
+    assert built["llama"]["mlp_channels"] == settings.llama_mlp_channels and built["t5"]["encoder_layers"]
     unseen = tmp_path / "run" / "work" / "data" / "recall_unseen.jsonl"
     held = [json.loads(line) for line in unseen.read_text().splitlines()]
     assert all("-heldout-" in case["id"] for case in held)
     text = doc.read_text()
     assert "Written by people, kept." in text and "| T5 (enc-dec) | a single-turn |" in text
+    assert "Students built from the teacher: T5 (enc-dec): T5Gemma" in text
+    assert "corrected teacher (1 LoRA steps" in text
     assert "recall_by_distance.png" in text
 
     # A rerun with the same settings reuses the data and every unit, and rewrites only the block.

@@ -37,7 +37,7 @@ from typing import Any
 from convdistill.experiments.data import prepare_data
 from convdistill.experiments.report import summarize, write_doc, write_results
 from convdistill.experiments.settings import FULL, NAME, QUICK, TINY, Layout, Settings, settings_for
-from convdistill.experiments.units import build_students, run_units
+from convdistill.experiments.units import build_students, describe_students, run_units
 from convdistill.progress_log import Log, stderr_log, timed
 
 __all__ = ["FULL", "QUICK", "TINY", "Outcome", "Settings", "run", "settings_for"]
@@ -68,6 +68,7 @@ def run(root: str | Path, settings: Settings = FULL, jobs: int = 2, threads: int
     # machine, oversubscribed threads slowed the 135M teacher 3-4x here (10 s -> 38 s).
     data = prepare_data(settings, layout, threads, log)
     data["students"] = build_students(settings, layout, threads * max(1, jobs), log)
+    data["student_info"] = describe_students(data["students"])
     data_s = time.perf_counter() - stage
     stage = time.perf_counter()
     units, trained = run_units(settings, layout, data, jobs, threads, keep_checkpoints, log)

@@ -112,6 +112,7 @@ def summarize(settings: Settings, data: dict[str, Any], units: Sequence[dict[str
         "command": command,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
         "data": {"counts": data["counts"], "teacher": data["teacher"], "teacher_recall": data.get("teacher_recall"),
+                 "students": data.get("student_info", {}),
                  "corrected_teacher": data.get("corrected_teacher"),
                  "corrected_teacher_recall": data.get("corrected_teacher_recall")},
         "timing": timing,
@@ -414,6 +415,22 @@ def write_results(summary: dict[str, Any], results: Path) -> dict[str, Path]:
 # -- docs/experiments.md ---------------------------------------------------------------------------
 
 
+def _student_lines(students: dict[str, dict[str, Any]]) -> list[str]:
+    """One line on the built students (sizes and the teacher layers each keeps), if any."""
+    if not students:
+        return []
+    parts = []
+    for family, info in students.items():
+        if info["encoder_layers"] is not None:
+            shape = f"encoder layers {info['encoder_layers']}, decoder layers {info['decoder_layers']}"
+        else:
+            width = f" at {info['mlp_channels']} MLP channels" if info["mlp_channels"] else ""
+            shape = f"layers {info['layers']}{width}"
+        parts.append(f"{FAMILY_NAMES.get(family, family)}: {info['architecture']}, "
+                     f"{info['parameters'] / 1e6:.1f}M parameters, the teacher's {shape}")
+    return ["Students built from the teacher: " + "; ".join(parts) + ".", ""]
+
+
 def generated_block(summary: dict[str, Any], results: Path, doc: Path) -> str:
     rel = os.path.relpath(results, doc.parent)
     t, s, c = summary["timing"], summary["settings"], summary["data"]["counts"]
@@ -439,6 +456,7 @@ def generated_block(summary: dict[str, Any], results: Path, doc: Path) -> str:
         f"{c['disjoint']['unseen_values']} unseen values. Training: {s['max_steps']} steps x batch "
         f"{s['batch_size']}, learning rate {s['learning_rate']}, seeds {s['seeds']}.",
         "",
+        *_student_lines(summary["data"].get("students") or {}),
         tables(summary),
         "**Paired differences** (same seed = same initial student and data order; 'seeds higher' counts "
         "seeds where the first named beats the second on the raw number; 'SE from the questions' is the "

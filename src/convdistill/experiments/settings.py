@@ -49,6 +49,7 @@ class Settings:
     llama_mlp_channels: int | None = None  # width pruning as well: MLP channels kept per layer (None: all)
     t5_encoder_layers: int = 1  # T5Gemma 1+1: 64.5M (two embedding tables of 28.3M each)
     t5_decoder_layers: int = 1
+    t5_architecture: str = "t5gemma"  # or "t5gemma2": one embedding table, merged attention
     lora_r: int = 16
     lora_learning_rate: float = 1e-3
     calibration_conversations: int = 16  # sample conversations the students' layers are measured on
@@ -121,19 +122,22 @@ FULL = replace(
     TINY,
     students="teacher",
     families=TEACHER_FAMILIES,
-    # the demo's students (issue 26): a Llama of 24 layers at 1152 MLP channels (97.3M) and a
-    # T5Gemma 5+5 of equal size (96.4M); regime d distils from the teacher corrected on its data.
-    # 97M students cost about 2.5x the first run's 64M ones per step, so two seeds fit the hour.
+    # the demo's decoder-only student (issue 26), a Llama of 24 layers at 1152 MLP channels
+    # (97.3M), and a T5Gemma2 of equal size, 4+15 layers (95.6M: it measured 0.31 nats below a
+    # T5Gemma 5+5 of 96.5M after 30 distillation steps, benchmarks/RESULTS.md); regime d distils
+    # from the teacher corrected on its data. 97M students cost about 2.5x the first run's 64M
+    # ones per step: two seeds of 16 steps fit the hour.
     llama_layers=24,
     llama_mlp_channels=1152,
-    t5_encoder_layers=5,
-    t5_decoder_layers=5,
+    t5_encoder_layers=4,
+    t5_decoder_layers=15,
+    t5_architecture="t5gemma2",
     correct_teacher_steps=20,
     seeds=(0, 1),
     train_conversations=64,
     real_trees=24,
-    extend_trees=8,
-    max_steps=20,
+    extend_trees=6,
+    max_steps=16,
     batch_size=4,
     learning_rate=3e-4,
     warmup_steps=2,
@@ -148,7 +152,7 @@ FULL = replace(
     real_max_tokens=32,
     eval_batch_size=16,
     teacher_per_distance=2,
-    heldout_first_turns=12,
+    heldout_first_turns=8,
 )
 # Seconds, not minutes: every stage for real (teacher, every student, all regimes, one seed) on a
 # handful of records, for tests/test_experiment.py and a first look.

@@ -3,6 +3,7 @@ built from the teacher once per family; and the scheduler that runs units in wor
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -80,7 +81,8 @@ def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -
     if settings.llama_mlp_channels is not None:
         llama["mlp_channels"] = settings.llama_mlp_channels
     shapes = {"llama": llama,
-              "t5": {"layers": settings.t5_decoder_layers, "encoder_layers": settings.t5_encoder_layers}}
+              "t5": {"layers": settings.t5_decoder_layers, "encoder_layers": settings.t5_encoder_layers,
+                     "architecture": settings.t5_architecture}}
     built: dict[str, str] = {}
     for family in settings.families:
         if family not in shapes:
@@ -94,6 +96,18 @@ def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -
                 f"{info.layout()}")
         built[family] = str(folder)
     return built
+
+
+def describe_students(built: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What each built student is (from its convdistill.json), for the report."""
+    out: dict[str, dict[str, Any]] = {}
+    for family, folder in built.items():
+        record = json.loads((Path(folder) / "convdistill.json").read_text())
+        width = record.get("width") or {}
+        out[family] = {"parameters": record["parameters"], "architecture": record["architecture"],
+                       "layers": record.get("layers"), "encoder_layers": record.get("encoder_layers"),
+                       "decoder_layers": record.get("decoder_layers"), "mlp_channels": width.get("mlp_channels")}
+    return out
 
 
 def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict[str, Any], root: str,
