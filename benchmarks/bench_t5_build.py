@@ -102,8 +102,13 @@ def main() -> None:
     results_path = work / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     pairs = heldout_pairs(AutoTokenizer.from_pretrained(resolve_model(TEACHER)))
+
+    def save() -> None:  # after every stage: an interrupted run keeps what it measured
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+
     if args.qk_norm:
         results["qk_norm"] = qk_norm_cost(pairs)
+        save()
     for name in args.builds.split(","):
         started = time.perf_counter()
         folder = work / name
@@ -117,8 +122,7 @@ def main() -> None:
                          "load": round(os.getloadavg()[0], 2), "threads": args.threads}
         print(f"{name}: {parameters / 1e6:.1f}M, NLL {before:.3f} -> {after:.3f} after {args.steps} steps, "
               f"{run['trained_tokens_per_s']} trained tokens/s", flush=True)
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
+        save()
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ class Settings:
 
 # The first run (tiny random-initialised students), kept as a documented baseline: --preset tiny.
 TINY = Settings()
-# Students that start from knowledge, sized so that 3 students x 4 regimes x 2 seeds fit an hour
-# on 2 CPU cores (docs/experiments.md gives the measured unit times).
+# Students that start from knowledge: 3 students x 4 regimes x 2 seeds on 2 CPU cores
+# (docs/experiments.md gives the measured wall and unit times).
 FULL = replace(
     TINY,
     students="teacher",
@@ -126,7 +126,8 @@ FULL = replace(
     # (97.3M), and a T5Gemma2 of equal size, 4+15 layers (95.6M: it measured 0.31 nats below a
     # T5Gemma 5+5 of 96.5M after 30 distillation steps, benchmarks/RESULTS.md); regime d distils
     # from the teacher corrected on its data. 97M students cost about 2.5x the first run's 64M
-    # ones per step: two seeds of 16 steps fit the hour.
+    # ones per step and per evaluated token: two seeds of 16 steps took 80.2 min on the idle
+    # 2-core machine (docs/experiments.md), over the hour; evaluation is most of a unit.
     llama_layers=24,
     llama_mlp_channels=1152,
     t5_encoder_layers=4,
