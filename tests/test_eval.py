@@ -344,3 +344,49 @@ def test_gold_mode_continues_a_turn_without_reference_with_the_models_reply(tmp_
     assert [m["content"] for m in histories[0][2]] == ["u1", "echo: u1", "u2", "echo: u2", "u3"]
     with pytest.raises(ValueError, match="history mode"):
         generate_replies(load_suite(path).cases, echo, "mixed")
+
+
+def test_batches_by_length_groups_similar_lengths_within_the_budget() -> None:
+    from convdistill.padding import batches_by_length
+
+    lengths = [80, 620, 70, 90, 75]
+    # the long row alone: padding the four short ones to 620 would cost 4 x 620 padded tokens
+    assert batches_by_length(lengths, 1000) == [[2, 4, 0, 3], [1]]
+    assert batches_by_length(lengths, 1000, max_rows=3) == [[2, 4, 0], [3], [1]]
+    assert batches_by_length([5000], 1000) == [[0]]  # longer than the budget: a batch of one
+    assert batches_by_length([], 1000) == []
+
+
+def test_only_checks_generates_and_scores_just_those_turns_after_their_gold_history(tmp_path: Path) -> None:
+    from convdistill.errors import BadRecipe
+    from convdistill.eval import RunOptions, run_suite
+    from convdistill.eval.runner import rescore
+
+    path = write_suite(tmp_path / "s.jsonl",
+                       {"id": "a", "tags": ["t"], "turns": [{"user": "my cat is Tom", "reference": "r1"},
+                                                            {"user": "u2", "reference": "r2"},
+                                                            # Echo repeats the question: this recall passes
+                                                            {"user": "Tom?", "reference": "Tom.",
+                                                             "checks": {"recall_of": ["Tom"]}}]},
+                       {"id": "b", "tags": ["t"], "turns": [{"user": "my dog is Rex", "reference": "s1"},
+                                                            {"user": "v2"},
+                                                            {"user": "v3", "reference": "Rex.",
+                                                             "checks": {"recall_of": ["Rex"]}}]})
+    suite = load_suite(path)
+    echo = Echo()
+    results = run_suite(suite, echo, RunOptions(history="gold", nll=False, only_checks=("recall_of",)))
+    # a3 and b2 (no reference: b3's history needs it) in the first wave, then b3
+    assert echo.batches == [2, 1]
+    assert results["only_checks"] == ["recall_of"]
+    a, b = results["cases"]
+    assert [(t["depth"], t["reply"]) for t in a["turns"]] == [(3, "echo: Tom?")]
+    assert [(t["depth"], t["reply"]) for t in b["turns"]] == [(2, "echo: v2"), (3, "echo: v3")]
+    assert [t["passed"] for t in a["turns"] + b["turns"]] == [True, True, False]
+    summary = results["summary"]  # b2 carries no check: recorded, not scored
+    assert (summary["turns"], summary["turns_unscored"], summary["cases_passed"]) == (2, 1, 1)
+    again = rescore(results, suite)  # the stored turns map back onto their depths
+    assert again["summary"] == summary and [t["depth"] for t in again["cases"][1]["turns"]] == [2, 3]
+    with pytest.raises(BadRecipe, match="gold history"):
+        run_suite(suite, echo, RunOptions(history="self", only_checks=("recall_of",)))
+    with pytest.raises(BadRecipe, match="'recal_of'"):
+        run_suite(suite, echo, RunOptions(history="gold", only_checks=("recal_of",)))

@@ -115,6 +115,8 @@ def test_causal_reference_nll_in_a_batch_equals_each_pair_alone(trained: Path) -
         alone = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(target)).item()
         assert got == pytest.approx(alone, rel=1e-4, abs=1e-4)
     assert len(set(map(round, batched, [3] * 3))) == 3  # three different replies, three different NLLs
+    # in batches of at most 2 rows, sorted by length: each value back in its pair's place
+    assert LocalBackend(trained, batch_size=2).reference_nll(pairs) == pytest.approx(batched, rel=1e-4, abs=1e-4)
 
 
 @pytest.mark.parametrize("family", ["llama", "t5"])

@@ -24,6 +24,10 @@ class Backend(Protocol):
     def reference_nll(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[float] | None: ...
 
 
+# Padded tokens (rows times the longest) per forward pass of reference scoring.
+NLL_BATCH_TOKENS = 4096
+
+
 class LocalBackend:
     """A checkpoint folder of either family, generating `batch_size` rows at a time with the
     server's batched loop (finished rows leave the batch and the KV cache)."""
@@ -83,18 +87,22 @@ class LocalBackend:
         import torch
 
         from convdistill.models import seq2seq_format
+        from convdistill.padding import batches_by_length
 
         tokenizer = self.chat.tokenizer
-        out: list[float] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start : start + self.batch_size]
-            sources = [self._prompt(history) for history, _ in chunk]
-            targets = [
-                tokenizer(seq2seq_format.target_text(ref, tokenizer), add_special_tokens=False)["input_ids"]
-                for _, ref in chunk
-            ]
+        sources = [self._prompt(history) for history, _ in pairs]
+        targets = [tokenizer(seq2seq_format.target_text(ref, tokenizer), add_special_tokens=False)["input_ids"]
+                   for _, ref in pairs]
+        out: list[float] = [0.0] * len(pairs)
+        # Rows of similar length share a forward pass: one long history among short ones would
+        # otherwise pad them all to its length (most of the compute, measured on the experiment's
+        # held-out first turns).
+        lengths = [len(s) + len(t) for s, t in zip(sources, targets, strict=True)]
+        for batch in batches_by_length(lengths, NLL_BATCH_TOKENS, self.batch_size):
             with torch.inference_mode():
-                out.extend(self._nll_batch(sources, targets))
+                values = self._nll_batch([sources[i] for i in batch], [targets[i] for i in batch])
+            for i, value in zip(batch, values, strict=True):
+                out[i] = value
         return out
 
     def _nll_batch(self, sources: list[list[int]], targets: list[list[int]]) -> list[float]:

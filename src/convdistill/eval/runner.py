@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from convdistill.eval.checks import run_checks, same_replies, turn_score
 from convdistill.eval.judge import Judge
 from convdistill.eval.mt_bench import benchmark_summary, judge_prompt
 from convdistill.eval.scoring import case_score, summarize
-from convdistill.eval.suite import HISTORY_MODES, Case, Suite
+from convdistill.eval.suite import HISTORY_MODES, Case, Checks, Suite
 
 RESULTS_FORMAT = "convdistill-eval-results/1"
 
@@ -33,6 +33,10 @@ class RunOptions:
     judge: Judge | None = None
     pairwise_baseline: dict[str, Any] | None = None  # results of the baseline, for pairwise judging
     nll: bool = True  # teacher-forced NLL of references where the backend can give it
+    # Gold history only: generate and score just the turns that carry one of these checks (say
+    # ("recall_of",)); the other turns are history, their references standing in for replies
+    # (a turn without a reference is still generated: later turns need it). Empty: every turn.
+    only_checks: tuple[str, ...] = ()
 
 
 def turn_history(case: Case, depth: int, replies: Sequence[str | None], mode: str) -> list[Message]:
@@ -49,21 +53,39 @@ def turn_history(case: Case, depth: int, replies: Sequence[str | None], mode: st
     return [*messages, {"role": "user", "content": case.turns[depth].user}]
 
 
+def checked_turns(cases: Sequence[Case], mode: str, names: Sequence[str]) -> set[tuple[int, int]]:
+    """(case, turn) places of the turns that carry one of the checks `names`, and of the turns
+    without a reference that their gold history needs generated: what `RunOptions.only_checks`
+    runs."""
+    unknown = sorted(set(names) - {f.name for f in fields(Checks)})
+    if unknown:
+        raise BadRecipe(f"only_checks: no check is called {', '.join(map(repr, unknown))}")
+    if mode != "gold" or any(case.history == "self" for case in cases):
+        raise BadRecipe("only_checks needs gold history: in self history every turn's reply is a later turn's history")
+    places: set[tuple[int, int]] = set()
+    for i, case in enumerate(cases):
+        places.update((i, k) for k, turn in enumerate(case.turns)
+                      if turn.reference is None or any(getattr(turn.checks, n) for n in names))
+    return places
+
+
 def generate_replies(
-    cases: Sequence[Case], backend: Backend, mode: str, progress: Callable[[int, int], None] | None = None
+    cases: Sequence[Case], backend: Backend, mode: str, progress: Callable[[int, int], None] | None = None,
+    only: set[tuple[int, int]] | None = None,
 ) -> tuple[list[list[str]], list[list[list[Message]]]]:
-    """Every reply of every case, and the history each one was generated from."""
+    """Every reply of every case, and the history each one was generated from; with `only` (gold
+    history), the replies of those (case, turn) places, the others left empty."""
     if mode not in HISTORY_MODES:
         raise BadRecipe(f"history mode {mode!r}: choose {' or '.join(HISTORY_MODES)}")
     modes = [case.history or mode for case in cases]
     replies: list[list[str | None]] = [[None] * len(c.turns) for c in cases]
     histories: list[list[list[Message]]] = [[[] for _ in c.turns] for c in cases]
-    total, done = sum(len(c.turns) for c in cases), 0
+    total, done = (sum(len(c.turns) for c in cases) if only is None else len(only)), 0
     while done < total:
         wave: list[tuple[int, int]] = []
         for i, case in enumerate(cases):
             for k in range(len(case.turns)):
-                if replies[i][k] is not None:
+                if replies[i][k] is not None or (only is not None and (i, k) not in only):
                     continue
                 known = all(
                     replies[i][j] is not None or (modes[i] == "gold" and case.turns[j].reference is not None)
@@ -92,9 +114,10 @@ def run_suite(
     options = options or RunOptions()
     cases = suite.cases
     started = time.perf_counter()
-    replies, histories = generate_replies(cases, backend, options.history, progress)
+    only = checked_turns(cases, options.history, options.only_checks) if options.only_checks else None
+    replies, histories = generate_replies(cases, backend, options.history, progress, only)
     generation_s = time.perf_counter() - started
-    places = [(i, k) for i, c in enumerate(cases) for k in range(len(c.turns))]
+    places = [(i, k) for i, c in enumerate(cases) for k in range(len(c.turns)) if only is None or (i, k) in only]
 
     nll: dict[tuple[int, int], float] = {}
     with_reference = [(i, k) for i, k in places if cases[i].turns[k].reference is not None]
@@ -134,12 +157,13 @@ def run_suite(
     for place, verdict in pairwise.items():
         extras.setdefault(place, {})["pairwise"] = verdict
     medians = {place: rating.median for place, rating in ratings.items()}
-    out_cases, summary = score_replies(cases, replies, nll, medians, extras)
+    out_cases, summary = score_replies(cases, replies, nll, medians, extras, only)
     return {
         "format": RESULTS_FORMAT,
         "suite": suite.path,
         "model": backend.name,
         "history": options.history,
+        **({"only_checks": list(options.only_checks)} if options.only_checks else {}),
         "judge": options.judge.model if options.judge else None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "generation_seconds": round(generation_s, 3),
@@ -169,11 +193,13 @@ def score_replies(
     nll: dict[tuple[int, int], float],
     ratings: dict[tuple[int, int], float | None],
     extras: dict[tuple[int, int], dict[str, Any]],
+    only: set[tuple[int, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every turn's checks and score, the cases' and the run's summary, from the replies (and
     the measurements that came with them, keyed by (case index, turn index)): judge ratings,
-    reference NLLs, and `extras` copied into the turn records as they are."""
-    places = [(i, k) for i, c in enumerate(cases) for k in range(len(c.turns))]
+    reference NLLs, and `extras` copied into the turn records as they are. With `only`, just
+    those turns are scored and recorded (each keeps its depth)."""
+    places = [(i, k) for i, c in enumerate(cases) for k in range(len(c.turns)) if only is None or (i, k) in only]
     # A reply that does not depend on what it is asked (one sentence for every question) fails a
     # gate. Only turns that ask for content count: "Noted." to three facts a user gives is fine.
     asked = [(i, k) for i, k in places if cases[i].turns[k].checks.has_content()]
@@ -183,6 +209,8 @@ def score_replies(
     for i, case in enumerate(cases):
         turns: list[dict[str, Any]] = []
         for k, turn in enumerate(case.turns):
+            if only is not None and (i, k) not in only:
+                continue
             checks = run_checks(
                 turn.checks, replies[i][k], turn.reference, ratings.get((i, k)), nll.get((i, k)), turn.user,
                 repeats.get((i, k), 1),
@@ -227,16 +255,21 @@ def rescore(results: dict[str, Any], suite: Suite) -> dict[str, Any]:
     if missing:
         raise BadInput(f"the results hold no replies for {len(missing)} cases of the suite ({', '.join(missing[:3])}"
                        f"{', ...' if len(missing) > 3 else ''}): run them again instead")
+    # results of a run with only_checks hold just those turns, each under its depth
+    only = (checked_turns(suite.cases, results.get("history", "gold"), results["only_checks"])
+            if results.get("only_checks") else None)
     replies: list[list[str]] = []
     nll: dict[tuple[int, int], float] = {}
     ratings: dict[tuple[int, int], float | None] = {}
     extras: dict[tuple[int, int], dict[str, Any]] = {}
     for i, case in enumerate(suite.cases):
         turns = stored[case.id]["turns"]
-        if [t["user"] for t in turns] != [t.user for t in case.turns]:
+        kept_turns = [k for k in range(len(case.turns)) if only is None or (i, k) in only]
+        if [t["user"] for t in turns] != [case.turns[k].user for k in kept_turns]:
             raise BadInput(f"case {case.id}: its user turns in the results differ from the suite's: run it again")
-        replies.append([t["reply"] for t in turns])
-        for k, t in enumerate(turns):
+        row = [""] * len(case.turns)
+        for k, t in zip(kept_turns, turns, strict=True):
+            row[k] = t["reply"]
             if t.get("nll") is not None:
                 nll[(i, k)] = t["nll"]
             judged = [c["value"] for c in t["checks"] if c["name"] == "judge" and c["value"] is not None]
@@ -245,7 +278,8 @@ def rescore(results: dict[str, Any], suite: Suite) -> dict[str, Any]:
             kept = {key: t[key] for key in ("judge_samples", "judge_spread", "judge_forms", "pairwise") if key in t}
             if kept:
                 extras[(i, k)] = kept
-    out_cases, summary = score_replies(suite.cases, replies, nll, ratings, extras)
+        replies.append(row)
+    out_cases, summary = score_replies(suite.cases, replies, nll, ratings, extras, only)
     return {**results, "suite": suite.path, "rescored": datetime.now(UTC).isoformat(timespec="seconds"),
             "summary": summary, "cases": out_cases}
 

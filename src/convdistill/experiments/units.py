@@ -63,7 +63,7 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
         return "sft", values
     values.update({"teacher": teacher or settings.teacher, "kd_weight": settings.kd_weight,
                    "kd_top_k": settings.kd_top_k, "kd_temperature": settings.kd_temperature,
-                   "kd_loss": settings.kd_loss, "kd_cache_dir": str(kd_cache_dir)})
+                   "kd_loss": settings.kd_loss, "kd_cache": settings.kd_cache, "kd_cache_dir": str(kd_cache_dir)})
     return "distill", values
 
 
@@ -160,11 +160,19 @@ def unit_marker(layout: Layout, settings: Settings, name: str) -> DoneMarker:
     return DoneMarker(layout.results / "units" / f"{name}.json", settings.fingerprint(), field="fingerprint")
 
 
+# Longest units first, so the pool's last minutes go to short ones: SmolLM2 LoRA units took
+# 500 s, the Llama student's 390 s and the T5 student's 130 s; regime a (single turns) the least.
+_FAMILY_COST = {"smollm2-lora": 0, "llama": 1, "t5": 2}
+_REGIME_COST = {"d": 0, "c": 1, "b": 2, "a": 3}
+
+
 def _unit_order(settings: Settings) -> list[tuple[str, str, int]]:
-    """Distillation units of the first seed go first: each builds its family's teacher-logit
-    cache, which the other seeds then reuse (they wait for it rather than build it twice)."""
+    """Longest units first; with a teacher-logit cache, the first seed's distillation units
+    before everything: each builds its family's cache, which the other seeds then reuse (they
+    wait for it rather than build it twice)."""
     units = [(f, r, s) for s in settings.seeds for r in settings.regimes for f in settings.families]
-    return sorted(units, key=lambda u: (not (u[1] == "d" and u[2] == settings.seeds[0]),))
+    return sorted(units, key=lambda u: (settings.kd_cache and not (u[1] == "d" and u[2] == settings.seeds[0]),
+                                        _FAMILY_COST.get(u[0], 9), _REGIME_COST.get(u[1], 9), u[2]))
 
 
 def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: int, threads: int,
@@ -200,7 +208,7 @@ def run_units(settings: Settings, layout: Layout, data: dict[str, Any], jobs: in
 
     # A distillation unit waits until its family's cache is built (by the first seed's unit).
     first_seed = settings.seeds[0]
-    builders = {f for f, r, s in todo if r == "d" and s == first_seed}
+    builders = {f for f, r, s in todo if r == "d" and s == first_seed} if settings.kd_cache else set()
     waiting = [u for u in todo if u[1] == "d" and u[0] in builders and u[2] != first_seed]
     ready = [u for u in todo if u not in waiting]
     running: dict[Future, tuple[str, str, int]] = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from convdistill.padding import pad_with_mask
+from convdistill.padding import batches_by_length, pad_with_mask
 from convdistill.trainers.kd_loss import teacher_topk
 from convdistill.trainers.projection import position_logits, projects_hidden_states
 from convdistill.trainers.tokenize import IGNORE
@@ -94,16 +94,8 @@ def teacher_logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch
 def length_batches(jobs: Sequence[ScoringJob], max_batch_tokens: int) -> list[list[ScoringJob]]:
     """Jobs sorted by length and grouped into batches of at most `max_batch_tokens` padded
     tokens (a longer job alone makes a batch of one)."""
-    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].input_ids))
-    batches: list[list[ScoringJob]] = []
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(jobs[order[end]].input_ids) <= max_batch_tokens:
-            end += 1
-        batches.append([jobs[i] for i in order[start:end]])
-        start = end
-    return batches
+    return [[jobs[i] for i in batch]
+            for batch in batches_by_length([len(job.input_ids) for job in jobs], max_batch_tokens)]
 
 
 def hand_out(batch: Sequence[ScoringJob], top_ids: torch.Tensor, top_log_probs: torch.Tensor,
