@@ -226,6 +226,41 @@ def test_sft_overfits_a_handful_of_paths(students: dict, tmp_path: Path, family:
 
 
 @pytest.mark.parametrize("family", ["llama", "t5"])
+def test_bf16_precision_trains_under_autocast_within_noise_of_fp32(students: dict, tmp_path: Path, family: str):
+    """precision bf16 on a CPU: the matrix products run in bf16 (an output layer's activations
+    say so), the weights and the saved checkpoint stay fp32, and the loss curve and the trained
+    model's reference NLL stay close to an fp32 run of the same recipe. (This CPU may have no
+    bf16 units: bf16 is then emulated, slower but the same numbers.)"""
+    import torch
+    from transformers import TrainerCallback
+
+    from convdistill.eval import LocalBackend
+
+    seen: list[torch.dtype] = []
+
+    class LinearOutputDtype(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+            linear.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+
+    data = paths_file(tmp_path)
+    fields = recipe(students[family], data, tmp_path / "bf16", max_steps=6)
+    del fields["bf16"]
+    bf16 = train("sft", {**fields, "precision": "bf16"}, callbacks=[LinearOutputDtype()])
+    fp32 = train("sft", recipe(students[family], data, tmp_path / "fp32", max_steps=6))
+    assert seen and set(seen) == {torch.bfloat16}
+    curves = losses(bf16), losses(fp32)
+    assert curves[0][-1] < curves[0][0]
+    assert curves[0] == pytest.approx(curves[1], rel=0.05), curves  # bf16's 8-bit mantissa: within a few %
+    backend = LocalBackend(bf16.checkpoint, precision="bf16")
+    assert next(backend.chat.model.parameters()).dtype == torch.float32
+    pairs = [([{"role": "user", "content": QUESTIONS[0]}], REPLIES[0])]
+    assert backend.reference_nll(pairs) == pytest.approx(
+        LocalBackend(bf16.checkpoint, precision="fp32").reference_nll(pairs), rel=0.02)
+    assert backend.generate([pairs[0][0]])  # greedy generation runs under autocast too
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
 def test_dpo_reward_margins_rise(students: dict, tmp_path: Path, family: str):
     result = train("dpo", recipe(students[family], pairs_file(tmp_path), tmp_path / "out",
                                  max_steps=8, learning_rate=1e-3, beta=0.1))

@@ -29,6 +29,21 @@ from convdistill.errors import ConvdistillError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # summaries stay one line
 
+
+def _check_precision(value: str) -> str:
+    from convdistill.precision import PRECISIONS
+
+    if value not in PRECISIONS:
+        raise typer.BadParameter(f"{value!r}: choose {', '.join(PRECISIONS)}")
+    return value
+
+
+# `--precision` of the commands that run a model (serve, eval run)
+PRECISION_OPTION = typer.Option(
+    "--precision", callback=_check_precision,
+    help="auto: bf16 autocast where the hardware has bf16 units (AVX512-BF16 or AMX, a GPU), fp32 elsewhere; "
+    "bf16 or fp32 to choose.")
+
 # -- options used by several commands ---------------------------------------------------------
 InputFile = Annotated[
     Path,

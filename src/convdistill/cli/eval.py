@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from convdistill.cli.common import OnErrorOpt, RejectsOpt, err_console, fail
+from convdistill.cli.common import PRECISION_OPTION, OnErrorOpt, RejectsOpt, err_console, fail
 from convdistill.files import write_json, write_jsonl
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ def run(
                                                 help="Also write a Markdown report (and PNG) here.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads for a local model "
                                                 "(default: torch's; 1 is faster on busy shared cores).")] = None,
+    precision: Annotated[str, PRECISION_OPTION] = "auto",
 ) -> None:
     """Run SUITE against MODEL and write per-turn, per-case, per-tag and per-depth scores."""
     from convdistill.eval import HISTORY_MODES, Judge, RunOptions, load_suites, open_backend, run_suite
@@ -88,7 +89,7 @@ def run(
         err_console.print(escape(f"loading {model} ..." if not endpoint else f"using {model} at {endpoint}"))
         backend = open_backend(model, endpoint, api_key=api_key, batch_size=batch_size, max_tokens=max_tokens,
                                temperature=temperature, seed=seed, cache_path=cache,
-                               references=reference_pool(cases))
+                               references=reference_pool(cases), precision=precision)
         results = run_suite(
             cases, backend, RunOptions(history, judge, baseline, nll),
             progress=lambda done, total: err_console.print(f"generated {done}/{total} turns"),

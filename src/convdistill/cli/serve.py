@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from convdistill.cli.common import err_console
+from convdistill.cli.common import PRECISION_OPTION, err_console
 from convdistill.errors import BadRecipe
 
 
@@ -42,6 +42,7 @@ def serve_command(
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="torch threads for generation (default: torch's choice). On a machine "
         "shared with other jobs, fewer threads than cores avoids heavy slow-downs.")] = None,
+    precision: Annotated[str, PRECISION_OPTION] = "auto",
 ) -> None:
     """Serve MODEL with OpenAI's chat completions API (POST /v1/chat/completions)."""
     from convdistill.serve import Limits, ServeSettings, load_chat_model
@@ -63,7 +64,7 @@ def serve_command(
 
         torch.set_num_threads(threads)
     err_console.print(f"loading {model} ...")
-    chat_model = load_chat_model(model, served_name)  # no such model: Unavailable, one line
+    chat_model = load_chat_model(model, served_name, precision)  # no such model: Unavailable, one line
     auth = "API key required" if api_key else "no API key"
     err_console.print(f"serving {chat_model.name} at http://{host}:{port}/v1 ({auth})")
     build_server(chat_model, settings).run()

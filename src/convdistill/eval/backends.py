@@ -40,10 +40,11 @@ class LocalBackend:
         max_tokens: int = 128,
         temperature: float = 0.0,
         seed: int = 0,
+        precision: str = "auto",
     ):
         from convdistill.serve.chat_model import ChatModel
 
-        self.chat = ChatModel(path, name)
+        self.chat = ChatModel(path, name, precision)
         self.name = self.chat.name
         self.batch_size = max(1, batch_size)
         self.max_tokens = max_tokens
@@ -106,6 +107,12 @@ class LocalBackend:
         return out
 
     def _nll_batch(self, sources: list[list[int]], targets: list[list[int]]) -> list[float]:
+        from convdistill.precision import autocast
+
+        with autocast(self.chat.precision):
+            return self._nll_batch_in_precision(sources, targets)
+
+    def _nll_batch_in_precision(self, sources: list[list[int]], targets: list[list[int]]) -> list[float]:
         import torch
 
         from convdistill.padding import pad_right, pad_with_mask
@@ -247,6 +254,7 @@ def open_backend(
     seed: int = 0,
     cache_path: str | Path | None = None,
     references: Sequence[tuple[str, str]] = (),
+    precision: str = "auto",
 ) -> Backend:
     """`model` at `endpoint` when one is given; else a control model (`control:constant`, ...;
     `references` is the shuffled control's pool), a checkpoint folder or an embedded model name."""
@@ -262,4 +270,4 @@ def open_backend(
 
     folder = resolve_model(model)
     name = model if not Path(model).expanduser().is_dir() else Path(model).name
-    return LocalBackend(folder, name, batch_size, max_tokens, temperature, seed)
+    return LocalBackend(folder, name, batch_size, max_tokens, temperature, seed, precision)

@@ -18,6 +18,7 @@ from jinja2 import TemplateError
 
 from convdistill.errors import BadInput, BadRecipe
 from convdistill.models import seq2seq_format
+from convdistill.precision import announce, autocast, resolve_precision
 from convdistill.serve.events import Delta, Failed, Finished, Job, Logprobs, TokenLogprob
 from convdistill.serve.sampling import next_tokens, row_generator
 from convdistill.serve.text_stream import TextStream
@@ -37,7 +38,7 @@ class _Row:
 
 
 class ChatModel:
-    def __init__(self, path: str | Path, name: str | None = None):
+    def __init__(self, path: str | Path, name: str | None = None, precision: str = "auto"):
         from transformers import (
             AutoConfig,
             AutoModelForCausalLM,
@@ -59,6 +60,9 @@ class ChatModel:
         if not self.tokenizer.chat_template:
             raise BadRecipe(f"{self.path}: the tokenizer has no chat template; cannot serve chat")
         self.model = auto.from_pretrained(self.path, dtype=torch.float32).eval()
+        # fp32 weights; bf16 autocast around the forward passes where the hardware has bf16 units
+        self.precision = resolve_precision(precision)
+        announce(self.precision, "generation and scoring")
         self.pad_id = _first_int(config.pad_token_id, self.tokenizer.pad_token_id, 0)
         eos = [*_as_list(self.model.generation_config.eos_token_id), self.tokenizer.eos_token_id]
         self.eos_ids = {i for i in eos if i is not None}
@@ -133,6 +137,10 @@ class ChatModel:
     @torch.inference_mode()
     def generate(self, jobs: list[Job]) -> None:
         """Run `jobs` as one batch until every row has finished, emitting events as it goes."""
+        with autocast(self.precision):
+            self._generate(jobs)
+
+    def _generate(self, jobs: list[Job]) -> None:
         rows = [
             _Row(j, TextStream(self._decoder, j.params.stop), row_generator(j.seed)) for j in jobs
         ]

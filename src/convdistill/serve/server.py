@@ -34,12 +34,13 @@ class ServeSettings:
     log_level: str = "warning"
 
 
-def load_chat_model(name_or_path: str | Path, served_name: str | None = None) -> ChatModel:
-    """An embedded model name (converted on first use) or a checkpoint folder."""
+def load_chat_model(name_or_path: str | Path, served_name: str | None = None, precision: str = "auto") -> ChatModel:
+    """An embedded model name (converted on first use) or a checkpoint folder; `precision`: auto
+    (bf16 autocast where the hardware has bf16 units), bf16 or fp32."""
     path = resolve_model(name_or_path)
     default = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else path.name
     try:
-        return ChatModel(path, served_name or default)
+        return ChatModel(path, served_name or default, precision)
     except OSError as exc:  # transformers: a checkpoint folder without its weights or tokenizer
         raise Unavailable(str(exc)) from exc
 

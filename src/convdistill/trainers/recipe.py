@@ -106,6 +106,15 @@ class DataConfig:
             "is) and the adapter in adapter/. False: the adapter only."
         },
     )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: bf16 mixed precision where the hardware has bf16 units (a GPU that "
+            "supports it, a CPU with AVX512-BF16 or AMX), fp32 elsewhere; bf16 or fp32 to choose. "
+            "TRL's own bf16 / fp16 fields, when given, win.",
+            "choices": ["auto", "bf16", "fp32"],
+        },
+    )
 
 
 def _dataclasses(method: Method, values: dict[str, Any]) -> tuple[type, ...]:
@@ -163,10 +172,26 @@ def set_derived(config: Any, name: str, value: Any, why: str) -> None:
     setattr(config, name, value)
 
 
-def _has_gpu() -> bool:
-    import torch
+def apply_precision(values: dict[str, Any], where: str) -> None:
+    """Set TRL's bf16 (and, for bf16 on a CPU, transformers' use_cpu, which it requires there)
+    from the recipe's `precision`, unless the recipe sets bf16 or fp16 itself. TRL defaults
+    bf16 to true, which transformers refuses on a machine without a GPU, and leaves a CPU's bf16
+    units unused."""
+    from convdistill.precision import announce, resolve_precision
 
-    return torch.cuda.is_available()
+    requested = values.get("precision", "auto")
+    if "bf16" in values or values.get("fp16"):
+        if "precision" in values:
+            raise RecipeError(f"{where}: give either precision or TRL's bf16 / fp16, not both")
+        return
+    try:
+        chosen = resolve_precision(str(requested))
+    except BadRecipe as exc:
+        raise RecipeError(f"{where}: field 'precision': {exc}") from None
+    values["bf16"] = chosen.bf16
+    if chosen.bf16 and chosen.device == "cpu":
+        values.setdefault("use_cpu", True)
+    announce(chosen, "training")
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
@@ -207,9 +232,7 @@ def load_recipe(
     elif overrides:
         values.update(overrides)
 
-    if "bf16" not in values and not values.get("fp16") and not _has_gpu():
-        # TRL defaults bf16 to true, which transformers refuses on a machine without a GPU.
-        values["bf16"] = False
+    apply_precision(values, where)
     classes = _dataclasses(method, values)
     parser = HfArgumentParser(classes)  # type: ignore[arg-type]  # dataclass types
     # A bool field defaulting to true has two actions with one dest: `--field` (typed) and
