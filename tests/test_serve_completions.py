@@ -102,6 +102,34 @@ def test_a_batch_of_token_id_prompts_scores_each_as_alone(url: str, reference):
                    for top in logprobs["top_logprobs"][1:])
 
 
+def test_choices_that_share_a_question_run_its_prefix_once_and_score_as_alone(url: str, llama: Path, reference):
+    """lm-eval's multiple choice: context + each choice in one batch. The shared context runs once
+    (its KV cache copied to each choice's row); every log-probability, top-k and generated token
+    equals the prompt scored alone, and the model run directly."""
+    from convdistill.serve.chat_model import shared_prefixes
+
+    tokenizer, _ = reference
+    contexts = [tokenizer(f"Question: {q}\nAnswer:")["input_ids"]
+                for q in ("Is the capital of France a large city?", "Do plants need light to grow well?")]
+    choices = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in (" yes", " no, not at all", " maybe")]
+    batch = [context + choice for context in contexts for choice in choices] + [tokenizer(PROMPTS[2])["input_ids"]]
+    plan = shared_prefixes(batch)
+    assert plan is not None and plan.groups == [[0, 1, 2], [3, 4, 5], [6]]
+    assert plan.lengths[:2] == [len(contexts[0]), len(contexts[1])]
+    body = {"prompt": batch, "max_tokens": 3, "temperature": 0, "echo": True, "logprobs": 3,
+            "return_tokens_as_token_ids": True}
+    together = post(url, body)
+    assert together.status_code == 200, together.text
+    for ids, choice in zip(batch, sorted(together.json()["choices"], key=lambda c: c["index"]), strict=True):
+        alone = post(url, {**body, "prompt": ids}).json()["choices"][0]
+        assert choice["text"] == alone["text"]  # the same greedy continuation after a shared prefill
+        got, want = choice["logprobs"], alone["logprobs"]
+        assert got["tokens"] == want["tokens"]
+        assert got["token_logprobs"][1:] == pytest.approx(want["token_logprobs"][1:], abs=1e-4)
+        assert [list(top) for top in got["top_logprobs"][1:]] == [list(top) for top in want["top_logprobs"][1:]]
+        assert got["token_logprobs"][1:len(ids)] == pytest.approx(prompt_log_probs(reference, ids)[0], abs=1e-4)
+
+
 def test_seeded_sampling_and_n_choices_per_prompt(url: str):
     body = {"prompt": PROMPTS[:2], "max_tokens": 5, "temperature": 1.0, "seed": 11, "n": 2}
     first, second = post(url, body).json(), post(url, body).json()

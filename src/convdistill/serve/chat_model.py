@@ -18,6 +18,7 @@ from jinja2 import TemplateError
 
 from convdistill.errors import BadInput, BadRecipe
 from convdistill.models import seq2seq_format
+from convdistill.padding import pad_with_mask
 from convdistill.precision import announce, autocast, resolve_precision
 from convdistill.serve.events import Delta, Failed, Finished, Job, Logprobs, TokenLogprob
 from convdistill.serve.sampling import next_tokens, row_generator
@@ -78,6 +79,8 @@ class ChatModel:
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns, and goes in
         # 5.40); older releases know only the old name
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        # run a prefix that several prompts of a batch share once (see `shared_prefixes`)
+        self.share_prefixes = not self.is_encoder_decoder
         # tokens sampled since start (written by the worker only): /health shows it, so that a
         # test or a benchmark can tell a server that still generates from an idle one
         self.generated_tokens = 0
@@ -220,66 +223,101 @@ class ChatModel:
     # -- model plumbing --------------------------------------------------------------------
     def _prefill(self, jobs: list[Job]) -> tuple[torch.Tensor, dict[str, Any]]:
         prompts = [job.prompt_ids for job in jobs]
-        width = max(map(len, prompts))
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            if self.is_encoder_decoder:  # the encoder sees the whole input: pad on the right
-                ids[i, : len(prompt)] = torch.tensor(prompt)
-                mask[i, : len(prompt)] = 1
-            else:  # the next token follows the last prompt token: pad on the left
-                ids[i, width - len(prompt) :] = torch.tensor(prompt)
-                mask[i, width - len(prompt) :] = 1
-        if self.is_encoder_decoder:
+        if self.is_encoder_decoder:  # the encoder sees the whole input: pad on the right
+            ids, mask = pad_with_mask(prompts, self.pad_id)
             encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask)
             start = torch.full((len(prompts), 1), self.decoder_start, dtype=torch.long)
             state = {"encoder": encoded.last_hidden_state, "mask": mask, "cache": None}
             return self._step(start, state)
+        plan = shared_prefixes(prompts) if self.share_prefixes else None
+        if plan is not None:
+            return self._prefill_shared(jobs, plan)
+        # the next token follows the last prompt token: pad on the left
+        ids, mask = _pad_left(prompts, self.pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        if any(job.prompt_logprobs is not None for job in jobs):
-            out, last = self._prefill_scoring(jobs, ids, mask, positions)
-        else:
-            extra = {"logits_to_keep": 1} if self.takes_logits_to_keep else {}
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
-            )
-            last = out.logits[:, -1]
+        scored = [(r, 0) for r, job in enumerate(jobs) if job.prompt_logprobs is not None and not job.cancelled]
+        out, logits_at = self._forward(ids, mask, positions, None, project=bool(scored))
+        if scored:
+            self._emit_prompt_logprobs(jobs, {r: _ScoredSpan(logits_at, r, ids.shape[1] - len(prompts[r]), 0)
+                                              for r, _ in scored})
         state = {"cache": _cache_of(out), "mask": mask, "positions": positions[:, -1:]}
-        return last, state
+        return logits_at((slice(None), -1)), state
 
-    def _prefill_scoring(
-        self, jobs: list[Job], ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[Any, torch.Tensor]:
-        """The prefill for a batch with prompts to score (`echo`): each such row's log-probability
-        of every prompt token is emitted. Only the scored positions are projected onto the
-        vocabulary, all rows' together in chunks of SCORE_CHUNK positions (full logits of a
-        16 x 512 batch would take 1.6 GB)."""
+    def _prefill_shared(self, jobs: list[Job], plan: PrefixPlan) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The prefill of a batch whose prompts share prefixes (the choices of one question, a
+        long common system prompt): each group's prefix runs once, its KV cache is copied to the
+        group's rows, and only their own suffixes run after it. Prompt log-probabilities of the
+        prefix positions are computed once per group too."""
+        prompts = [job.prompt_ids for job in jobs]
+        prefixes = [prompts[members[0]][:length] for members, length in zip(plan.groups, plan.lengths, strict=True)]
+        scoring = any(job.prompt_logprobs is not None and not job.cancelled for job in jobs)
+        ids_p, mask_p = _pad_left(prefixes, self.pad_id)
+        positions_p = (mask_p.cumsum(-1) - 1).clamp(min=0)
+        out_p, at_p = self._forward(ids_p, mask_p, positions_p, None, project=scoring)
+        cache = _cache_of(out_p)
+        group_of = torch.tensor(plan.group_of)
+        cache.batch_select_indices(group_of)  # each row gets a copy of its group's prefix
+        lengths = torch.tensor(plan.lengths)[group_of]
+        suffixes = [prompt[int(length):] for prompt, length in zip(prompts, lengths, strict=True)]
+        ids_s, mask_s = _pad_left(suffixes, self.pad_id)
+        mask = torch.cat([mask_p[group_of], mask_s], dim=1)  # holes where the suffix is padded
+        positions = lengths[:, None] + (mask_s.cumsum(-1) - 1).clamp(min=0)
+        out, at_s = self._forward(ids_s, mask, positions, cache, project=scoring)
+        if scoring:
+            width_p, width_s = ids_p.shape[1], ids_s.shape[1]
+            spans = {}
+            for r, job in enumerate(jobs):
+                if job.prompt_logprobs is None or job.cancelled:
+                    continue
+                g, length = plan.group_of[r], plan.lengths[plan.group_of[r]]
+                spans[r] = _ScoredSpan(at_p, g, width_p - length, 0, shared=(g, length),
+                                       rest=_ScoredSpan(at_s, r, width_s - len(suffixes[r]), length))
+            self._emit_prompt_logprobs(jobs, spans)
+        state = {"cache": _cache_of(out), "mask": mask, "positions": positions[:, -1:]}
+        return at_s((slice(None), -1)), state
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
+                 project: bool) -> tuple[Any, Any]:
+        """One decoder-only forward pass with its KV cache; returns the output and `logits_at`.
+        `project`: the head projects only the positions asked for (a head with soft-capping or
+        scaling cannot: then all logits are computed); else only the last position's logits."""
         from convdistill.trainers.projection import position_logits, projects_hidden_states
 
-        width = ids.shape[1]
-        scored_rows = [r for r, j in enumerate(jobs) if j.prompt_logprobs is not None and not j.cancelled]
-        scored = [jobs[r] for r in scored_rows]
-        rows = torch.tensor([r for r in scored_rows for _ in jobs[r].prompt_ids[1:]], dtype=torch.long)
-        cols = torch.tensor([c for j in scored for c in range(width - len(j.prompt_ids), width - 1)],
-                            dtype=torch.long)
-        targets = [t for j in scored for t in j.prompt_ids[1:]]
-        # a head with soft-capping or scaling cannot project positions: then all logits are computed
-        out, logits_at = position_logits(self.model, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                         use_cache=True, project=projects_hidden_states(self.model))
-        last = logits_at((slice(None), -1))
+        past = {self._cache_arg: cache} if cache is not None else {}
+        if project:
+            return position_logits(self.model, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   use_cache=True, project=projects_hidden_states(self.model), **past)
+        extra = {"logits_to_keep": 1} if self.takes_logits_to_keep else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **extra, **past)
+        return out, lambda index: out.logits[:, -1][index[0]]  # the last position only
 
-        k = max((j.prompt_logprobs or 0 for j in scored), default=0)
-        entries: list[TokenLogprob] = []
-        for first in range(0, len(targets), SCORE_CHUNK):
-            chunk = slice(first, first + SCORE_CHUNK)
-            entries.extend(logprob_entries(logits_at((rows[chunk], cols[chunk])), targets[chunk], k))
-        at = 0
-        for job in scored:
-            count = len(job.prompt_ids) - 1
-            mine = tuple(_trimmed(e, job.prompt_logprobs or 0) for e in entries[at: at + count])
-            job.emit(Logprobs(job.index, mine, prompt=True))
-            at += count
-        return out, last
+    def _emit_prompt_logprobs(self, jobs: list[Job], spans: dict[int, _ScoredSpan]) -> None:
+        """Each scored row's log-probability of every prompt token after the first (OpenAI's
+        `echo`), projected onto the vocabulary in chunks of SCORE_CHUNK positions (full logits
+        of a 16 x 512 batch would take 1.6 GB). Positions of a shared prefix are scored once for
+        all the rows of their group."""
+        k = max((jobs[r].prompt_logprobs or 0 for r in spans), default=0)
+        entries: dict[int, list[TokenLogprob]] = {}
+        shared: dict[tuple[int, int], tuple[TokenLogprob, ...]] = {}
+        for r, span in spans.items():
+            prompt = jobs[r].prompt_ids
+            mine: list[TokenLogprob] = []
+            own = span
+            if span.shared is not None:
+                length = span.shared[1]
+                if span.shared not in shared:  # prefix tokens 1..length-1, the same for the group
+                    shared[span.shared] = tuple(_score_span(span, range(length - 1), prompt[1:length], k))
+                mine += shared[span.shared]
+                # the first suffix token, predicted at the prefix's last position: one per row
+                mine += _score_span(span, [length - 1], [prompt[length]], k)
+                assert span.rest is not None
+                own = span.rest
+            mine += _score_span(own, range(len(prompt) - own.start - 1), prompt[own.start + 1:], k)
+            entries[r] = mine
+        for r, mine in entries.items():
+            job = jobs[r]
+            job.emit(Logprobs(job.index, tuple(_trimmed(e, job.prompt_logprobs or 0) for e in mine), prompt=True))
 
     def _step(
         self, tokens: torch.Tensor, state: dict[str, Any]
@@ -315,6 +353,102 @@ class ChatModel:
             if key in state:
                 state[key] = state[key][keep]
         return state
+
+
+# Rows share a prefix run once when their prompts agree on at least this many first tokens.
+MIN_SHARED_PREFIX = 8
+
+
+@dataclass(frozen=True)
+class PrefixPlan:
+    """Rows grouped by a shared prompt prefix: `groups[g]` the rows of group g, `lengths[g]` its
+    prefix length (every row keeps at least one token of its own after it), `group_of[r]` row
+    r's group."""
+
+    groups: list[list[int]]
+    lengths: list[int]
+    group_of: list[int]
+
+
+def shared_prefixes(prompts: list[list[int]], min_shared: int = MIN_SHARED_PREFIX,
+                    max_cost: float = 0.8) -> PrefixPlan | None:
+    """A plan that runs each shared prefix once, or None when it would not save at least
+    1 - `max_cost` of the padded positions the batch costs as it is."""
+    if len(prompts) < 2 or min(map(len, prompts)) < 2:
+        return None
+    by_start: dict[tuple[int, ...], list[int]] = {}
+    groups: list[list[int]] = []
+    for r, prompt in enumerate(prompts):
+        if len(prompt) > min_shared:
+            key = tuple(prompt[:min_shared])
+            if key in by_start:
+                by_start[key].append(r)
+                continue
+            by_start[key] = members = [r]
+            groups.append(members)
+        else:
+            groups.append([r])
+    if len(groups) == len(prompts):
+        return None
+    lengths = []
+    for members in groups:
+        first, shortest = prompts[members[0]], min(len(prompts[r]) for r in members)
+        length = shortest - 1  # a row's last token must run with its own suffix
+        for r in members[1:]:
+            other = prompts[r]
+            length = next((i for i in range(length) if other[i] != first[i]), length)
+        lengths.append(length)
+    group_of = [0] * len(prompts)
+    for g, members in enumerate(groups):
+        for r in members:
+            group_of[r] = g
+    if min(lengths) < 1:
+        return None
+    suffix_width = max(len(prompts[r]) - lengths[group_of[r]] for r in range(len(prompts)))
+    shared_cost = len(groups) * max(lengths) + len(prompts) * suffix_width
+    if shared_cost > max_cost * len(prompts) * max(map(len, prompts)):
+        return None
+    return PrefixPlan(groups, lengths, group_of)
+
+
+@dataclass(frozen=True)
+class _ScoredSpan:
+    """Where a row's prompt positions are in a forward pass: row `row` of `logits_at`, its token
+    `start` at column `offset`. `shared` (group, prefix length): the prefix part of a shared
+    prefill, and `rest` the span of the row's own suffix after it."""
+
+    logits_at: Any
+    row: int
+    offset: int
+    start: int
+    shared: tuple[int, int] | None = None
+    rest: _ScoredSpan | None = None
+
+
+def _score_span(span: _ScoredSpan, steps: Any, targets: list[int], k: int) -> list[TokenLogprob]:
+    """Log-probabilities of `targets`, predicted at the span's tokens `steps` (relative to its
+    start), in chunks of SCORE_CHUNK positions."""
+    cols = [span.offset + step for step in steps]
+    out: list[TokenLogprob] = []
+    for first in range(0, len(cols), SCORE_CHUNK):
+        chunk = cols[first: first + SCORE_CHUNK]
+        rows = torch.full((len(chunk),), span.row, dtype=torch.long)
+        out.extend(logprob_entries(span.logits_at((rows, torch.tensor(chunk, dtype=torch.long))),
+                                   targets[first: first + SCORE_CHUNK], k))
+    return out
+
+
+def _pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and mask: each row's last token in the last column, where generation
+    goes on."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+    return ids, mask
 
 
 def logprob_entries(logits: torch.Tensor, chosen: list[int], k: int) -> tuple[TokenLogprob, ...]:
