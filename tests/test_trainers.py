@@ -12,6 +12,7 @@ from conftest import ROOT, run_cli, write_jsonl
 from convdistill.trainers import TruncationStats, load_recipe, train
 from convdistill.trainers.data import train_flags
 from convdistill.trainers.family import DECODER_ONLY, ENCODER_DECODER
+from convdistill.trainers.truncation import TruncationStats
 from convdistill.trainers.loading import load_tokenizer
 from convdistill.trainers.recipe import RecipeError
 from convdistill.trainers.tokenize import IGNORE, seq2seq_examples, tokenize_path
@@ -258,6 +259,85 @@ def test_bf16_precision_trains_under_autocast_within_noise_of_fp32(students: dic
     assert backend.reference_nll(pairs) == pytest.approx(
         LocalBackend(bf16.checkpoint, precision="fp32").reference_nll(pairs), rel=0.02)
     assert backend.generate([pairs[0][0]])  # greedy generation runs under autocast too
+
+
+def test_token_budget_sampler_covers_every_example_once_within_the_budget():
+    from convdistill.trainers.batching import TokenBudgetSampler
+
+    lengths = [12, 300, 40, 41, 39, 120, 8, 500, 64, 66, 9, 10, 700]
+    sampler = TokenBudgetSampler(lengths, batch_tokens=256, seed=3)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        epochs.append(batches)
+        assert len(batches) == len(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each once
+        for batch in batches:  # within the budget, or one example longer than it alone
+            assert len(batch) * max(lengths[i] for i in batch) <= 256 or len(batch) == 1
+    assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1])  # same batches, new order
+    ranks = [list(TokenBudgetSampler(lengths, 256, seed=3, world=2, rank=r)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) and not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
+
+
+def test_batch_tokens_is_refused_where_it_cannot_apply():
+    base = {"model_name_or_path": "student:llama-tiny", "train_file": "x.jsonl", "output_dir": "unused"}
+    for method, extra, message in (("sft", {"packing": True}, "not both"), ("dpo", {}, "sft and off-policy"),
+                                   ("distill", {"teacher": "t", "distill_mode": "on_policy"}, "sft and off-policy"),
+                                   ("sft", {"batch_tokens": 4}, "at least 8")):
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(method, {**base, "batch_tokens": 512, **extra})
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_token_budget_batches_give_the_same_loss_on_the_same_tokens(students: dict, tmp_path: Path, family: str):
+    """An epoch of token-budget batches and an epoch of plain batches score the same examples:
+    their label-weighted losses agree (the model held fixed), with fewer padded positions; a
+    real run with batch_tokens takes one step per budget batch."""
+    import torch
+    from datasets import Dataset
+
+    from convdistill.trainers.batching import TokenBudgetSampler
+    from convdistill.trainers.loading import load_model
+
+    fam = ENCODER_DECODER if family == "t5" else DECODER_ONLY
+    tokenizer = load_tokenizer(students[family], fam)
+    records = []
+    for i in (0, 5, 1, 4, 0, 2, 3, 1):  # replies of very different lengths, in no order
+        record = three_exchanges(system=False)
+        record["messages"][1]["content"] = " ".join([REPLIES[0]] * (1 + 3 * i))
+        records.append(record)
+    data = write_jsonl(tmp_path / "paths.jsonl", records)
+    examples = [e for r in records for e in fam.sft_examples(r["messages"], train_flags(r, "all"), tokenizer,
+                                                             96, 48, TruncationStats())]
+    config = load_recipe("sft", recipe(students[family], data, tmp_path / "fixed", max_steps=1))[2]
+    model = load_model(students[family], fam).eval()
+    trainer = fam.sft_trainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
+                              processing_class=tokenizer, batch_tokens=160)
+    budget = trainer._get_train_sampler()
+    assert isinstance(budget, TokenBudgetSampler)
+    plain = [list(range(i, min(i + 4, len(examples)))) for i in range(0, len(examples), 4)]
+
+    def epoch(batches: list[list[int]]) -> tuple[float, int, int]:
+        total, labels, cells = 0.0, 0, 0
+        for batch in batches:
+            inputs = trainer.data_collator([examples[i] for i in batch])
+            count = int((inputs["labels"] != IGNORE).sum())
+            cells += inputs["input_ids"].numel() + (inputs["labels"].numel() if family == "t5" else 0)
+            with torch.no_grad():
+                total += float(trainer.compute_loss(model, dict(inputs))) * count
+            labels += count
+        return total / labels, labels, cells
+
+    budget_loss, budget_labels, budget_cells = epoch(list(budget))
+    plain_loss, plain_labels, plain_cells = epoch(plain)
+    assert budget_labels == plain_labels and budget_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert budget_cells < plain_cells
+    result = train("sft", recipe(students[family], data, tmp_path / "run", batch_tokens=160, num_train_epochs=1,
+                                 max_steps=-1))
+    sampler = result.trainer._get_train_sampler()
+    assert isinstance(sampler, TokenBudgetSampler) and result.global_step == len(sampler)
+    assert losses(result)[-1] < losses(result)[0]
 
 
 @pytest.mark.parametrize("family", ["llama", "t5"])

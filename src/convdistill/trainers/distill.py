@@ -94,7 +94,8 @@ def train_distill(data: Any, model_args: Any, args: Any, callbacks: list[Any] | 
     trainer = TokenDistillTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
         peft_config=peft_config(model_args, family), callbacks=[runlog, *(callbacks or [])], family=family,
-        cache=cache[0], teacher=live, teacher_pad_id=tokenizer.pad_token_id, vocab_size=vocab_size)
+        cache=cache[0], teacher=live, teacher_pad_id=tokenizer.pad_token_id, vocab_size=vocab_size,
+        batch_tokens=data.batch_tokens)
     trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint, args.output_dir))
     teacher_name = teacher.name if isinstance(teacher, ServedTeacher) else str(teacher)
     extra = {"teacher": teacher_name, "kd_loss": args.kd_loss, "kd_weight": args.kd_weight,

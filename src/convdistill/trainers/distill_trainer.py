@@ -19,6 +19,7 @@ from trl import SFTTrainer
 
 from convdistill.errors import BadRecipe
 from convdistill.padding import pad_right, pad_with_mask
+from convdistill.trainers.batching import TokenBudgetMixin
 from convdistill.trainers.heads import base_model
 from convdistill.trainers.kd_config import DistillConfig
 from convdistill.trainers.kd_loss import kd_token_loss, teacher_topk
@@ -102,7 +103,7 @@ TEACHER_KEYS = ("teacher_top_ids", "teacher_top_log_probs", "teacher_input_ids",
                 "teacher_rows", "teacher_cols")
 
 
-class TokenDistillTrainer(SFTTrainer):
+class TokenDistillTrainer(TokenBudgetMixin, SFTTrainer):
     """SFTTrainer whose loss is kd_weight * KD + (1 - kd_weight) * CE over the labelled tokens;
     `args` is a kd_config.DistillConfig (TRL's SFTConfig and the kd fields).
 

@@ -106,6 +106,14 @@ class DataConfig:
             "is) and the adapter in adapter/. False: the adapter only."
         },
     )
+    batch_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token-budget batches (SFT and off-policy distillation): each batch holds as many "
+            "examples as fit this many padded tokens, sorted by length (per_device_train_batch_size is "
+            "then unused). Default: fixed batches of per_device_train_batch_size examples."
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -270,6 +278,13 @@ def load_recipe(
     if model.model_name_or_path is None:
         raise RecipeError(f"{where}: field 'model_name_or_path' is required (a checkpoint folder, "
                           "an embedded model name, or student:t5-tiny / student:llama-tiny)")
+    if data.batch_tokens is not None:
+        if data.batch_tokens < 8:
+            raise RecipeError(f"{where}: field 'batch_tokens' must be at least 8, got {data.batch_tokens}")
+        if getattr(train, "packing", False):
+            raise RecipeError(f"{where}: give batch_tokens or packing, not both (packing leaves no padding to save)")
+        if method == "dpo" or getattr(train, "distill_mode", "off_policy") != "off_policy":
+            raise RecipeError(f"{where}: batch_tokens applies to sft and off-policy distill only")
     for name in ("max_length", "max_target_length"):
         value = getattr(train if name == "max_length" else data, name, None)
         if value is not None and value < 8:

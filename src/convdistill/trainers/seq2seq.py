@@ -24,7 +24,9 @@ from trl import SFTTrainer
 
 from convdistill.errors import BadRecipe
 from convdistill.padding import pad_right, pad_with_mask
+from convdistill.trainers.batching import TokenBudgetMixin
 from convdistill.trainers.dpo_trainer import FittedDPOTrainer
+from convdistill.trainers.family import ENCODER_DECODER
 from convdistill.trainers.heads import add_seq2seq_logits_head, prefer_logits_head, token_loss
 from convdistill.trainers.recipe import set_derived
 from convdistill.trainers.tokenize import IGNORE
@@ -66,10 +68,13 @@ def decoder_start_id(model: Any) -> int:
     return int(start)
 
 
-class Seq2SeqSFTTrainer(SFTTrainer):
+class Seq2SeqSFTTrainer(TokenBudgetMixin, SFTTrainer):
     """TRL's SFTTrainer for encoder-decoder models, on pre-tokenized (source -> reply) examples
     from `tokenize.seq2seq_examples`. Packing and padding-free do not apply (the encoder is
-    bidirectional); `train_sampling_strategy: group_by_length` cuts padding instead."""
+    bidirectional); token-budget batches (`batch_tokens`) or `train_sampling_strategy:
+    group_by_length` cut padding instead."""
+
+    family = ENCODER_DECODER
 
     def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any,
                  **kwargs: Any) -> None:

@@ -25,7 +25,7 @@ def train_sft(data: Any, model_args: Any, args: Any, callbacks: list[Any] | None
     trainer = family.sft_trainer(model=model, args=args, train_dataset=train,
                                  eval_dataset=evaluation, processing_class=tokenizer,
                                  peft_config=peft_config(model_args, family),
-                                 callbacks=[runlog, *(callbacks or [])])
+                                 callbacks=[runlog, *(callbacks or [])], batch_tokens=data.batch_tokens)
     trainer.train(resume_from_checkpoint=resume_point(args.resume_from_checkpoint,
                                                        args.output_dir))
     return finish_run(trainer, runlog, tokenizer, folder, model_args, data, args, family,
