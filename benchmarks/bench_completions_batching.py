@@ -38,7 +38,8 @@ def requests(tokenizer: object, questions: int, context: int) -> list[list[int]]
         ids = tokenizer(f"Question: {text}", add_special_tokens=False)["input_ids"][:context]
         ids += tokenizer("\nAnswer:", add_special_tokens=False)["input_ids"]
         prompts += [ids + tokenizer(choice, add_special_tokens=False)["input_ids"] for choice in CHOICES]
-    return sorted(prompts, key=len, reverse=True)  # lm-eval's order: longest first, batches of like lengths
+    # lm-eval's order (TemplateAPI's loglikelihood collator): longest first, ties by token ids
+    return sorted(prompts, key=lambda ids: (-len(ids), tuple(ids)))
 
 
 def score(client: httpx.Client, url: str, prompts: list[list[int]], batch: int) -> tuple[float, list[float]]:
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads")
+    parser.add_argument("--no-prefix-sharing", action="store_true",
+                        help="serve with --no-prefix-sharing (each prompt of a batch runs its whole prefix)")
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     # TCP_NODELAY, as lm-eval's clients (requests, aiohttp) have it: with Nagle's algorithm on, a
     # POST whose headers and body go out apart waits ~40 ms for a delayed ACK.
     nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    with running_server(model, "--threads", str(args.threads)) as server, \
+    sharing = ["--no-prefix-sharing"] if args.no_prefix_sharing else []
+    with running_server(model, "--threads", str(args.threads), *sharing) as server, \
             httpx.Client(timeout=600, transport=nodelay) as client:
         score(client, server.url, prompts[:4], 4)  # first-call costs
         for _ in range(args.runs):
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 loads.append(Path("/proc/loadavg").read_text().split()[0])
     single, batched = (statistics.median(t) for t in times.values())
     gap = max(abs(a - b) for a, b in zip(*scores.values(), strict=True))
-    print(f"{args.model}, {args.questions} questions x {len(CHOICES)} choices = {len(prompts)} requests, "
+    print(f"{args.model}{' (no prefix sharing)' if args.no_prefix_sharing else ''}, "
+          f"{args.questions} questions x {len(CHOICES)} choices = {len(prompts)} requests, "
           f"{tokens} tokens, server threads {args.threads}, {args.runs} alternating runs; "
           f"load average (1 min) {', '.join(loads)}")
     for name, values in times.items():

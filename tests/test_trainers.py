@@ -12,7 +12,6 @@ from conftest import ROOT, run_cli, write_jsonl
 from convdistill.trainers import TruncationStats, load_recipe, train
 from convdistill.trainers.data import train_flags
 from convdistill.trainers.family import DECODER_ONLY, ENCODER_DECODER
-from convdistill.trainers.truncation import TruncationStats
 from convdistill.trainers.loading import load_tokenizer
 from convdistill.trainers.recipe import RecipeError
 from convdistill.trainers.tokenize import IGNORE, seq2seq_examples, tokenize_path

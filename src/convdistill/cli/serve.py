@@ -43,6 +43,9 @@ def serve_command(
         "--threads", min=1, help="torch threads for generation (default: torch's choice). On a machine "
         "shared with other jobs, fewer threads than cores avoids heavy slow-downs.")] = None,
     precision: Annotated[str, PRECISION_OPTION] = "auto",
+    prefix_sharing: Annotated[bool, typer.Option(
+        "--prefix-sharing/--no-prefix-sharing",
+        help="Prompts of a batch that share a prefix (the choices of one question) run it once.")] = True,
 ) -> None:
     """Serve MODEL with OpenAI's chat completions API (POST /v1/chat/completions)."""
     from convdistill.serve import Limits, ServeSettings, load_chat_model
@@ -65,6 +68,7 @@ def serve_command(
         torch.set_num_threads(threads)
     err_console.print(f"loading {model} ...")
     chat_model = load_chat_model(model, served_name, precision)  # no such model: Unavailable, one line
+    chat_model.share_prefixes = prefix_sharing and not chat_model.is_encoder_decoder
     auth = "API key required" if api_key else "no API key"
     err_console.print(f"serving {chat_model.name} at http://{host}:{port}/v1 ({auth})")
     build_server(chat_model, settings).run()
