@@ -23,7 +23,6 @@ import torch
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from convdistill.padding import batches_by_length
-from convdistill.trainers.family import ModelFamily
 
 
 # `BatchRebalanceSampler` is the class transformers' Trainer hands to its DataLoader as a batch
@@ -64,10 +63,7 @@ class TokenBudgetSampler(BatchRebalanceSampler):
 class TokenBudgetMixin:
     """For a transformers Trainer subclass, before it in the bases: with `batch_tokens` given,
     training batches come from a TokenBudgetSampler over the train dataset
-    (per_device_train_batch_size is then unused). `family` (a class or instance attribute of the
-    trainer) measures the examples."""
-
-    family: ModelFamily
+    (per_device_train_batch_size is then unused)."""
 
     def __init__(self, *args: Any, batch_tokens: int | None = None, **kwargs: Any) -> None:
         self.batch_tokens = batch_tokens
@@ -78,5 +74,8 @@ class TokenBudgetMixin:
             return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
         dataset = train_dataset if train_dataset is not None else self.train_dataset  # type: ignore[attr-defined]
         args = self.args  # type: ignore[attr-defined]
-        return TokenBudgetSampler([self.family.example_length(e) for e in dataset], self.batch_tokens, seed=args.seed,
+        # an encoder-decoder example pads its source (encoder) and its reply (decoder) alike
+        both = bool(getattr(self.model.config, "is_encoder_decoder", False))  # type: ignore[attr-defined]
+        lengths = [len(e["input_ids"]) + (len(e["labels"]) if both else 0) for e in dataset]
+        return TokenBudgetSampler(lengths, self.batch_tokens, seed=args.seed,
                                   world=args.world_size, rank=args.process_index)

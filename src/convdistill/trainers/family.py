@@ -54,10 +54,6 @@ class ModelFamily(ABC):
                      max_target_length: int | None, stats: TruncationStats) -> Example | None:
         """prompt_ids / chosen_ids / rejected_ids of one pair record, fitted, or None."""
 
-    def example_length(self, example: Example) -> int:
-        """Positions an SFT example fills in a padded batch (token-budget batching sorts by it)."""
-        return len(example["input_ids"])
-
     @abstractmethod
     def collator(self, pad_id: int, model: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
         """Batches SFT examples for `model` (distillation and held-out scoring)."""
@@ -148,10 +144,6 @@ class DecoderOnly(ModelFamily):
 
 @dataclass(frozen=True)
 class EncoderDecoder(ModelFamily):
-    def example_length(self, example: Example) -> int:
-        # the encoder runs over the source, the decoder over the reply: both are padded
-        return len(example["input_ids"]) + len(example["labels"])
-
     def auto_model(self) -> Any:
         from transformers import AutoModelForSeq2SeqLM
 

@@ -26,7 +26,6 @@ from convdistill.errors import BadRecipe
 from convdistill.padding import pad_right, pad_with_mask
 from convdistill.trainers.batching import TokenBudgetMixin
 from convdistill.trainers.dpo_trainer import FittedDPOTrainer
-from convdistill.trainers.family import ENCODER_DECODER
 from convdistill.trainers.heads import add_seq2seq_logits_head, prefer_logits_head, token_loss
 from convdistill.trainers.recipe import set_derived
 from convdistill.trainers.tokenize import IGNORE
@@ -73,8 +72,6 @@ class Seq2SeqSFTTrainer(TokenBudgetMixin, SFTTrainer):
     from `tokenize.seq2seq_examples`. Packing and padding-free do not apply (the encoder is
     bidirectional); token-budget batches (`batch_tokens`) or `train_sampling_strategy:
     group_by_length` cut padding instead."""
-
-    family = ENCODER_DECODER
 
     def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any,
                  **kwargs: Any) -> None:

@@ -13,14 +13,11 @@ from typing import Any
 from trl import SFTTrainer
 
 from convdistill.trainers.batching import TokenBudgetMixin
-from convdistill.trainers.family import DECODER_ONLY
 from convdistill.trainers.heads import add_causal_logits_head, base_model, prefer_logits_head
 from convdistill.trainers.projection import supports_logits_head
 
 
 class CausalSFTTrainer(TokenBudgetMixin, SFTTrainer):
-    family = DECODER_ONLY
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         base = base_model(self.model)
