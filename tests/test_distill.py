@@ -116,6 +116,41 @@ def test_cached_and_live_teacher_give_the_same_loss_on_the_same_batch(teacher: P
     assert (tmp_path / "True" / "teacher-logits").is_dir() and not (tmp_path / "False" / "teacher-logits").exists()
 
 
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_bf16_distillation_runs_student_and_live_teacher_under_autocast(teacher: Path, data: dict, tmp_path: Path,
+                                                                      family: str):
+    """precision bf16: the student's matrix products and the live teacher's run in bf16 (the loss
+    calls the decoder stack and the head apart, outside the model's own forward, so the trainer
+    must cast around it), and the losses stay within a few % of fp32 on the same batches."""
+    import torch
+    from transformers import TrainerCallback
+
+    student: set[int] = set()
+    seen: dict[str, set[torch.dtype]] = {"student": set(), "teacher": set()}
+
+    class StudentModules(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            student.update(id(m) for m in model.modules())
+
+    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(module, torch.nn.Linear) and student:  # from the first training step on
+            seen["student" if id(module) in student else "teacher"].add(output.dtype)
+
+    fields = dict(max_steps=2, kd_cache=False, max_train_examples=8)
+    common = {k: v for k, v in COMMON.items() if k != "bf16"}
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    bf16 = train("distill", {**common, "model_name_or_path": f"student:{family}-tiny", "teacher": str(teacher),
+                             "train_file": str(data["train"]), "output_dir": str(tmp_path / "bf16"),
+                             "per_device_train_batch_size": 4, "learning_rate": 2e-3, "seed": 3,
+                             "precision": "bf16", **fields}, callbacks=[StudentModules()])
+    handle.remove()
+    fp32 = distill(teacher, data["train"], tmp_path / "fp32", family, **fields)
+    assert seen == {"student": {torch.bfloat16}, "teacher": {torch.bfloat16}}
+    curves = [[(e["kd_loss"], e["ce_loss"]) for e in r.log_history if "kd_loss" in e] for r in (bf16, fp32)]
+    for got, want in zip(*curves, strict=True):
+        assert got == pytest.approx(want, rel=0.05)
+
+
 def test_t5_student_distilled_from_a_llama_teacher_gets_closer_than_cross_entropy(teacher: Path, data: dict,
                                                                                    tmp_path: Path,
                                                                                    capsys: pytest.CaptureFixture):

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from convdistill.errors import BadRecipe
 
@@ -91,6 +92,17 @@ def announce(precision: Precision, what: str) -> None:
         _announced.add(key)
         print(f"[convdistill] precision: {what} in {precision.name} on {precision.device} ({precision.reason})",
               file=sys.stderr, flush=True)
+
+
+def training_autocast(args: Any) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for a Trainer's loss under its `bf16` / `fp16` arguments. Accelerate casts inside
+    the model's own forward only; a loss that calls the decoder stack and the head apart (to
+    project only the positions it reads) needs the context around it."""
+    import torch
+
+    if args.bf16 or args.fp16:
+        return torch.autocast(device_type=args.device.type, dtype=torch.bfloat16 if args.bf16 else torch.float16)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

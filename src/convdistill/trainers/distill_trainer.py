@@ -19,6 +19,7 @@ from trl import SFTTrainer
 
 from convdistill.errors import BadRecipe
 from convdistill.padding import pad_right, pad_with_mask
+from convdistill.precision import training_autocast
 from convdistill.trainers.batching import TokenBudgetMixin
 from convdistill.trainers.heads import base_model
 from convdistill.trainers.kd_config import DistillConfig
@@ -152,6 +153,10 @@ class TokenDistillTrainer(TokenBudgetMixin, SFTTrainer):
         """The batch's summed loss from its per-token divergences and cross-entropies."""
         weight = self.kd.kd_weight
         return weight * kd.sum() + (1 - weight) * ce.sum()
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
+        # the loss runs the decoder stack and the head apart (and the live teacher): bf16 there too
+        return training_autocast(self.args)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
