@@ -279,6 +279,22 @@ def test_token_budget_sampler_covers_every_example_once_within_the_budget():
     assert len(ranks[0]) == len(ranks[1]) and not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
 
 
+def test_a_second_run_reads_the_tokenized_data_back_instead_of_tokenizing(students: dict, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture):
+    shared = tmp_path / "tokenized"
+    data = paths_file(tmp_path)
+    runs = [train("sft", recipe(students["llama"], data, tmp_path / f"run{i}", max_steps=3, data_cache_dir=str(shared),
+                                **extra)) for i, extra in enumerate(({}, {}, {"max_length": 64}))]
+    err = capsys.readouterr().err
+    assert err.count("tokenized data saved") == 2 and err.count("tokenized examples reused") == 1
+    assert len(list(shared.iterdir())) == 2  # max_length 64 is another key
+    first, second, _ = runs
+    assert losses(first) == losses(second)  # the same examples, the same steps
+    assert first.data["train"].as_dict() == second.data["train"].as_dict()  # counts come back with them
+    off = train("sft", recipe(students["llama"], data, tmp_path / "off", max_steps=1, data_cache=False))
+    assert not (tmp_path / "off" / "data" / "tokenized").exists() and off.global_step == 1
+
+
 def test_batch_tokens_is_refused_where_it_cannot_apply():
     base = {"model_name_or_path": "student:llama-tiny", "train_file": "x.jsonl", "output_dir": "unused"}
     for method, extra, message in (("sft", {"packing": True}, "not both"), ("dpo", {}, "sft and off-policy"),

@@ -106,6 +106,16 @@ class DataConfig:
             "is) and the adapter in adapter/. False: the adapter only."
         },
     )
+    data_cache: bool = field(
+        default=True,
+        metadata={"help": "Save the tokenized examples (Arrow, memory-mapped when read back) and reuse them in "
+                  "a later run with the same data, tokenizer and limits instead of tokenizing again."},
+    )
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where tokenized examples are kept (one folder per data, tokenizer and limits); share "
+                  "it between runs (seeds, sweeps) to tokenize once. Default: <output_dir>/data/tokenized."},
+    )
     batch_tokens: int | None = field(
         default=None,
         metadata={

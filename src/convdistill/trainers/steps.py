@@ -10,6 +10,7 @@ Recipes import these; nothing here imports a recipe.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,17 +79,37 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: Mo
                    finish: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
                    ) -> tuple[Any, Any, dict[str, TruncationStats]]:
     """Train (and eval) datasets of fitted examples. `finish` may add columns to the example
-    lists of all splits at once before they become datasets (distillation: teacher targets)."""
+    lists of all splits at once before they become datasets (distillation: teacher targets).
+    With `data_cache` on, each split's examples are saved once (data_cache.py) and a later run
+    with the same inputs reads them back instead of tokenizing again."""
     from datasets import Dataset
+
+    from convdistill.trainers.data_cache import TokenizedCache, cache_key
 
     kind = "paths" if method == "sft" else "pairs"
     work = Path(args.output_dir) / "data"
     lists: dict[str, list[dict[str, Any]]] = {}
+    ready: dict[str, Any] = {}
     stats: dict[str, TruncationStats] = {}
     for name, path in (("train", data.train_file), ("eval", data.eval_file)):
         if path is None:
             continue
         limit = data.max_train_examples if name == "train" else None
+        cache = None
+        if data.data_cache and Path(path).is_file():  # anything else gets the reader's own error
+            settings = {"kind": kind, "family": family.name, "train_on": data.train_on,
+                        "path_strategy": data.path_strategy, "limit": limit, "max_length": args.max_length,
+                        "max_target_length": data.max_target_length}
+            cache = TokenizedCache(data.data_cache_dir or work / "tokenized", cache_key(path, settings, tokenizer))
+            found = cache.load()
+            if found is not None:
+                ready[name], stats[name] = found
+                announce(name, stats[name])
+                print(f"[convdistill] {name} data: tokenized examples reused from {cache.path}", file=sys.stderr,
+                      flush=True)
+                if finish is not None:
+                    lists[name] = ready.pop(name).to_list()
+                continue
         if method == "sft":
             records, _ = load_records(path, kind, work, data.path_strategy, limit)  # type: ignore[arg-type]
             examples, stats[name] = sft_examples(records, tokenizer, family, data.train_on, args.max_length,
@@ -105,10 +126,16 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: Mo
         if not examples:
             raise BadInput(f"{name} data {path}: no examples left to train on "
                            f"({stats[name].summary()})")
+        if cache is not None:
+            dataset = Dataset.from_list(examples)
+            cache.save(dataset, stats[name])
+            if finish is None:
+                ready[name] = dataset
+                continue
         lists[name] = examples
     if finish is not None:
         finish(lists)
-    out = {name: Dataset.from_list(examples) for name, examples in lists.items()}
+    out = {**ready, **{name: Dataset.from_list(examples) for name, examples in lists.items()}}
     return out["train"], out.get("eval"), stats
 
 
