@@ -51,13 +51,25 @@ def resume_point(value: Any, output_dir: str) -> str | None:
     return str(value)
 
 
+# Inputs at least this long get a progress bar while they are tokenized.
+PROGRESS_FROM = 5_000
+
+
+def progress(records: list[dict[str, Any]], what: str) -> Any:
+    """`records`, with a progress bar on stderr when there are many (tokenizing 200k
+    conversations takes minutes)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(records, desc=what, unit=" records", disable=len(records) < PROGRESS_FROM, file=sys.stderr)
+
+
 def sft_examples(records: list[dict[str, Any]], tokenizer: Any, family: ModelFamily, train_on: str,
                  max_length: int | None, max_target_length: int | None
                  ) -> tuple[list[dict[str, list[int]]], TruncationStats]:
     """The fitted, tokenized SFT examples of path records, and what fitting them cost."""
     stats = TruncationStats()
     examples: list[dict[str, list[int]]] = []
-    for record in records:
+    for record in progress(records, "tokenizing paths"):
         examples += family.sft_examples(record["messages"], train_flags(record, train_on), tokenizer, max_length,
                                         max_target_length, stats)
     return examples, stats
@@ -68,7 +80,7 @@ def pair_examples(records: list[dict[str, Any]], tokenizer: Any, family: ModelFa
     """The fitted, tokenized pairs of pair records, and what fitting them cost."""
     stats = TruncationStats()
     examples = []
-    for record in records:
+    for record in progress(records, "tokenizing pairs"):
         example = family.pair_example(record, tokenizer, max_length, max_target_length, stats)
         if example is not None:
             examples.append(example)
