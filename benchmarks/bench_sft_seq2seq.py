@@ -4,8 +4,13 @@ Seq2SeqTrainer with DataCollatorForSeq2Seq, side by side.
 Same model (a tiny T5 student, saved once), the same examples (one per assistant turn of every
 path of the sample export, `seq2seq_format`, fitted to 384 source / 256 target tokens), batch
 size, learning rate and steps, fp32, no gradient checkpointing (Seq2SeqTrainer's defaults).
-Reported: trained (label) tokens per second. Ours batches examples of similar length
-(`train_sampling_strategy: group_by_length`, as the tiny T5 recipe does).
+Reported: trained (label) tokens per second. Runs:
+- ours: batches of `--batch` examples of similar length (`train_sampling_strategy:
+  group_by_length`, as the tiny T5 recipe does);
+- ours-budget: token-budget batches (`batch_tokens: --batch-tokens`, trainers/batching.py);
+- seq2seq-trainer: transformers' Seq2SeqTrainer + DataCollatorForSeq2Seq, defaults;
+- seq2seq-trainer-grouped: the same with `train_sampling_strategy: group_by_length`, its best
+  setting on a CPU (the baseline the ratios are taken against).
 
     python benchmarks/bench_sft_seq2seq.py [--steps 12 --rounds 2]
 """
@@ -70,15 +75,17 @@ def run(kind: str, folder: Path, data: list[dict], opts: argparse.Namespace, wor
                   save_strategy="no", logging_steps=1000, disable_tqdm=True,
                   dataloader_pin_memory=False, seed=0)
     clock = StepClock()
-    if kind == "ours":
+    if kind.startswith("ours"):
         config = SFTConfig(**common, bf16=False, gradient_checkpointing=False,
                            max_length=opts.max_source, train_sampling_strategy="group_by_length")
+        budget = opts.batch_tokens if kind == "ours-budget" else None
         trainer = Seq2SeqSFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(data),
-                                    processing_class=tokenizer, callbacks=[clock])
+                                    processing_class=tokenizer, callbacks=[clock], batch_tokens=budget)
     else:
         dataset = Dataset.from_list(
             [{**e, "attention_mask": [1] * len(e["input_ids"])} for e in data])
-        trainer = Seq2SeqTrainer(model=model, args=Seq2SeqTrainingArguments(**common),
+        grouped = {"train_sampling_strategy": "group_by_length"} if kind.endswith("grouped") else {}
+        trainer = Seq2SeqTrainer(model=model, args=Seq2SeqTrainingArguments(**common, **grouped),
                                  train_dataset=dataset, processing_class=tokenizer,
                                  data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
                                  callbacks=[clock])
@@ -94,6 +101,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="ours-budget's padded tokens per batch")
+    parser.add_argument("--runs", default="ours,ours-budget,seq2seq-trainer,seq2seq-trainer-grouped")
     parser.add_argument("--max-source", type=int, default=384)
     parser.add_argument("--max-target", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/sft_seq2seq.md"))
@@ -103,14 +112,15 @@ def main() -> None:
         folder = student(work)
         data = examples(folder, sample_paths(work), opts)
         print(f"{len(data)} examples", flush=True)
-        results: dict[str, list[float]] = {"ours": [], "seq2seq-trainer": []}
+        results: dict[str, list[float]] = {kind: [] for kind in opts.runs.split(",")}
         for round_ in range(opts.rounds):
             for kind in results:
                 started = time.monotonic()
                 results[kind].append(run(kind, folder, data, opts, work))
                 print(f"round {round_ + 1} {kind}: {results[kind][-1]:.0f} trained tokens/s "
                       f"({time.monotonic() - started:.0f} s)", flush=True)
-        print(report(results, "seq2seq-trainer", opts.out))
+        baseline = "seq2seq-trainer-grouped" if "seq2seq-trainer-grouped" in results else "seq2seq-trainer"
+        print(report(results, baseline, opts.out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
