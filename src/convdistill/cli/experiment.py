@@ -35,7 +35,7 @@ def run(
                                       "process. On 2 cores, 2 jobs x 1 thread beat 1 job x 2 threads.")] = 2,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch threads per unit.")] = 1,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the preset's, full 0,1; "
-                                              "quick: 0,1).")] = None,
+                                              "quick: 0).")] = None,
     doc: Annotated[Path | None, typer.Option("--doc", help="Rewrite the generated part of this Markdown file. "
                                              "Default: docs/experiments.md (when run in a checkout's root) "
                                              "for a full run, none for --quick.")] = None,
