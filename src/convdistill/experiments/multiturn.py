@@ -64,10 +64,13 @@ def run(root: str | Path, settings: Settings = FULL, jobs: int = 2, threads: int
     log(f"{NAME}: {len(settings.families)} families x {len(settings.regimes)} regimes x {len(settings.seeds)} seeds, "
         f"{settings.max_steps} steps of {settings.batch_size}; load average {load_before[0]:.2f}")
     stage = time.perf_counter()
-    # The teacher stages get the units' thread count, not all cores: with other work on the
-    # machine, oversubscribed threads slowed the 135M teacher 3-4x here (10 s -> 38 s).
-    data = prepare_data(settings, layout, threads, log)
-    data["students"] = build_students(settings, layout, threads * max(1, jobs), log)
+    # The data stage (teacher, its correction, the students' builds) runs alone, on the cores
+    # the units will share: `jobs` x `threads` torch threads. (On a machine shared with other
+    # work, oversubscribed threads slowed the 135M teacher 3-4x here, 10 s -> 38 s: lower
+    # --jobs / --threads there.) One thread left a core idle for 9.5 of the run's minutes.
+    stage_threads = threads * max(1, jobs)
+    data = prepare_data(settings, layout, stage_threads, log)
+    data["students"] = build_students(settings, layout, stage_threads, log)
     data["student_info"] = describe_students(data["students"])
     data_s = time.perf_counter() - stage
     stage = time.perf_counter()
