@@ -41,7 +41,10 @@ def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(tmp_path: Path) -> No
         resolve_precision("half")
 
 
-def test_recipe_precision_sets_trls_fields(capsys: pytest.CaptureFixture[str]) -> None:
+def test_recipe_precision_sets_trls_fields(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from convdistill import precision
+
+    monkeypatch.setattr(precision, "_announced", set())  # said once per process: maybe already, by another test
     base = {"model_name_or_path": "student:llama-tiny", "train_file": "x.jsonl", "output_dir": "unused",
             "report_to": "none"}
     _, _, auto = load_recipe("sft", base)
