@@ -23,6 +23,12 @@ def pad_with_mask(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
     return pad_right(rows, pad_id), pad_right([[1] * len(row) for row in rows], 0)
 
 
+def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the left (ids, attention mask): generated tokens then follow every prompt directly."""
+    ids, mask = pad_with_mask([list(reversed(row)) for row in rows], pad_id)
+    return ids.flip(1), mask.flip(1)
+
+
 def batches_by_length(lengths: Sequence[int], max_batch_tokens: int, max_rows: int | None = None) -> list[list[int]]:
     """Indices of the rows sorted by length and grouped into batches of at most `max_batch_tokens`
     padded tokens (rows times the longest) and `max_rows` rows: a short row is never padded to

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from jinja2 import TemplateError
 
 from convdistill.errors import BadInput, BadRecipe
 from convdistill.models import seq2seq_format
-from convdistill.padding import pad_with_mask
+from convdistill.padding import pad_left, pad_with_mask
 from convdistill.precision import announce, autocast, resolve_precision
 from convdistill.serve.events import Delta, Failed, Finished, Job, Logprobs, TokenLogprob
 from convdistill.serve.sampling import next_tokens, row_generator
@@ -233,13 +234,16 @@ class ChatModel:
         if plan is not None:
             return self._prefill_shared(jobs, plan)
         # the next token follows the last prompt token: pad on the left
-        ids, mask = _pad_left(prompts, self.pad_id)
+        ids, mask = pad_left(prompts, self.pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        scored = [(r, 0) for r, job in enumerate(jobs) if job.prompt_logprobs is not None and not job.cancelled]
+        scored = _scored_rows(jobs)
         out, logits_at = self._forward(ids, mask, positions, None, project=bool(scored))
         if scored:
-            self._emit_prompt_logprobs(jobs, {r: _ScoredSpan(logits_at, r, ids.shape[1] - len(prompts[r]), 0)
-                                              for r, _ in scored})
+            width, wanted = ids.shape[1], _Positions(logits_at)
+            # prompt token i + 1 is predicted at position i
+            parts = {r: [(0, wanted.add(r, range(width - len(prompts[r]), width - 1), prompts[r][1:]))]
+                     for r in scored}
+            self._emit_prompt_logprobs(jobs, [wanted], parts)
         state = {"cache": _cache_of(out), "mask": mask, "positions": positions[:, -1:]}
         return logits_at((slice(None), -1)), state
 
@@ -250,29 +254,34 @@ class ChatModel:
         prefix positions are computed once per group too."""
         prompts = [job.prompt_ids for job in jobs]
         prefixes = [prompts[members[0]][:length] for members, length in zip(plan.groups, plan.lengths, strict=True)]
-        scoring = any(job.prompt_logprobs is not None and not job.cancelled for job in jobs)
-        ids_p, mask_p = _pad_left(prefixes, self.pad_id)
+        scored = _scored_rows(jobs)
+        ids_p, mask_p = pad_left(prefixes, self.pad_id)
         positions_p = (mask_p.cumsum(-1) - 1).clamp(min=0)
-        out_p, at_p = self._forward(ids_p, mask_p, positions_p, None, project=scoring)
+        out_p, at_p = self._forward(ids_p, mask_p, positions_p, None, project=bool(scored))
         cache = _cache_of(out_p)
         group_of = torch.tensor(plan.group_of)
         cache.batch_select_indices(group_of)  # each row gets a copy of its group's prefix
         lengths = torch.tensor(plan.lengths)[group_of]
         suffixes = [prompt[int(length):] for prompt, length in zip(prompts, lengths, strict=True)]
-        ids_s, mask_s = _pad_left(suffixes, self.pad_id)
+        ids_s, mask_s = pad_left(suffixes, self.pad_id)
         mask = torch.cat([mask_p[group_of], mask_s], dim=1)  # holes where the suffix is padded
         positions = lengths[:, None] + (mask_s.cumsum(-1) - 1).clamp(min=0)
-        out, at_s = self._forward(ids_s, mask, positions, cache, project=scoring)
-        if scoring:
+        out, at_s = self._forward(ids_s, mask, positions, cache, project=bool(scored))
+        if scored:
             width_p, width_s = ids_p.shape[1], ids_s.shape[1]
-            spans = {}
-            for r, job in enumerate(jobs):
-                if job.prompt_logprobs is None or job.cancelled:
-                    continue
-                g, length = plan.group_of[r], plan.lengths[plan.group_of[r]]
-                spans[r] = _ScoredSpan(at_p, g, width_p - length, 0, shared=(g, length),
-                                       rest=_ScoredSpan(at_s, r, width_s - len(suffixes[r]), length))
-            self._emit_prompt_logprobs(jobs, spans)
+            in_prefix, in_suffix = _Positions(at_p), _Positions(at_s)
+            group_part: dict[int, slice] = {}
+            parts = {}
+            for r in scored:
+                g, prompt = plan.group_of[r], prompts[r]
+                length = plan.lengths[g]
+                if g not in group_part:  # prefix tokens 1..length-1: the same for the whole group
+                    group_part[g] = in_prefix.add(g, range(width_p - length, width_p - 1), prompt[1:length])
+                # the first suffix token, predicted at the prefix's last position: one per row
+                first = in_prefix.add(g, [width_p - 1], [prompt[length]])
+                own = in_suffix.add(r, range(width_s - len(suffixes[r]), width_s - 1), prompt[length + 1:])
+                parts[r] = [(0, group_part[g]), (0, first), (1, own)]
+            self._emit_prompt_logprobs(jobs, [in_prefix, in_suffix], parts)
         state = {"cache": _cache_of(out), "mask": mask, "positions": positions[:, -1:]}
         return at_s((slice(None), -1)), state
 
@@ -292,31 +301,15 @@ class ChatModel:
                          **extra, **past)
         return out, lambda index: out.logits[:, -1][index[0]]  # the last position only
 
-    def _emit_prompt_logprobs(self, jobs: list[Job], spans: dict[int, _ScoredSpan]) -> None:
+    def _emit_prompt_logprobs(self, jobs: list[Job], passes: list[_Positions],
+                              parts: dict[int, list[tuple[int, slice]]]) -> None:
         """Each scored row's log-probability of every prompt token after the first (OpenAI's
-        `echo`), projected onto the vocabulary in chunks of SCORE_CHUNK positions (full logits
-        of a 16 x 512 batch would take 1.6 GB). Positions of a shared prefix are scored once for
-        all the rows of their group."""
-        k = max((jobs[r].prompt_logprobs or 0 for r in spans), default=0)
-        entries: dict[int, list[TokenLogprob]] = {}
-        shared: dict[tuple[int, int], tuple[TokenLogprob, ...]] = {}
-        for r, span in spans.items():
-            prompt = jobs[r].prompt_ids
-            mine: list[TokenLogprob] = []
-            own = span
-            if span.shared is not None:
-                length = span.shared[1]
-                if span.shared not in shared:  # prefix tokens 1..length-1, the same for the group
-                    shared[span.shared] = tuple(_score_span(span, range(length - 1), prompt[1:length], k))
-                mine += shared[span.shared]
-                # the first suffix token, predicted at the prefix's last position: one per row
-                mine += _score_span(span, [length - 1], [prompt[length]], k)
-                assert span.rest is not None
-                own = span.rest
-            mine += _score_span(own, range(len(prompt) - own.start - 1), prompt[own.start + 1:], k)
-            entries[r] = mine
-        for r, mine in entries.items():
+        `echo`): `parts[row]` names, in prompt order, the pieces of `passes` that hold them."""
+        k = max((jobs[r].prompt_logprobs or 0 for r in parts), default=0)
+        scored = [wanted.score(k) for wanted in passes]
+        for r, pieces in parts.items():
             job = jobs[r]
+            mine = [entry for p, where in pieces for entry in scored[p][where]]
             job.emit(Logprobs(job.index, tuple(_trimmed(e, job.prompt_logprobs or 0) for e in mine), prompt=True))
 
     def _step(
@@ -411,44 +404,37 @@ def shared_prefixes(prompts: list[list[int]], min_shared: int = MIN_SHARED_PREFI
     return PrefixPlan(groups, lengths, group_of)
 
 
-@dataclass(frozen=True)
-class _ScoredSpan:
-    """Where a row's prompt positions are in a forward pass: row `row` of `logits_at`, its token
-    `start` at column `offset`. `shared` (group, prefix length): the prefix part of a shared
-    prefill, and `rest` the span of the row's own suffix after it."""
+@dataclass
+class _Positions:
+    """Prompt positions to score from one forward pass (`logits_at`): all rows' together, projected
+    onto the vocabulary in chunks of SCORE_CHUNK positions (full logits of a 16 x 512 batch would
+    take 1.6 GB; chunks across rows keep the projections large)."""
 
     logits_at: Any
-    row: int
-    offset: int
-    start: int
-    shared: tuple[int, int] | None = None
-    rest: _ScoredSpan | None = None
+    rows: list[int] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+
+    def add(self, row: int, cols: Sequence[int], targets: Sequence[int]) -> slice:
+        """Score `targets` at columns `cols` of batch row `row`; where their entries will be."""
+        start = len(self.targets)
+        self.rows += [row] * len(cols)
+        self.cols += cols
+        self.targets += targets
+        return slice(start, len(self.targets))
+
+    def score(self, k: int) -> list[TokenLogprob]:
+        out: list[TokenLogprob] = []
+        for first in range(0, len(self.targets), SCORE_CHUNK):
+            chunk = slice(first, first + SCORE_CHUNK)
+            index = (torch.tensor(self.rows[chunk], dtype=torch.long), torch.tensor(self.cols[chunk], dtype=torch.long))
+            out.extend(logprob_entries(self.logits_at(index), self.targets[chunk], k))
+        return out
 
 
-def _score_span(span: _ScoredSpan, steps: Any, targets: list[int], k: int) -> list[TokenLogprob]:
-    """Log-probabilities of `targets`, predicted at the span's tokens `steps` (relative to its
-    start), in chunks of SCORE_CHUNK positions."""
-    cols = [span.offset + step for step in steps]
-    out: list[TokenLogprob] = []
-    for first in range(0, len(cols), SCORE_CHUNK):
-        chunk = cols[first: first + SCORE_CHUNK]
-        rows = torch.full((len(chunk),), span.row, dtype=torch.long)
-        out.extend(logprob_entries(span.logits_at((rows, torch.tensor(chunk, dtype=torch.long))),
-                                   targets[first: first + SCORE_CHUNK], k))
-    return out
-
-
-def _pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and mask: each row's last token in the last column, where generation
-    goes on."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
-    return ids, mask
+def _scored_rows(jobs: list[Job]) -> list[int]:
+    """The rows whose prompt log-probabilities are asked for (`echo`) by a client still there."""
+    return [r for r, job in enumerate(jobs) if job.prompt_logprobs is not None and not job.cancelled]
 
 
 def logprob_entries(logits: torch.Tensor, chosen: list[int], k: int) -> tuple[TokenLogprob, ...]:

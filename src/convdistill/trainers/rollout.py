@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from convdistill.models import seq2seq_format
-from convdistill.padding import pad_with_mask
+from convdistill.padding import pad_left, pad_with_mask
 
 Message = dict[str, str]
 
@@ -43,12 +43,6 @@ def causal_prompt_ids(history: Sequence[Message], tokenizer: Any) -> list[int]:
 def seq2seq_prompt_ids(history: Sequence[Message], tokenizer: Any) -> list[int]:
     """An encoder-decoder student's encoder input for the reply to `history`."""
     return seq2seq_format.encode_source(history, tokenizer)
-
-
-def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows padded on the left (ids, attention mask): generated tokens then follow every prompt directly."""
-    ids, mask = pad_with_mask([list(reversed(row)) for row in rows], pad_id)
-    return ids.flip(1), mask.flip(1)
 
 
 def until_end(row: torch.Tensor, stop_ids: set[int]) -> list[int]:
