@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from convdistill.files import fingerprint
 from convdistill.trainers.truncation import TruncationStats
 
 # Bump when the examples built from the same inputs change (tokenize.py, truncation.py).
@@ -42,16 +43,10 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256((body + extra).encode()).hexdigest()
 
 
-def cache_key(source: str | Path, settings: dict[str, Any], tokenizer: Any) -> str:
-    parts = {"format": FORMAT, "file": file_digest(source), "tokenizer": tokenizer_digest(tokenizer), **settings}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def stats_from_dict(data: dict[str, Any]) -> TruncationStats:
-    from collections import Counter
-
-    fields = {k: v for k, v in data.items() if k not in ("trained_fraction", "assistant_fraction", "drop_reasons")}
-    return TruncationStats(**fields, drop_reasons=Counter(data.get("drop_reasons", {})))
+def cache_key(source: str | Path, settings: dict[str, Any], tokenizer_id: str) -> str:
+    """The key of a split's examples: the input's bytes, the tokenizer (`tokenizer_digest`) and
+    the settings that decide the examples."""
+    return fingerprint({"format": FORMAT, "file": file_digest(source), "tokenizer": tokenizer_id, **settings})
 
 
 class TokenizedCache:
@@ -67,7 +62,7 @@ class TokenizedCache:
         stats_file = self.path / "stats.json"
         if not stats_file.is_file():
             return None
-        stats = stats_from_dict(json.loads(stats_file.read_text()))
+        stats = TruncationStats.from_dict(json.loads(stats_file.read_text()))
         return load_from_disk(str(self.path / "examples")), stats
 
     def save(self, dataset: Any, stats: TruncationStats) -> None:

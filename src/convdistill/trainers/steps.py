@@ -96,13 +96,14 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: Mo
     with the same inputs reads them back instead of tokenizing again."""
     from datasets import Dataset
 
-    from convdistill.trainers.data_cache import TokenizedCache, cache_key
+    from convdistill.trainers.data_cache import TokenizedCache, cache_key, tokenizer_digest
 
     kind = "paths" if method == "sft" else "pairs"
     work = Path(args.output_dir) / "data"
     lists: dict[str, list[dict[str, Any]]] = {}
     ready: dict[str, Any] = {}
     stats: dict[str, TruncationStats] = {}
+    tokenizer_id: str | None = None  # its digest serialises the whole tokenizer: once for both splits
     for name, path in (("train", data.train_file), ("eval", data.eval_file)):
         if path is None:
             continue
@@ -112,7 +113,8 @@ def build_datasets(method: str, data: Any, args: Any, tokenizer: Any, family: Mo
             settings = {"kind": kind, "family": family.name, "train_on": data.train_on,
                         "path_strategy": data.path_strategy, "limit": limit, "max_length": args.max_length,
                         "max_target_length": data.max_target_length}
-            cache = TokenizedCache(data.data_cache_dir or work / "tokenized", cache_key(path, settings, tokenizer))
+            tokenizer_id = tokenizer_id or tokenizer_digest(tokenizer)
+            cache = TokenizedCache(data.data_cache_dir or work / "tokenized", cache_key(path, settings, tokenizer_id))
             found = cache.load()
             if found is not None:
                 ready[name], stats[name] = found

@@ -64,6 +64,12 @@ class TruncationStats:
             "assistant_fraction": round(self.assistant_fraction, 4),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TruncationStats:
+        """The counts `as_dict` wrote (its derived fractions are recomputed, not read)."""
+        counts = {k: v for k, v in data.items() if k not in ("trained_fraction", "assistant_fraction", "drop_reasons")}
+        return cls(**counts, drop_reasons=Counter(data.get("drop_reasons", {})))
+
     def summary(self) -> str:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.drop_reasons.items()))
         return (
