@@ -78,7 +78,13 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
     """Training files per regime, the held-out suites, and their counts. Cached: a second run
     with the same settings reuses everything (the teacher's answers come from its cache)."""
     from convdistill.eval.generator import generate_recall_suite
-    from convdistill.experiments.regimes import check_disjoint, single_turn, synthetic_paths, turn_records
+    from convdistill.experiments.regimes import (
+        check_disjoint,
+        conversations,
+        single_turn,
+        synthetic_paths,
+        turn_records,
+    )
 
     data = layout.data
     marker = DoneMarker(data / "data.json", settings.fingerprint(), field="fingerprint")
@@ -117,6 +123,9 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
         "c": write_jsonl(data / "c-teacher-turns.jsonl", teacher_multi),
     }
     files["d"] = files["c"]  # the same records; the teacher's logits are the difference
+    # e and f: c/d's replies as whole conversations (whose history is the difference between them)
+    files["e"] = files["f"] = write_jsonl(data / "ef-conversations.jsonl", conversations(synthetic, "synthetic")
+                                          + conversations(with_teacher, "sample+teacher", words))
     corrected = correct_teacher(settings, files["c"], layout.work / "teacher-corrected", threads, log)
     corrected_memory = (teacher_recall(settings, data / "recall_seen.jsonl", threads, log, corrected["checkpoint"])
                         if corrected else None)

@@ -58,7 +58,9 @@ def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log,
 
 def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: Path,
              first_turns: str | None = None) -> dict[str, Any]:
-    """The held-out recall suites and the shipped real-text suites, gold history, greedy."""
+    """The held-out recall suites and the shipped real-text suites, gold history, greedy; with
+    `settings.self_history`, the unseen recall suite and the real suites on the model's own
+    history as well."""
     from convdistill.eval import LocalBackend, RunOptions, Suite, load_suite, run_suite
 
     backend = LocalBackend(checkpoint, batch_size=settings.eval_batch_size, max_tokens=settings.memory_max_tokens)
@@ -79,6 +81,14 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
         metrics[name]["choice_by_distance"] = choice
         for key, by in (("accuracy", metrics[name]["accuracy_by_distance"]), ("choice", choice)):
             metrics[name][key] = sum(by.values()) / len(by) if by else None
+    if settings.self_history:
+        # every turn generated, each after the model's own earlier replies: the unseen facts are
+        # stated by the user, but the turns between them and the question are the model's
+        results = run_suite(load_suite(suites["recall_unseen"]), backend, RunOptions(history="self", nll=False))
+        (out / "recall_unseen_self.json").write_bytes(orjson.dumps(results))
+        by = recall_accuracy(results)
+        metrics["recall_unseen_self"] = {"accuracy_by_distance": by, "accuracy": sum(by.values()) / len(by),
+                                         "score": results["summary"]["score"]}
     parts = [load_suite(project_file(p)) for p in settings.real_suites]
     real = Suite("+".join(s.path for s in parts),
                  tuple(c for s in parts for c in (s.cases[: settings.real_cases] if settings.real_cases else s.cases)))
@@ -89,6 +99,12 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
     metrics["real"] = {"score": s["score"], "turns_passed": s["turns_passed"], "turns": s["turns"],
                        "by_depth": s["by_depth"], "by_tag": s["by_tag"], "nll": s["mean_reference_nll"],
                        "first_turn": first_turn(results)}
+    if settings.self_history:
+        results = run_suite(real, backend, RunOptions(history="self", nll=False))
+        (out / "real_self.json").write_bytes(orjson.dumps(results))
+        s = results["summary"]
+        metrics["real_self"] = {"score": s["score"], "cases_passed": s["cases_passed"], "cases": s["cases"],
+                                "turns_passed": s["turns_passed"], "turns": s["turns"], "by_depth": s["by_depth"]}
     if first_turns and Path(first_turns).is_file():
         pairs = [(p["history"], p["reply"]) for p in read_jsonl(Path(first_turns))]
         nlls = backend.reference_nll(pairs) if pairs else []

@@ -64,6 +64,28 @@ def turn_records(paths: Iterable[Record], source: str, max_reply_words: int | No
     return out
 
 
+def conversations(paths: Iterable[Record], source: str, max_reply_words: int | None = None) -> list[Record]:
+    """`paths` whole, for regimes e and f: one record per conversation, every assistant turn
+    trained, replies cut as `turn_records` cuts them, so the same replies are learnt as by
+    regimes c and d, each one conversation long instead of one record each. Paths of one tree
+    that repeat a conversation's prefix add only their new turns' worth: a path whose every
+    assistant turn an earlier path already holds is left out."""
+    out: list[Record] = []
+    seen: set[tuple[str, str]] = set()
+    for path in paths:
+        messages = [{"role": m["role"], "content": cut_words(m["content"], max_reply_words)
+                     if m["role"] == "assistant" else m["content"]} for m in path["messages"]]
+        ids = path.get("message_ids") or [str(i) for i in range(len(messages))]
+        keys = {(str(path.get("tree_id")), str(ids[i])) for i, m in enumerate(messages)
+                if m["role"] == "assistant" and i > 0}
+        if not keys - seen:
+            continue
+        seen |= keys
+        out.append({"messages": messages, "synthetic": list(path.get("synthetic") or [False] * len(messages)),
+                    "tree_id": path.get("tree_id"), "source": source})
+    return out
+
+
 def single_turn(record: Record) -> Record:
     """`record` without its history: the system message (if any), the user turn just before the
     reply, and the reply."""

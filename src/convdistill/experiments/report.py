@@ -55,27 +55,41 @@ def _metrics(settings: Settings) -> dict[str, Metric]:
         "final_loss": lambda m: m["train"]["final_loss"],
         "train_s": lambda m: m["train"]["seconds"],
         "eval_s": lambda m: m["eval_seconds"],
+        # on the model's own history (settings.self_history), and the conversation trainer's
+        # share of step time spent generating (regimes e and f): None where not measured
+        "recall_self": lambda m: _part(m, "recall_unseen_self", "accuracy"),
+        "real_self_score": lambda m: _part(m, "real_self", "score"),
+        "real_self_cases": lambda m: _part(m, "real_self", "cases_passed"),
+        "generate_share": lambda m: (m["train"].get("generation") or {}).get("generate_share"),
     }
     far = [str(d) for d in range(max(low, FAR[0]), min(high, FAR[1]) + 1)]
 
     def far_share(suite: str) -> Metric:
         def share(m: dict[str, Any]) -> float | None:
-            values = [m[suite]["accuracy_by_distance"][d] for d in far if d in m[suite]["accuracy_by_distance"]]
+            by = _part(m, suite, "accuracy_by_distance") or {}
+            values = [by[d] for d in far if d in by]
             return statistics.fmean(values) if values else None
         return share
 
     out["recall_seen_far"] = far_share("recall_seen")
     out["recall_unseen_far"] = far_share("recall_unseen")
+    out["recall_self_far"] = far_share("recall_unseen_self")
     out["heldout_turn1_nll"] = lambda m: m.get("heldout_first_turn_nll")
     for d in range(low, high + 1):
         out[f"recall_seen_d{d}"] = partial(_at_distance, "recall_seen", "accuracy_by_distance", str(d))
         out[f"recall_unseen_d{d}"] = partial(_at_distance, "recall_unseen", "accuracy_by_distance", str(d))
         out[f"choice_seen_d{d}"] = partial(_at_distance, "recall_seen", "choice_by_distance", str(d))
+        out[f"recall_self_d{d}"] = partial(_at_distance, "recall_unseen_self", "accuracy_by_distance", str(d))
     return out
 
 
+def _part(metrics: dict[str, Any], suite: str, key: str) -> Any:
+    """metrics[suite][key], None where the unit has no such suite (self history not scored)."""
+    return (metrics.get(suite) or {}).get(key)
+
+
 def _at_distance(suite: str, key: str, distance: str, metrics: dict[str, Any]) -> float | None:
-    return metrics[suite][key].get(distance)
+    return (_part(metrics, suite, key) or {}).get(distance)
 
 
 def _real_depths(units: Sequence[dict[str, Any]]) -> list[str]:
@@ -147,7 +161,8 @@ def _question_counts(data: dict[str, Any]) -> dict[str, int]:
 
 # metric -> the suite whose recall questions it is a share of
 SHARES = {"recall_seen": "recall_seen", "choice_seen": "recall_seen", "recall_unseen": "recall_unseen",
-          "recall_seen_far": "recall_seen", "recall_unseen_far": "recall_unseen"}
+          "recall_seen_far": "recall_seen", "recall_unseen_far": "recall_unseen", "recall_self": "recall_unseen",
+          "recall_self_far": "recall_unseen"}
 
 
 def _share_error(units: Sequence[dict[str, Any]], key: Metric, a: tuple[str, str], b: tuple[str, str],
@@ -171,6 +186,11 @@ COMPARED = {  # metric name -> (label, higher is better)
     "choice_seen": ("forced-choice recall (seen values)", True),
     "recall_unseen": ("recall accuracy (held-out values and wording)", True),
     "recall_unseen_far": ("recall accuracy, held-out values and wording, d = 3 to 6", True),
+    "recall_self": ("recall accuracy on the model's own history (held-out values and wording)", True),
+    "recall_self_far": ("recall accuracy on the model's own history, held-out values and wording, d = 3 to 6",
+                        True),
+    "real_self_cases": ("shipped suites on the model's own history, cases passed", True),
+    "real_self_score": ("shipped suites on the model's own history, mean case score", True),
     "heldout_turn1_nll": ("held-out Open-Assistant prompts, turn-1 reference NLL", False),
     "real_score": ("shipped suites, mean case score", True),
     "turn1_score": ("shipped suites, turn-1 score", True),
@@ -243,7 +263,7 @@ def tables(summary: dict[str, Any]) -> str:
                          + (f" {_ms(g['recall_unseen'])} | {_ms(g['copy_seen'])} |" if extra else ""))
         corrected = summary["data"].get("corrected_teacher") or {}
         for label, teacher in ((f"teacher {s['teacher']}", summary["data"].get("teacher_recall")),
-                               (f"corrected teacher ({corrected.get('steps')} LoRA steps; regime d's)",
+                               (f"corrected teacher ({corrected.get('steps')} LoRA steps; regimes d-f's)",
                                 summary["data"].get("corrected_teacher_recall"))):
             if metric != "recall" or not teacher:
                 continue
@@ -267,6 +287,20 @@ def tables(summary: dict[str, Any]) -> str:
                          f"{_ms(g['recall_unseen'])} | **{_ms(g['recall_unseen_far'])}** | {cells} | "
                          f"{_ms(g['heldout_turn1_nll'], 2)} |")
         lines.append("")
+    if any(groups[g]["recall_self"]["mean"] is not None for g in groups):
+        lines += ["**On the model's own history** (every turn generated, later turns reading the model's "
+                  "replies, as in use: the held-out-wording recall cases, and the shipped suites' cases "
+                  "passed and mean case score)", "",
+                  "| family | regime | recall, all distances | d = 3 to 6 | "
+                  + " | ".join(f"d={d}" for d in range(low, high + 1)) + " | suites: cases passed | case score |",
+                  "|---|---|---|---|" + "---|" * (high - low + 1) + "---|---|"]
+        for key, family, regime in rows:
+            g = groups[key]
+            cells = " | ".join(_ms(g[f"recall_self_d{d}"], 2) for d in range(low, high + 1))
+            lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} {REGIMES[regime]} | "
+                         f"{_ms(g['recall_self'])} | **{_ms(g['recall_self_far'])}** | {cells} | "
+                         f"{_ms(g['real_self_cases'], 1)} | {_ms(g['real_self_score'])} |")
+        lines.append("")
     depths = sorted({d for g in groups.values() for d in g["real_by_depth"]}, key=int)
     lines += ["**Real text** (the shipped hand-written suites, gold history; case score = minimum over "
               "its turns; turn-1 reference NLL: lower is better)", ""]
@@ -278,15 +312,17 @@ def tables(summary: dict[str, Any]) -> str:
         cells = " | ".join(_ms(g["real_by_depth"][d], 2) if d in g["real_by_depth"] else "n/a" for d in depths)
         lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} | {_ms(g['real_score'])} | "
                      f"{_ms(g['turn1_score'])} | {_ms(g['turn1_nll'], 2)} | {_ms(g['real_nll'], 2)} | {cells} |")
-    lines += ["", "**Budget** (per unit; trained tokens = loss-carrying tokens of the data x epochs)", "",
-              "| family | regime | records | epochs | trained tokens | final loss | train s | eval s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "**Budget** (per unit; trained tokens = loss-carrying tokens of the data x epochs; regimes e "
+              "and f: of the conversations as trained, counted in the steps; generating: share of e/f's step "
+              "time)", "",
+              "| family | regime | records | epochs | trained tokens | final loss | train s | generating | eval s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     records = summary["data"]["counts"]["records"]
     for key, family, regime in rows:
         g = groups[key]
         lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} | {records.get(regime, 'n/a')} | "
                      f"{_ms(g['epochs'], 2)} | {_ms(g['trained_tokens'], 0)} | {_ms(g['final_loss'], 2)} | "
-                     f"{_ms(g['train_s'], 0)} | {_ms(g['eval_s'], 0)} |")
+                     f"{_ms(g['train_s'], 0)} | {_ms(g['generate_share'], 2)} | {_ms(g['eval_s'], 0)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -381,12 +417,15 @@ def plot_first_turn(summary: dict[str, Any], path: Path) -> Path:
 
 
 def recall_panels(summary: dict[str, Any]) -> list[Panel]:
-    """Recall by distance: seen values, held-out wording and values, and forced choice when run."""
+    """Recall by distance: seen values, held-out wording and values (on the model's own history
+    too, when scored), and forced choice when run."""
     chance = summary["chance"]["recall_seen"]
     panels: list[Panel] = [(lambda g, x: g.get(f"recall_seen_d{x}"), "recall answered right", chance)]
     groups = summary["groups"].values()
     if any(g["recall_unseen"]["mean"] is not None for g in groups):
         panels.append((lambda g, x: g.get(f"recall_unseen_d{x}"), "recall, held-out wording + values", None))
+    if any(g["recall_self"]["mean"] is not None for g in groups):
+        panels.append((lambda g, x: g.get(f"recall_self_d{x}"), "the same, on its own history", None))
     if any(g["choice_seen"]["mean"] is not None for g in groups):
         panels.append((lambda g, x: g.get(f"choice_seen_d{x}"), "forced-choice recall", chance))
     return panels

@@ -18,7 +18,16 @@ REGIMES: dict[str, str] = {
     "b": "multi-turn",
     "c": "+ teacher turns",
     "d": "+ logit distillation",
+    "e": "conversations, gold history",
+    "f": "conversations, own history",
 }
+# The experiment's question (a to d). Regimes e and f (issue 27) ask another: both distil c/d's
+# data as whole conversations with the conversation trainer (distill_mode on_policy_conversation),
+# e keeping the data's replies as history (off-policy), f with the student writing every turn after
+# its own earlier replies (on-policy). Same trainer, batches, steps, loss and teacher: whose
+# history it is is the one difference, so f vs e is their paired comparison.
+MAIN_REGIMES = ("a", "b", "c", "d")
+CONVERSATION_REGIMES = ("e", "f")
 FAMILIES = ("t5", "llama")
 TEACHER_FAMILIES = ("t5", "llama", "smollm2-lora")  # students of the teacher-initialised run
 STUDENT_KINDS = ("teacher", "tiny")
@@ -40,7 +49,7 @@ class Settings:
     """Everything that decides the numbers. Units are cached under a fingerprint of these."""
 
     families: tuple[str, ...] = FAMILIES
-    regimes: tuple[str, ...] = tuple(REGIMES)
+    regimes: tuple[str, ...] = MAIN_REGIMES
     seeds: tuple[int, ...] = (0, 1, 2)
     # "teacher": students built from the teacher's layers (+ SmolLM2 LoRA); "tiny": random tiny ones.
     # The field defaults are the tiny baseline run's settings (TINY); FULL changes what differs.
@@ -97,6 +106,12 @@ class Settings:
     # False: the teacher runs live on the batches a unit trains on (cheaper when a unit visits a
     # small part of its file)
     kd_cache: bool = True
+    # regimes e and f: a batch is `batch_size` whole conversations; in f the student writes each
+    # reply (at most conversation_max_new_tokens, sampled) and its share of self-written
+    # conversations rises from 0 to 1 over conversation_warmup_steps
+    conversation_max_new_tokens: int = 48
+    conversation_warmup_steps: int = 0
+    conversation_sample_temperature: float = 1.0
     # evaluation
     real_suites: tuple[str, ...] = REAL_SUITES
     real_cases: int | None = None  # cases per real suite (None: all)
@@ -111,6 +126,9 @@ class Settings:
     # first reply of the best paths of these trees of the sample (0: skip)
     heldout_first_turns: int = 0
     heldout_from_tree: int = 60
+    # also score the unseen recall suite and the real suites on the model's OWN history (every
+    # turn generated, later turns reading the model's replies): how the student is used
+    self_history: bool = False
 
     def fingerprint(self) -> str:
         """Of the settings that change a unit's numbers (not seeds/families/regimes: those name units)."""
@@ -138,6 +156,7 @@ FULL = replace(
     t5_decoder_layers=15,
     t5_architecture="t5gemma2",
     correct_teacher_steps=20,
+    conversation_warmup_steps=4,  # regime f: a quarter of the steps from gold to own history
     # A unit trains on 64 of regime d's 511 records: the teacher scoring them live costs about an
     # eighth of a cache of the whole file (313 s per family, measured) for each unit.
     kd_cache=False,
@@ -262,4 +281,12 @@ def settings_for(quick: bool, seeds: tuple[int, ...] | None = None, changes: lis
     values = parse_changes(changes or [])
     if seeds:
         values["seeds"] = tuple(seeds)
-    return replace(QUICK if quick else PRESETS[preset], **values)
+    settings = replace(QUICK if quick else PRESETS[preset], **values)
+    for name, given, known in (("regimes", settings.regimes, tuple(REGIMES)),
+                               ("families", settings.families, TEACHER_FAMILIES)):
+        unknown = [x for x in given if x not in known]
+        if unknown or not given:
+            raise BadRecipe(f"--set {name}={','.join(given)}: choose from {', '.join(known)}")
+    if settings.students == "tiny" and "smollm2-lora" in settings.families:
+        raise BadRecipe("families: smollm2-lora needs students built from the teacher (preset full)")
+    return settings

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from convdistill.experiments.evaluation import evaluate
-from convdistill.experiments.settings import Layout, Settings
+from convdistill.experiments.settings import CONVERSATION_REGIMES, Layout, Settings
 from convdistill.files import DoneMarker, project_file
 from convdistill.progress_log import Log
 
@@ -21,8 +21,8 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
            kd_cache_dir: Path, student: str | None = None,
            teacher: str | None = None) -> tuple[str, dict[str, Any]]:
     """The trainer method and recipe mapping of a unit: the same for every regime but the data
-    file (and, for d, the distillation fields). `student`: the checkpoint a teacher-initialised
-    unit starts from (built once in the data stage); `teacher`: regime d's teacher checkpoint
+    file (and, for d, e and f, the distillation fields). `student`: the checkpoint a teacher-initialised
+    unit starts from (built once in the data stage); `teacher`: the teacher checkpoint of regimes d to f
     when it was corrected (default: `settings.teacher` as it ships)."""
     values: dict[str, Any] = {
         "seed": seed,  # data order: the same across regimes of equal size
@@ -59,11 +59,23 @@ def recipe(settings: Settings, family: str, regime: str, seed: int, train_file: 
         values["model_name_or_path"] = student
     if family == "t5":
         values["max_target_length"] = settings.max_target_length
-    if regime != "d":
+    if regime not in ("d", *CONVERSATION_REGIMES):
         return "sft", values
     values.update({"teacher": teacher or settings.teacher, "kd_weight": settings.kd_weight,
                    "kd_top_k": settings.kd_top_k, "kd_temperature": settings.kd_temperature,
-                   "kd_loss": settings.kd_loss, "kd_cache": settings.kd_cache, "kd_cache_dir": str(kd_cache_dir)})
+                   "kd_loss": settings.kd_loss})
+    if regime == "d":
+        values.update({"kd_cache": settings.kd_cache, "kd_cache_dir": str(kd_cache_dir)})
+        return "distill", values
+    # e and f: the conversation trainer, batches of whole conversations (written in the step, so
+    # nothing to group by length), the teacher live on whatever history the batch has
+    del values["train_sampling_strategy"]
+    own = regime == "f"
+    values.update({"distill_mode": "on_policy_conversation", "kd_self_fraction": 1.0 if own else 0.0,
+                   "kd_self_warmup_steps": settings.conversation_warmup_steps if own else 0,
+                   "kd_max_new_tokens": settings.conversation_max_new_tokens,
+                   "kd_sample_temperature": settings.conversation_sample_temperature,
+                   "kd_max_prompt_length": settings.max_length})
     return "distill", values
 
 
@@ -148,6 +160,12 @@ def run_unit(settings: Settings, family: str, regime: str, seed: int, data: dict
                   "final_loss": losses[-1] if losses else None,
                   "train_loss": final[-1].get("train_loss") if final else None},
     }
+    rollouts = result.data.get("rollouts")
+    if rollouts is not None:
+        # the conversation trainer tokenizes each batch in its step (f: the student's own
+        # replies): the tokens its steps trained, counted there, and where the steps' time went
+        metrics["train"]["trained_tokens"] = rollouts.trained_tokens
+        metrics["train"]["generation"] = result.trainer.generation_report()
     metrics.update(evaluate(result.checkpoint, settings, data["suites"], work, data.get("first_turns")))
     if not keep_checkpoint:
         shutil.rmtree(work / "model", ignore_errors=True)
@@ -163,7 +181,7 @@ def unit_marker(layout: Layout, settings: Settings, name: str) -> DoneMarker:
 # Longest units first, so the pool's last minutes go to short ones: SmolLM2 LoRA units took
 # 500 s, the Llama student's 390 s and the T5 student's 130 s; regime a (single turns) the least.
 _FAMILY_COST = {"smollm2-lora": 0, "llama": 1, "t5": 2}
-_REGIME_COST = {"d": 0, "c": 1, "b": 2, "a": 3}
+_REGIME_COST = {"f": 0, "e": 1, "d": 2, "c": 3, "b": 4, "a": 5}
 
 
 def _unit_order(settings: Settings) -> list[tuple[str, str, int]]:
