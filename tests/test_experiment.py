@@ -14,7 +14,13 @@ import pytest
 from conftest import run_cli, write_jsonl
 from convdistill.eval import load_suite, run_checks
 from convdistill.eval.generator import FACTS, TRAIN_VALUES, case_messages, generate_recall_suite, recall_case
-from convdistill.experiments.regimes import check_disjoint, single_turn, synthetic_paths, turn_records
+from convdistill.experiments.regimes import (
+    check_disjoint,
+    conversations,
+    single_turn,
+    synthetic_paths,
+    turn_records,
+)
 
 
 def test_recall_cases_put_the_question_exactly_distance_turns_after_the_fact(tmp_path: Path) -> None:
@@ -66,6 +72,11 @@ def test_turn_records_give_one_reply_each_and_single_turn_drops_only_the_history
     assert [m["content"] for m in single[2]["messages"]] == ["Be brief.", "user 2", "assistant 2"]
     assert [s["messages"][-1] for s in single] == [r["messages"][-1] for r in records]  # same replies
     assert single[1]["train"] == [False, False, True]
+    # regimes e and f: the same replies, one record per conversation, every assistant turn trained
+    whole = conversations([*paths, paths[0]], "sample", max_reply_words=10)  # a repeated path adds nothing
+    assert [len(r["messages"]) for r in whole] == [7, 5] and all("train" not in r for r in whole)
+    replies = {m["content"] for r in whole for m in r["messages"] if m["role"] == "assistant"}
+    assert replies == {r["messages"][-1]["content"] for r in records}
 
 
 def test_disjointness_is_checked() -> None:
@@ -84,7 +95,7 @@ def test_disjointness_is_checked() -> None:
 def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
     from convdistill.experiments import multiturn
 
-    settings = replace(multiturn.QUICK, seeds=(0,), regimes=("a", "d"))
+    settings = replace(multiturn.QUICK, seeds=(0,), regimes=("a", "d"), self_history=True)
     lines: list[str] = []
     doc = tmp_path / "experiments.md"
     doc.write_text("# Experiments\n\nWritten by people, kept.\n")
@@ -102,6 +113,9 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
         assert set(unit["recall_seen"]["choice_by_distance"]) == {"1", "2"}
         assert unit["real"]["first_turn"]["nll"] > 0 and unit["heldout_first_turn_nll"] > 0
         assert set(unit["recall_unseen"]["accuracy_by_distance"]) == {"1", "2"}
+        # on the model's own history too (self_history)
+        assert set(unit["recall_unseen_self"]["accuracy_by_distance"]) == {"1", "2"}
+        assert unit["real_self"]["cases"] == len(settings.real_suites) * settings.real_cases
     assert {u["method"] for u in summary["units"] if u["regime"] == "d"} == {"distill"}
     counts = summary["data"]["counts"]
     assert counts["records"]["a"] == counts["records"]["b"] and counts["teacher_written_replies"] > 0
@@ -141,6 +155,28 @@ def test_the_pipeline_runs_for_real_at_a_tiny_scale(tmp_path: Path) -> None:
     # the paired differences of recall shares carry the error the number of questions gives them
     choice = next(c for c in summary["comparisons"] if c["metric"] == "choice_seen")
     assert choice["se_questions"] is not None and choice["se_questions"] >= 0
+    assert "On the model's own history" in (results / "tables.md").read_text()
+
+    # Regimes e and f (the same data and built students, reused): c/d's replies as whole
+    # conversations through the conversation trainer, e on the data's history, f writing its own.
+    data = tmp_path / "run" / "work" / "data"
+    whole = [json.loads(line) for line in (data / "ef-conversations.jsonl").read_text().splitlines()]
+    turns = [json.loads(line) for line in (data / "c-teacher-turns.jsonl").read_text().splitlines()]
+    assert {m["content"] for r in whole for m in r["messages"][1:] if m["role"] == "assistant"} == {
+        r["messages"][-1]["content"] for r in turns}
+    conversation = replace(settings, families=("llama",), regimes=("e", "f"))
+    ef_lines: list[str] = []
+    outcome = multiturn.run(tmp_path / "run", conversation, jobs=1, command="test", log=ef_lines.append)
+    assert any("reusing" in line for line in ef_lines)
+    units = {u["regime"]: u for u in outcome.summary["units"]}
+    for unit in units.values():
+        assert unit["method"] == "distill" and unit["teacher"] == corrected["checkpoint"]
+        assert unit["train"]["steps"] == settings.max_steps and unit["train"]["trained_tokens"] > 0
+        assert set(unit["recall_unseen_self"]["accuracy_by_distance"]) == {"1", "2"}
+    assert units["e"]["train"]["generation"]["generate_seconds"] == 0  # e writes nothing
+    assert units["f"]["train"]["generation"]["generate_seconds"] > 0
+    assert {c["pair"] for c in outcome.summary["comparisons"]} == {"Llama (dec-only): f vs e"}
+    assert any(c["metric"] == "recall_self" for c in outcome.summary["comparisons"])
 
 
 def test_cli_lists_experiments_and_refuses_unknown_names_and_fields() -> None:
@@ -151,7 +187,8 @@ def test_cli_lists_experiments_and_refuses_unknown_names_and_fields() -> None:
     bad = run_cli("experiment", "run", "multiturn_vs_singleturn", "--quick", "--set", "max_stpes=3")
     assert bad.returncode == 1 and "max_stpes=3" in bad.stderr and "max_steps" in bad.stderr
     # a value of the wrong type and an unknown preset: one line each, no traceback
-    for args, expected in ((("--set", "seeds=0,x"), "field 'seeds'"), (("--preset", "huge"), "unknown preset 'huge'")):
+    for args, expected in ((("--set", "seeds=0,x"), "field 'seeds'"), (("--preset", "huge"), "unknown preset 'huge'"),
+                           (("--set", "regimes=a,x"), "choose from a, b, c, d, e, f")):
         refused = run_cli("experiment", "run", "multiturn_vs_singleturn", "--quick", *args)
         assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr and "bug" not in refused.stderr

@@ -211,6 +211,8 @@ QUICK = replace(
     memory_max_tokens=6,
     real_max_tokens=6,
     teacher_per_distance=1,
+    conversation_max_new_tokens=6,
+    conversation_warmup_steps=0,  # two steps: regime f writes from the first
 )
 
 
