@@ -1,6 +1,6 @@
 """Stage 1, the data: training files per regime (synthetic memory conversations, the sample
 export, the sample extended by the teacher), the held-out suites, and their counts. Cached under
-the settings' fingerprint."""
+the fingerprint of the settings it reads."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
     )
 
     data = layout.data
-    marker = DoneMarker(data / "data.json", settings.fingerprint(), field="fingerprint")
+    marker = DoneMarker(data / "data.json", settings.data_fingerprint(), field="fingerprint")
     done = marker.done()
     if done is not None:
         log("data: reusing " + str(data))
@@ -141,7 +141,7 @@ def prepare_data(settings: Settings, layout: Layout, threads: int, log: Log) -> 
         "disjoint": disjoint,
         "heldout_first_turns": len(first_turns),
     }
-    done = {"fingerprint": settings.fingerprint(), "files": {k: str(v) for k, v in files.items()},
+    done = {"fingerprint": settings.data_fingerprint(), "files": {k: str(v) for k, v in files.items()},
             "first_turns": str(data / "heldout_first_turns.jsonl"),
             "suites": {name: str(data / f"{name}.jsonl") for name in suites}, "counts": counts,
             "teacher": teacher, "teacher_recall": teacher_memory,

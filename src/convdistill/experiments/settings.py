@@ -135,6 +135,25 @@ class Settings:
         data = {k: v for k, v in asdict(self).items() if k not in ("families", "regimes", "seeds")}
         return fingerprint(data)
 
+    def data_fingerprint(self) -> str:
+        """Of the settings the data stage may read: all but those only the units read, so that a
+        change of steps, learning rate or evaluation reuses the data, the teacher's extension and
+        its correction (about ten minutes) instead of redoing them. A field missing from
+        UNIT_ONLY merely rebuilds the data when it changes."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("families", "regimes", "seeds", *UNIT_ONLY)}
+        return fingerprint(data)
+
+
+# Settings that only the units read (training, regime d-f's distillation, the units' evaluation);
+# the students' shapes too: they are built after the data stage, in folders named by shape.
+UNIT_ONLY = (
+    "students", "llama_layers", "llama_mlp_channels", "t5_encoder_layers", "t5_decoder_layers",
+    "t5_architecture", "lora_r", "lora_learning_rate", "calibration_conversations", "max_steps",
+    "learning_rate", "warmup_steps", "max_target_length", "kd_weight", "kd_top_k", "kd_temperature", "kd_loss",
+    "kd_cache", "conversation_max_new_tokens", "conversation_warmup_steps", "conversation_sample_temperature",
+    "real_suites", "real_cases", "real_max_tokens", "forced_choice", "self_history",
+)
+
 
 # The first run (tiny random-initialised students), kept as a documented baseline: --preset tiny.
 TINY = Settings()

@@ -13,7 +13,7 @@ from typing import Any
 
 from convdistill.experiments.evaluation import evaluate
 from convdistill.experiments.settings import CONVERSATION_REGIMES, Layout, Settings
-from convdistill.files import DoneMarker, project_file
+from convdistill.files import DoneMarker, fingerprint, project_file
 from convdistill.progress_log import Log
 
 
@@ -99,7 +99,10 @@ def build_students(settings: Settings, layout: Layout, threads: int, log: Log) -
     for family in settings.families:
         if family not in shapes:
             continue
-        folder = layout.work / "students" / f"{family}-{'-'.join(str(v) for v in shapes[family].values())}"
+        # named by shape and by what the build measures (teacher, calibration sample), so that a
+        # change of either builds anew instead of reusing a student built from other settings
+        source = fingerprint([settings.teacher, settings.export, settings.calibration_conversations])[:8]
+        folder = layout.work / "students" / f"{family}-{'-'.join(str(v) for v in shapes[family].values())}-{source}"
         if not (folder / "convdistill.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             info = init_from_teacher(settings.teacher, family, folder, sample=project_file(settings.export),
