@@ -45,9 +45,10 @@ def run(
                                                       "Settings in convdistill/experiments/settings.py.")] = None,
     keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each unit's trained "
                                                    "student in work/units/.")] = False,
-    preset: Annotated[str, typer.Option("--preset", help="full (students built from the teacher) or tiny "
-                                        "(the first run: tiny random students; results under NAME/tiny/, no "
-                                        "doc unless --doc).")] = "full",
+    preset: Annotated[str, typer.Option("--preset", help="full (students built from the teacher), tiny "
+                                        "(the first run: tiny random students) or own_history (regimes e and f, "
+                                        "scored on the model's own history too); any but full writes under "
+                                        "NAME/PRESET/ and no doc unless --doc.")] = "full",
 ) -> None:
     """Run an experiment end to end; finished units are reused when the settings are unchanged."""
     from convdistill.experiments import EXPERIMENTS, run_experiment

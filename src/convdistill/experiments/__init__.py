@@ -17,7 +17,8 @@ from convdistill.errors import BadRecipe
 EXPERIMENTS: dict[str, str] = {
     "multiturn_vs_singleturn": "Does multi-turn tree distillation beat single-turn distillation, and which "
     "student family (T5 or Llama, equal size, both built from the teacher) wins, and how close is SmolLM2 "
-    "with LoRA? Four regimes x three students x seeds (--preset tiny: the first run's tiny random students).",
+    "with LoRA? Four regimes x three students x seeds (--preset tiny: the first run's tiny random students; "
+    "--preset own_history: distilled on the student's own history against the data's, scored on both).",
 }
 
 
