@@ -34,6 +34,14 @@ def cut_words(text: str, max_words: int | None) -> str:
     return text if len(words) <= max_words else " ".join(words[:max_words])
 
 
+def _cut_path(path: Record, max_reply_words: int | None) -> tuple[list[dict[str, str]], list[str]]:
+    """A path's messages with its replies cut to `max_reply_words`, and their ids (positions
+    where the record has none)."""
+    messages = [{"role": m["role"], "content": cut_words(m["content"], max_reply_words)
+                 if m["role"] == "assistant" else m["content"]} for m in path["messages"]]
+    return messages, [str(x) for x in path.get("message_ids") or range(len(messages))]
+
+
 def turn_records(paths: Iterable[Record], source: str, max_reply_words: int | None = None) -> list[Record]:
     """One record per distinct assistant turn of `paths` (path records), with its history.
 
@@ -44,9 +52,7 @@ def turn_records(paths: Iterable[Record], source: str, max_reply_words: int | No
     out: list[Record] = []
     seen: set[tuple[str, str]] = set()
     for path in paths:
-        messages = [{"role": m["role"], "content": cut_words(m["content"], max_reply_words)
-                     if m["role"] == "assistant" else m["content"]} for m in path["messages"]]
-        ids = path.get("message_ids") or [str(i) for i in range(len(messages))]
+        messages, ids = _cut_path(path, max_reply_words)
         synthetic = path.get("synthetic") or [False] * len(messages)
         for i, message in enumerate(messages):
             key = (str(path.get("tree_id")), str(ids[i]))
@@ -73,9 +79,7 @@ def conversations(paths: Iterable[Record], source: str, max_reply_words: int | N
     out: list[Record] = []
     seen: set[tuple[str, str]] = set()
     for path in paths:
-        messages = [{"role": m["role"], "content": cut_words(m["content"], max_reply_words)
-                     if m["role"] == "assistant" else m["content"]} for m in path["messages"]]
-        ids = path.get("message_ids") or [str(i) for i in range(len(messages))]
+        messages, ids = _cut_path(path, max_reply_words)
         keys = {(str(path.get("tree_id")), str(ids[i])) for i, m in enumerate(messages)
                 if m["role"] == "assistant" and i > 0}
         if not keys - seen:

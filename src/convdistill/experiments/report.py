@@ -272,34 +272,31 @@ def tables(summary: dict[str, Any]) -> str:
             lines.append(f"| {label} ({teacher['cases']} cases, one run) | - | "
                          f"**{teacher['accuracy']:.3f}** | {cells} | n/a | {teacher['copy']:.3f} |")
         lines.append("")
-    if any(groups[g]["recall_unseen"]["mean"] is not None for g in groups):
-        lines += ["**Context memory, held-out wording and values** (greedy reply contains the value; facts "
-                  "stated and asked in words no training conversation uses, values never trained on; "
-                  f"d = {FAR[0]} to {FAR[1]} is the experiment's goal; held-out Open-Assistant turn-1 "
-                  "NLL: first replies of sample trees no unit trains on, lower is better)", "",
-                  "| family | regime | all distances | d = 3 to 6 | "
-                  + " | ".join(f"d={d}" for d in range(low, high + 1)) + " | held-out OA turn-1 NLL |",
-                  "|---|---|---|---|" + "---|" * (high - low + 1) + "---|"]
+    # (metric, title, the columns after the distances: (head, group metric, digits))
+    recall_tables: tuple[tuple[str, str, tuple[tuple[str, str, int], ...]], ...] = (
+        ("recall_unseen", "**Context memory, held-out wording and values** (greedy reply contains the value; facts "
+         "stated and asked in words no training conversation uses, values never trained on; "
+         f"d = {FAR[0]} to {FAR[1]} is the experiment's goal; held-out Open-Assistant turn-1 "
+         "NLL: first replies of sample trees no unit trains on, lower is better)",
+         (("held-out OA turn-1 NLL", "heldout_turn1_nll", 2),)),
+        ("recall_self", "**On the model's own history** (every turn generated, later turns reading the model's "
+         "replies, as in use: the held-out-wording recall cases, and the shipped suites' cases "
+         "passed and mean case score)",
+         (("suites: cases passed", "real_self_cases", 1), ("case score", "real_self_score", 3))),
+    )
+    for metric, title, columns in recall_tables:
+        if all(groups[g][metric]["mean"] is None for g in groups):
+            continue
+        lines += [title, "", "| family | regime | all distances | d = 3 to 6 | "
+                  + " | ".join(f"d={d}" for d in range(low, high + 1)) + " | "
+                  + " | ".join(head for head, *_ in columns) + " |",
+                  "|---|---|---|---|" + "---|" * (high - low + 1 + len(columns))]
         for key, family, regime in rows:
             g = groups[key]
-            cells = " | ".join(_ms(g[f"recall_unseen_d{d}"], 2) for d in range(low, high + 1))
+            cells = " | ".join(_ms(g[f"{metric}_d{d}"], 2) for d in range(low, high + 1))
+            more = " | ".join(_ms(g[name], digits) for _, name, digits in columns)
             lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} {REGIMES[regime]} | "
-                         f"{_ms(g['recall_unseen'])} | **{_ms(g['recall_unseen_far'])}** | {cells} | "
-                         f"{_ms(g['heldout_turn1_nll'], 2)} |")
-        lines.append("")
-    if any(groups[g]["recall_self"]["mean"] is not None for g in groups):
-        lines += ["**On the model's own history** (every turn generated, later turns reading the model's "
-                  "replies, as in use: the held-out-wording recall cases, and the shipped suites' cases "
-                  "passed and mean case score)", "",
-                  "| family | regime | recall, all distances | d = 3 to 6 | "
-                  + " | ".join(f"d={d}" for d in range(low, high + 1)) + " | suites: cases passed | case score |",
-                  "|---|---|---|---|" + "---|" * (high - low + 1) + "---|---|"]
-        for key, family, regime in rows:
-            g = groups[key]
-            cells = " | ".join(_ms(g[f"recall_self_d{d}"], 2) for d in range(low, high + 1))
-            lines.append(f"| {FAMILY_NAMES.get(family, family)} | {regime} {REGIMES[regime]} | "
-                         f"{_ms(g['recall_self'])} | **{_ms(g['recall_self_far'])}** | {cells} | "
-                         f"{_ms(g['real_self_cases'], 1)} | {_ms(g['real_self_score'])} |")
+                         f"{_ms(g[metric])} | **{_ms(g[f'{metric}_far'])}** | {cells} | {more} |")
         lines.append("")
     depths = sorted({d for g in groups.values() for d in g["real_by_depth"]}, key=int)
     lines += ["**Real text** (the shipped hand-written suites, gold history; case score = minimum over "
