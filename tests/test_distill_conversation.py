@@ -175,14 +175,16 @@ def served(teacher: Path) -> Iterator[str]:
         yield server.base_url
 
 
+@pytest.mark.parametrize("family", ["llama", "t5"])
 def test_a_served_teacher_scores_the_written_turns_as_the_local_one_does(conversations: Path, teacher: Path,
-                                                                        served: str, tmp_path: Path):
+                                                                        served: str, tmp_path: Path, family: str):
     """Same student, seed and conversations: the student writes the same replies, and the teacher's
-    top-20 over /v1/completions (echo + log-probabilities by token id) gives the local loss."""
+    top-20 over /v1/completions (echo + log-probabilities by token id) gives the local loss. For
+    the encoder-decoder student, the teacher reads its encoder input and reply as one sequence."""
     runs = {}
     for name, fields in (("local", {"teacher": str(teacher)}),
                          ("served", {"teacher_base_url": served, "teacher_model": "tiny-teacher"})):
-        result = distill(conversations, tmp_path / name, "llama", max_steps=1, kd_top_k=20, **fields)
+        result = distill(conversations, tmp_path / name, family, max_steps=1, kd_top_k=20, **fields)
         runs[name] = result
     local, remote = (next(e for e in r.log_history if "kd_loss" in e) for r in runs.values())
     assert [r.messages for r in runs["local"].trainer.last_rollouts] == [
