@@ -13,6 +13,7 @@ from convdistill.experiments.metrics import (
     copy_accuracy,
     first_turn,
     forced_choice,
+    mean_share,
     recall_accuracy,
     recall_distance,
 )
@@ -50,7 +51,7 @@ def teacher_recall(settings: Settings, suite: Path, threads: int, log: Log,
                            settings.eval_batch_size, settings.memory_max_tokens)
     results = run_suite(Suite(str(suite), tuple(chosen)), backend, RunOptions(history="gold", nll=False))
     by = recall_accuracy(results)
-    out = {"cases": len(chosen), "accuracy_by_distance": by, "accuracy": sum(by.values()) / len(by),
+    out = {"cases": len(chosen), "accuracy_by_distance": by, "accuracy": mean_share(by),
            "copy": copy_accuracy(results), "seconds": round(time.perf_counter() - started, 1)}
     log(f"{name}: recall {out['accuracy']:.3f} on {len(chosen)} held-out cases ({out['seconds']:.0f} s)")
     return out
@@ -66,8 +67,8 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
     backend = LocalBackend(checkpoint, batch_size=settings.eval_batch_size, max_tokens=settings.memory_max_tokens)
     metrics: dict[str, Any] = {}
     started = time.perf_counter()
-    for name, path in suites.items():
-        suite = load_suite(path)
+    loaded = {name: load_suite(path) for name, path in suites.items()}
+    for name, suite in loaded.items():
         # The seen suite's fact turns give copying within a turn; of the unseen suite only the
         # questions count, so its other turns stay history (a third of a unit's evaluation).
         only = () if name == "recall_seen" else ("recall_of",)
@@ -80,14 +81,14 @@ def evaluate(checkpoint: Path, settings: Settings, suites: dict[str, str], out: 
         choice = forced_choice(backend, suite.cases, "train") if wanted else {}
         metrics[name]["choice_by_distance"] = choice
         for key, by in (("accuracy", metrics[name]["accuracy_by_distance"]), ("choice", choice)):
-            metrics[name][key] = sum(by.values()) / len(by) if by else None
+            metrics[name][key] = mean_share(by)
     if settings.self_history:
         # every turn generated, each after the model's own earlier replies: the unseen facts are
         # stated by the user, but the turns between them and the question are the model's
-        results = run_suite(load_suite(suites["recall_unseen"]), backend, RunOptions(history="self", nll=False))
+        results = run_suite(loaded["recall_unseen"], backend, RunOptions(history="self", nll=False))
         (out / "recall_unseen_self.json").write_bytes(orjson.dumps(results))
         by = recall_accuracy(results)
-        metrics["recall_unseen_self"] = {"accuracy_by_distance": by, "accuracy": sum(by.values()) / len(by),
+        metrics["recall_unseen_self"] = {"accuracy_by_distance": by, "accuracy": mean_share(by),
                                          "score": results["summary"]["score"]}
     parts = [load_suite(project_file(p)) for p in settings.real_suites]
     real = Suite("+".join(s.path for s in parts),

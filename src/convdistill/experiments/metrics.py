@@ -32,6 +32,11 @@ def recall_accuracy(results: dict[str, Any]) -> dict[str, float]:
     return {d: sum(v) / len(v) for d, v in sorted(by.items(), key=lambda kv: int(kv[0]))}
 
 
+def mean_share(by: dict[str, float]) -> float | None:
+    """The mean of per-distance shares (each distance weighs the same), None where none was asked."""
+    return sum(by.values()) / len(by) if by else None
+
+
 def first_turn(results: dict[str, Any]) -> dict[str, float | None]:
     scores = [c["turns"][0]["score"] for c in results["cases"] if c["turns"][0]["score"] is not None]
     nlls = [c["turns"][0]["nll"] for c in results["cases"] if c["turns"][0].get("nll") is not None]

@@ -60,7 +60,7 @@ def _metrics(settings: Settings) -> dict[str, Metric]:
         "recall_self": lambda m: _part(m, "recall_unseen_self", "accuracy"),
         "real_self_score": lambda m: _part(m, "real_self", "score"),
         "real_self_cases": lambda m: _part(m, "real_self", "cases_passed"),
-        "generate_share": lambda m: (m["train"].get("generation") or {}).get("generate_share"),
+        "generate_share": lambda m: _part(m["train"], "generation", "generate_share"),
     }
     far = [str(d) for d in range(max(low, FAR[0]), min(high, FAR[1]) + 1)]
 
@@ -84,7 +84,8 @@ def _metrics(settings: Settings) -> dict[str, Metric]:
 
 
 def _part(metrics: dict[str, Any], suite: str, key: str) -> Any:
-    """metrics[suite][key], None where the unit has no such suite (self history not scored)."""
+    """metrics[suite][key], None where the unit has no such part (self history not scored, no
+    generation in its trainer)."""
     return (metrics.get(suite) or {}).get(key)
 
 

@@ -132,20 +132,26 @@ class Settings:
 
     def fingerprint(self) -> str:
         """Of the settings that change a unit's numbers (not seeds/families/regimes: those name units)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("families", "regimes", "seeds")}
-        return fingerprint(data)
+        return self._fingerprint_without(NAMING)
 
     def data_fingerprint(self) -> str:
         """Of the settings the data stage may read: all but those only the units read, so that a
         change of steps, learning rate or evaluation reuses the data, the teacher's extension and
         its correction (about ten minutes) instead of redoing them. A field missing from
         UNIT_ONLY merely rebuilds the data when it changes."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("families", "regimes", "seeds", *UNIT_ONLY)}
-        return fingerprint(data)
+        return self._fingerprint_without((*NAMING, *UNIT_ONLY))
+
+    def _fingerprint_without(self, left_out: tuple[str, ...]) -> str:
+        return fingerprint({k: v for k, v in asdict(self).items() if k not in left_out})
+
+
+# Settings that name units rather than change their numbers.
+NAMING = ("families", "regimes", "seeds")
 
 
 # Settings that only the units read (training, regime d-f's distillation, the units' evaluation);
-# the students' shapes too: they are built after the data stage, in folders named by shape.
+# the students' shapes and calibration too: they are built after the data stage, in folders named
+# by them.
 UNIT_ONLY = (
     "students", "llama_layers", "llama_mlp_channels", "t5_encoder_layers", "t5_decoder_layers",
     "t5_architecture", "lora_r", "lora_learning_rate", "calibration_conversations", "max_steps",
